@@ -1,0 +1,119 @@
+"""YAML configs with command-line overrides, and dataclass construction from dicts."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the file and key."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Load a YAML mapping; an ``include:`` list of paths (relative to the file) is merged first."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    includes = data.pop("include", []) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        merged = deep_merge(merged, load_yaml(path.parent / inc))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """Return a copy of ``base`` with ``over`` merged in recursively (``over`` wins)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.sub=value`` (or ``--key.sub value`` pairs) overrides; values parse as YAML.
+
+    >>> apply_overrides({"model": {"d": 1}}, ["model.d=4"])
+    {'model': {'d': 4}}
+    """
+    cfg = copy.deepcopy(cfg)
+    items: list[tuple[str, str]] = []
+    it = iter(overrides)
+    for tok in it:
+        if tok.startswith("--"):
+            tok = tok[2:]
+            if "=" not in tok:
+                try:
+                    val = next(it)
+                except StopIteration:
+                    raise ConfigError(f"override --{tok} has no value") from None
+                items.append((tok, val))
+                continue
+        if "=" not in tok:
+            raise ConfigError(f"override {tok!r} is not of the form key.sub=value")
+        k, v = tok.split("=", 1)
+        items.append((k, v))
+    for key, raw in items:
+        try:
+            val = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            val = raw
+        node = cfg
+        parts = key.replace("-", "_").split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = val
+    return cfg
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise a ConfigError naming them.
+
+    Nested dataclass fields are built recursively from nested mappings.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, val in data.items():
+        typ = hints.get(name)
+        if dataclasses.is_dataclass(typ) and isinstance(val, Mapping):
+            val = from_dict(typ, val, f"{where or cls.__name__}.{name}")
+        kwargs[name] = val
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    """Dataclass -> plain dict (for YAML dumps and checkpoints)."""
+    return dataclasses.asdict(obj)
+
+
+def dump_yaml(cfg: Mapping, path: str | Path) -> None:
+    """Write ``cfg`` as YAML atomically."""
+    from justkit.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,89 @@
+"""Kaldi data directories: read/write the per-utterance tables (wav.scp, text, utt2spk, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Mapping
+
+from justkit.fileio import atomic_open
+
+# Files of a data dir that map utterance id -> value, in the order we write them.
+UTT_TABLES = ("wav.scp", "text", "utt2spk", "utt2lang", "utt2dur", "feats.scp", "utt2num_frames")
+
+
+class DataDirError(ValueError):
+    """A data-dir file is malformed; the message names the file, the line and the id."""
+
+
+def read_table(path: str | Path, allow_empty_value: bool = False) -> Dict[str, str]:
+    """Read a Kaldi table ``<key> <value...>`` into an ordered dict.
+
+    Raises DataDirError naming the file and line for non-UTF-8 bytes, a missing value
+    (unless ``allow_empty_value``) or a duplicated key.
+    """
+    path = Path(path)
+    out: Dict[str, str] = {}
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataDirError(f"{path}: file not found") from None
+    for lineno, bline in enumerate(raw.split(b"\n"), 1):
+        if not bline.strip():
+            continue
+        try:
+            line = bline.decode("utf-8")
+        except UnicodeDecodeError as e:
+            key = bline.split(maxsplit=1)[0].decode("utf-8", "replace")
+            raise DataDirError(f"{path}:{lineno}: id {key}: not valid UTF-8 ({e})") from None
+        parts = line.rstrip("\r").split(maxsplit=1)
+        key = parts[0]
+        val = parts[1].strip() if len(parts) > 1 else ""
+        if not val and not allow_empty_value:
+            raise DataDirError(f"{path}:{lineno}: id {key}: empty value")
+        if key in out:
+            raise DataDirError(f"{path}:{lineno}: id {key}: duplicated")
+        out[key] = val
+    return out
+
+
+def write_table(path: str | Path, table: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+    """Write ``key value`` lines sorted by key (C-locale byte order), atomically."""
+    items = table.items() if isinstance(table, Mapping) else table
+    rows = sorted(((str(k), str(v)) for k, v in items), key=lambda kv: kv[0].encode("utf-8"))
+    with atomic_open(path, "w") as f:
+        for k, v in rows:
+            f.write(f"{k} {v}\n" if v != "" else f"{k}\n")
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, str]:
+    """Invert utt2spk into spk2utt (space-joined, utterances sorted)."""
+    spk: Dict[str, list] = {}
+    for u in sorted(utt2spk, key=lambda s: s.encode("utf-8")):
+        spk.setdefault(utt2spk[u], []).append(u)
+    return {s: " ".join(us) for s, us in spk.items()}
+
+
+@dataclass
+class DataDir:
+    """A Kaldi data directory on disk; tables are read lazily by name."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def read(self, name: str, allow_empty_value: bool = False) -> Dict[str, str]:
+        return read_table(self.path / name, allow_empty_value=allow_empty_value)
+
+    def write(self, name: str, table: Mapping[str, str]) -> None:
+        write_table(self.path / name, table)
+
+    def utt_ids(self) -> list[str]:
+        """Utterance ids, taken from wav.scp, else feats.scp, else text."""
+        for name in ("wav.scp", "feats.scp", "text"):
+            if self.has(name):
+                return list(self.read(name, allow_empty_value=(name == "text")))
+        raise DataDirError(f"{self.path}: no wav.scp, feats.scp or text")

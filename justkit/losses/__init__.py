@@ -1,0 +1,1 @@
+"""justkit.losses"""

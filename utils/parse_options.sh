@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing for recipe scripts. Source it after declaring defaults:
+#   stage=1; nj=4; langs="en de"
+#   . utils/parse_options.sh
+# Then `--stage 3 --nj=8 --langs "en pl"` set those variables. A name with dashes
+# maps to underscores (--stop-stage == --stop_stage). An option whose variable was not
+# declared is an error (catches typos); `--help` prints $help_message if set.
+# Positional arguments are left in "$@".
+while true; do
+  [ -z "${1:-}" ] && break
+  case "$1" in
+    --help|-h)
+      echo "${help_message:-no help message; see the top of $0}"
+      exit 0 ;;
+    --*=*)
+      name=$(echo "${1%%=*}" | sed 's/^--//; s/-/_/g')
+      value="${1#*=}"
+      shift ;;
+    --*)
+      name=$(echo "$1" | sed 's/^--//; s/-/_/g')
+      if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
+      value="$2"
+      shift 2 ;;
+    *) break ;;
+  esac
+  if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "$0: invalid option name --$name" >&2; exit 1
+  fi
+  if [ -z "${!name+set}" ]; then
+    echo "$0: unknown option --$name (no variable '$name' declared before parse_options.sh)" >&2
+    exit 1
+  fi
+  # Quote the value so spaces and shell characters survive.
+  printf -v "$name" '%s' "$value"
+done
+true
