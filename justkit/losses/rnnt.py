@@ -1,0 +1,36 @@
+"""RNN-T loss with selectable backend: torchaudio (default) or justkit's numba kernels."""
+from __future__ import annotations
+
+import torch
+
+BACKENDS = ("torchaudio", "numba")
+
+
+def rnnt_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lens: torch.Tensor,
+    target_lens: torch.Tensor,
+    blank: int = 0,
+    reduction: str = "mean",
+    backend: str = "torchaudio",
+) -> torch.Tensor:
+    """RNN-T negative log-likelihood.
+
+    logits: [B, T, U+1, V] unnormalised joint outputs; targets: [B, U] label ids;
+    logit_lens / target_lens: [B] valid lengths. ``reduction`` is mean/sum/none over B.
+    """
+    if backend == "torchaudio":
+        import torchaudio.functional as F
+
+        return F.rnnt_loss(
+            logits,
+            targets.int(),
+            logit_lens.int(),
+            target_lens.int(),
+            blank=blank,
+            reduction=reduction,
+        )
+    if backend == "numba":
+        raise NotImplementedError("numba backend: in progress (justkit.losses.rnnt_numba)")
+    raise ValueError(f"unknown RNN-T loss backend {backend!r}; choose one of {BACKENDS}")
