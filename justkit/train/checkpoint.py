@@ -1,0 +1,224 @@
+"""Training checkpoints: atomic save, keep-last-K, resume from the newest readable file, averaging."""
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from justkit.fileio import atomic_torch_save
+
+logger = logging.getLogger(__name__)
+
+CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+REQUIRED_KEYS = ("model", "step", "epoch", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or lacks required entries (message names it)."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:
+    """``<ckpt_dir>/ckpt-<step>.pt``."""
+    return Path(ckpt_dir) / f"ckpt-{int(step)}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """The ``ckpt-<step>.pt`` files in ``ckpt_dir``, oldest (lowest step) first.
+
+    Temporary files of an interrupted save (``.ckpt-N.pt.*.tmp``) never match.
+    """
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        m = CKPT_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read one checkpoint (``weights_only``: tensors and plain containers only).
+
+    Raises CheckpointError naming the file when it cannot be read or lacks required keys.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # truncated zip, bad pickle, ...: all mean "unreadable"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a justkit checkpoint (top level is {type(obj).__name__})")
+    missing = [k for k in ("model", "config") if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: not a justkit checkpoint, missing {missing}")
+    return obj
+
+
+def load_latest_checkpoint(
+    ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict, Path] | None:
+    """Newest checkpoint in ``ckpt_dir`` that loads; unreadable newer ones are skipped with a warning.
+
+    Returns None when the directory holds no loadable checkpoint.
+    """
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            obj = load_checkpoint(path, map_location)
+            missing = [k for k in REQUIRED_KEYS if k not in obj]
+            if missing:
+                raise CheckpointError(f"{path}: incomplete training checkpoint, missing {missing}")
+            return obj, path
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint: %s; trying the previous one", e)
+    return None
+
+
+def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int = 0) -> Path:
+    """Write ``state`` to ``ckpt-<step>.pt`` atomically, then keep only the newest ``keep_last``.
+
+    ``keep_last <= 0`` keeps every checkpoint.
+    """
+    path = checkpoint_path(ckpt_dir, step)
+    atomic_torch_save(state, path)
+    if keep_last > 0:
+        for old in list_checkpoints(ckpt_dir)[:-keep_last]:
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                pass
+    return path
+
+
+# ----------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states in a form ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning(
+                "checkpoint has %d CUDA RNG states, this process sees %d devices: CUDA RNG not restored",
+                len(cuda), torch.cuda.device_count(),
+            )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(config: dict) -> torch.nn.Module:
+    """The JUST model described by ``config["model"]`` (a full experiment config)."""
+    from justkit.models.just import JUSTConfig, JUSTModel
+
+    if "model" not in config:
+        raise CheckpointError("config has no 'model' section")
+    return JUSTModel(JUSTConfig.from_dict(config["model"]))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model from the config stored in checkpoint ``path`` and load its weights.
+
+    Works for ``ckpt-<step>.pt`` and averaged ``model_avg.pt`` files. Returns (model in
+    eval mode on ``device``, the experiment config dict).
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    config = ckpt["config"]
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {e}") from e
+    model.to(device)
+    model.eval()
+    return model, config
+
+
+# ----------------------------------------------------------------------------- averaging
+
+
+def average_state_dicts(states: Sequence[dict]) -> dict:
+    """Element-wise mean of model state dicts; non-floating tensors are copied from the last one.
+
+    Sums run in float64 so that averaging many fp32/bf16 checkpoints adds no rounding drift.
+    """
+    if not states:
+        raise ValueError("average_state_dicts: no state dicts given")
+    keys = list(states[-1].keys())
+    for i, s in enumerate(states):
+        if set(s.keys()) != set(keys):
+            diff = sorted(set(s.keys()) ^ set(keys))
+            raise ValueError(f"state dict {i} has different keys than the last one: {diff[:5]}")
+    out: dict[str, Any] = {}
+    for k in keys:
+        last = states[-1][k]
+        if torch.is_tensor(last) and torch.is_floating_point(last):
+            acc = torch.zeros(last.shape, dtype=torch.float64)
+            for s in states:
+                if s[k].shape != last.shape:
+                    raise ValueError(f"{k}: shape {tuple(s[k].shape)} != {tuple(last.shape)}")
+                acc += s[k].detach().to("cpu", torch.float64)
+            out[k] = (acc / len(states)).to(last.dtype)
+        else:
+            out[k] = last.clone() if torch.is_tensor(last) else last
+    return out
+
+
+def average_checkpoints(paths: Sequence[str | Path], out_path: str | Path) -> dict:
+    """Average the model weights of ``paths`` into ``out_path`` (atomic).
+
+    The output holds ``model``, ``config`` and ``step`` of the last path, and
+    ``averaged_from`` (the file names), so :func:`load_model` reads it like a checkpoint.
+    """
+    if not paths:
+        raise CheckpointError("average_checkpoints: no checkpoints given")
+    ckpts = [load_checkpoint(p) for p in paths]
+    avg = average_state_dicts([c["model"] for c in ckpts])
+    out = {
+        "model": avg,
+        "config": ckpts[-1]["config"],
+        "step": ckpts[-1].get("step", 0),
+        "epoch": ckpts[-1].get("epoch", 0),
+        "averaged_from": [str(Path(p).name) for p in paths],
+    }
+    atomic_torch_save(out, out_path)
+    return out
