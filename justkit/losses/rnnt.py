@@ -18,7 +18,11 @@ def rnnt_loss(
     """RNN-T negative log-likelihood.
 
     logits: [B, T, U+1, V] unnormalised joint outputs; targets: [B, U] label ids;
-    logit_lens / target_lens: [B] valid lengths. ``reduction`` is mean/sum/none over B.
+    logit_lens / target_lens: [B] valid lengths. ``reduction`` is mean/sum/none over B
+    ("mean" divides the summed costs by B, as torchaudio does; it is not per token).
+    log_softmax is applied inside (torchaudio's ``fused_log_softmax=True``). ``backend``:
+    "torchaudio" (default) or "numba" (justkit.losses.rnnt_numba: numba CPU kernels,
+    numba.cuda kernels for CUDA tensors).
     """
     if backend == "torchaudio":
         import torchaudio.functional as F
@@ -32,5 +36,7 @@ def rnnt_loss(
             reduction=reduction,
         )
     if backend == "numba":
-        raise NotImplementedError("numba backend: in progress (justkit.losses.rnnt_numba)")
+        from justkit.losses.rnnt_numba import rnnt_loss_numba
+
+        return rnnt_loss_numba(logits, targets, logit_lens, target_lens, blank=blank, reduction=reduction)
     raise ValueError(f"unknown RNN-T loss backend {backend!r}; choose one of {BACKENDS}")
