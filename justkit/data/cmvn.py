@@ -1,0 +1,149 @@
+"""Global CMVN statistics in Kaldi layout: accumulate from feats.scp, read/write (kaldiio), apply."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Tuple, Union
+
+import kaldiio
+import numpy as np
+import torch
+
+from justkit.data.datadir import read_table
+from justkit.fileio import atomic_open
+
+log = logging.getLogger(__name__)
+Array = Union[np.ndarray, torch.Tensor]
+
+# Kaldi's ApplyCmvn floors the variance at this value.
+VAR_FLOOR = 1.0e-20
+
+
+class CmvnError(ValueError):
+    """CMVN stats are malformed or cannot be accumulated; names the file (and utterance)."""
+
+
+@dataclass(frozen=True)
+class CmvnConfig:
+    """How the data loader normalises features with the global stats."""
+
+    norm_means: bool = True
+    norm_vars: bool = True
+    var_floor: float = VAR_FLOOR
+
+
+def accumulate(feats: Iterable[np.ndarray], dim: Optional[int] = None) -> np.ndarray:
+    """Kaldi stats ``[2, D+1]`` float64 of feature matrices ``[T, D]``.
+
+    Row 0: per-dimension sums, then the frame count; row 1: sums of squares, then 0.
+    """
+    stats: Optional[np.ndarray] = None
+    for x in feats:
+        x = np.asarray(x, dtype=np.float64)
+        if stats is None:
+            d = x.shape[1] if dim is None else dim
+            stats = np.zeros((2, d + 1), dtype=np.float64)
+        add_to_stats(stats, x)
+    if stats is None:
+        if dim is None:
+            raise CmvnError("no features to accumulate CMVN stats from")
+        stats = np.zeros((2, dim + 1), dtype=np.float64)
+    return stats
+
+
+def add_to_stats(stats: np.ndarray, x: np.ndarray) -> None:
+    """Add one ``[T, D]`` matrix to ``stats`` in place."""
+    d = stats.shape[1] - 1
+    if x.ndim != 2 or x.shape[1] != d:
+        raise CmvnError(f"feature matrix of shape {x.shape} does not match CMVN dim {d}")
+    x = np.asarray(x, dtype=np.float64)
+    stats[0, :d] += x.sum(axis=0)
+    stats[1, :d] += np.einsum("td,td->d", x, x)
+    stats[0, d] += x.shape[0]
+
+
+def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> np.ndarray:
+    """Global stats over every utterance of ``feats_scp``; errors name the scp and utterance."""
+    feats_scp = Path(feats_scp)
+    table = read_table(feats_scp)
+    if not table:
+        raise CmvnError(f"{feats_scp}: no utterances")
+    stats: Optional[np.ndarray] = None
+    t0 = last = time.monotonic()
+    for i, (utt, rx) in enumerate(table.items(), 1):
+        try:
+            x = kaldiio.load_mat(rx)
+        except Exception as e:  # kaldiio raises many types for a bad offset or a truncated ark
+            raise CmvnError(f"{feats_scp}: utterance {utt}: cannot read features {rx} ({e})") from None
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise CmvnError(f"{feats_scp}: utterance {utt}: features {rx} have shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise CmvnError(f"{feats_scp}: utterance {utt}: features {rx} contain NaN/inf")
+        if stats is None:
+            stats = np.zeros((2, x.shape[1] + 1), dtype=np.float64)
+        elif x.shape[1] != stats.shape[1] - 1:
+            raise CmvnError(f"{feats_scp}: utterance {utt}: dim {x.shape[1]} != {stats.shape[1] - 1} "
+                            f"of the utterances before it")
+        add_to_stats(stats, x)
+        now = time.monotonic()
+        if now - last >= progress_every:
+            log.info("cmvn: %d/%d utterances (%.0f s)", i, len(table), now - t0)
+            last = now
+    assert stats is not None
+    return stats
+
+
+def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
+    """Write stats as one Kaldi binary matrix (readable by ``copy-matrix``/``kaldiio.load_mat``), atomically."""
+    stats = np.asarray(stats, dtype=np.float64)
+    _check_stats(stats, path)
+    with atomic_open(path, "wb", encoding=None) as f:
+        kaldiio.save_mat(f, stats)
+
+
+def read_cmvn(path: str | Path) -> np.ndarray:
+    """Read Kaldi-layout global stats ``[2, D+1]`` float64."""
+    try:
+        stats = np.asarray(kaldiio.load_mat(str(path)), dtype=np.float64)
+    except FileNotFoundError:
+        raise CmvnError(f"{path}: CMVN stats file not found (run stage 3)") from None
+    except Exception as e:
+        raise CmvnError(f"{path}: cannot read CMVN stats ({e})") from None
+    _check_stats(stats, path)
+    return stats
+
+
+def _check_stats(stats: np.ndarray, path) -> None:
+    if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
+        raise CmvnError(f"{path}: CMVN stats must be a 2 x (D+1) matrix, got shape {stats.shape}")
+    if not stats[0, -1] > 0:
+        raise CmvnError(f"{path}: CMVN stats have frame count {stats[0, -1]}; need > 0")
+
+
+def stats_to_mean_std(stats: np.ndarray, var_floor: float = VAR_FLOOR) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` float64 ``[D]`` from stats; the variance is floored at ``var_floor`` like Kaldi."""
+    _check_stats(stats, "stats")
+    d = stats.shape[1] - 1
+    count = stats[0, d]
+    mean = stats[0, :d] / count
+    var = stats[1, :d] / count - mean * mean
+    return mean, np.sqrt(np.maximum(var, var_floor))
+
+
+def load_cmvn(path: str | Path, var_floor: float = VAR_FLOOR) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` float32 tensors ``[D]`` from a stats file, for the data loader."""
+    mean, std = stats_to_mean_std(read_cmvn(path), var_floor)
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def apply_cmvn(feats: Array, mean: Array, std: Array, norm_means: bool = True, norm_vars: bool = True) -> Array:
+    """``(feats - mean) / std`` over the last dim (numpy or torch, same type out)."""
+    out = feats
+    if norm_means:
+        out = out - mean
+    if norm_vars:
+        out = out / std
+    return out

@@ -1,0 +1,137 @@
+"""Kaldi-compatible log-mel filterbank features (torchaudio.compliance.kaldi.fbank)."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torchaudio.compliance.kaldi as kaldi
+
+from justkit.config import from_dict, load_yaml
+
+WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman")
+
+
+class FbankError(ValueError):
+    """Features cannot be computed for an utterance (too short, wrong sample rate)."""
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Options of Kaldi's compute-fbank-feats (same names minus dashes), Kaldi's defaults except:
+
+    - ``num_mel_bins`` 80 (Kaldi: 23);
+    - ``dither`` 0.0 (Kaldi: 1.0) so that re-running stage 3 gives identical features; a
+      non-zero dither draws its noise from a generator seeded by the utterance id, so
+      it is reproducible as well;
+    - ``energy_floor`` 1.0 (Kaldi: 0.0), as Kaldi advises when dither is off.
+    """
+
+    sample_frequency: float = 16000.0
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    num_mel_bins: int = 80
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from Nyquist
+    dither: float = 0.0
+    preemphasis_coefficient: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    blackman_coeff: float = 0.42
+    round_to_power_of_two: bool = True
+    snip_edges: bool = True
+    raw_energy: bool = True
+    energy_floor: float = 1.0
+    use_energy: bool = False
+    htk_compat: bool = False
+    use_log_fbank: bool = True
+    use_power: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window_type not in WINDOW_TYPES:
+            raise ValueError(f"fbank window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
+        if self.num_mel_bins <= 3:
+            raise ValueError(f"fbank num_mel_bins must be > 3, got {self.num_mel_bins}")
+        if self.frame_shift_ms <= 0 or self.frame_length_ms <= 0:
+            raise ValueError("fbank frame_length_ms and frame_shift_ms must be positive")
+
+    @property
+    def dim(self) -> int:
+        return self.num_mel_bins + int(self.use_energy)
+
+    @property
+    def window_size(self) -> int:
+        return int(self.sample_frequency * self.frame_length_ms * 0.001)
+
+    @property
+    def window_shift(self) -> int:
+        return int(self.sample_frequency * self.frame_shift_ms * 0.001)
+
+    def kaldi_kwargs(self) -> dict:
+        """Keyword arguments for ``torchaudio.compliance.kaldi.fbank`` (dither handled separately)."""
+        return dict(
+            sample_frequency=self.sample_frequency, frame_length=self.frame_length_ms,
+            frame_shift=self.frame_shift_ms, num_mel_bins=self.num_mel_bins,
+            low_freq=self.low_freq, high_freq=self.high_freq, dither=0.0,
+            preemphasis_coefficient=self.preemphasis_coefficient,
+            remove_dc_offset=self.remove_dc_offset, window_type=self.window_type,
+            blackman_coeff=self.blackman_coeff, round_to_power_of_two=self.round_to_power_of_two,
+            snip_edges=self.snip_edges, raw_energy=self.raw_energy,
+            energy_floor=self.energy_floor, use_energy=self.use_energy,
+            htk_compat=self.htk_compat, use_log_fbank=self.use_log_fbank, use_power=self.use_power,
+        )
+
+
+def load_fbank_config(path: str | Path | None, overrides: Optional[dict] = None) -> FbankConfig:
+    """FbankConfig from a YAML file (``fbank:`` section or top level), then ``overrides``."""
+    data: dict = {}
+    if path is not None:
+        raw = load_yaml(path)
+        data = dict(raw.get("fbank", raw))
+    data.update(overrides or {})
+    return from_dict(FbankConfig, data, where=str(path) if path else "fbank")
+
+
+def num_frames(num_samples: int, cfg: FbankConfig) -> int:
+    """Frames Kaldi produces for ``num_samples`` (snip_edges: whole windows only)."""
+    if cfg.snip_edges:
+        if num_samples < cfg.window_size:
+            return 0
+        return 1 + (num_samples - cfg.window_size) // cfg.window_shift
+    return (num_samples + cfg.window_shift // 2) // cfg.window_shift
+
+
+def compute_fbank(samples: np.ndarray | torch.Tensor, cfg: FbankConfig, sample_rate: Optional[int] = None,
+                  utt: Optional[str] = None) -> np.ndarray:
+    """``[num_frames, dim]`` float32 log-mel features of 1-D float samples in [-1, 1].
+
+    Samples are scaled by 32768 first, as Kaldi reads 16-bit WAV, so the values (and
+    the energy floor) match compute-fbank-feats on the same audio. Raises FbankError
+    (naming ``utt``) for a sample-rate mismatch or audio shorter than one frame.
+    """
+    # Own code vs torchaudio: a vectorised re-implementation (unfold, cached mel bank
+    # and window, one matmul) measured no faster than torchaudio's (both ~3-4 ms for
+    # 8 s on one core), so we call torchaudio and only add the checks and scaling.
+    who = f"utterance {utt}: " if utt is not None else ""
+    if sample_rate is not None and int(sample_rate) != int(cfg.sample_frequency):
+        raise FbankError(f"{who}audio is {sample_rate} Hz but fbank expects {cfg.sample_frequency:g} Hz "
+                         f"(resample first, or set sample_frequency)")
+    x = torch.as_tensor(samples, dtype=torch.float32)
+    if x.dim() != 1:
+        raise FbankError(f"{who}expected 1-D samples, got shape {tuple(x.shape)}")
+    # torchaudio needs one whole window even with snip_edges=False.
+    if x.numel() < max(cfg.window_size, 2):
+        raise FbankError(f"{who}{x.numel()} samples is shorter than one {cfg.frame_length_ms:g} ms frame "
+                         f"({cfg.window_size} samples)")
+    x = x * 32768.0
+    if cfg.dither != 0.0:
+        # Kaldi dithers each frame; adding the noise to the waveform is equivalent in
+        # distribution and keeps torchaudio's framing. Seeded by the utterance id.
+        g = torch.Generator().manual_seed(zlib.crc32((utt or "").encode("utf-8")))
+        x = x + cfg.dither * torch.randn(x.shape, generator=g)
+    with torch.inference_mode():
+        feats = kaldi.fbank(x.unsqueeze(0), **cfg.kaldi_kwargs())
+    return feats.numpy()
