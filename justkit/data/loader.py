@@ -1,0 +1,172 @@
+"""Training/eval data loader: DataConfig, collate to the batch dict, resumable torch DataLoader."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from justkit.data.dataset import Cmvn, PackedDataset
+from justkit.data.sampler import BucketBatchSampler
+from justkit.data.specaug import SpecAugConfig
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section of an experiment YAML.
+
+    max_frames: budget of one batch in feature frames, padding included
+        (batch size * longest utterance <= max_frames); per rank. Longer utterances are
+        skipped in training (with a warning).
+    buckets: number of length buckets (quantiles of the training lengths); batches are
+        made inside a bucket, so more buckets = less padding, less randomness.
+    lang_alpha: language sampling temperature, p_lang proportional to n_lang ** lang_alpha
+        (1 = natural shares, 0 = uniform over languages; ~0.3-0.5 favours low-resource ones).
+    epoch_size: utterances drawn per epoch (0 = number of training utterances).
+    num_workers: DataLoader worker processes (0 = load in the main process).
+    specaug: SpecAugment for ``feats_sup`` (see justkit.data.specaug.SpecAugConfig).
+    seed: seed of language sampling, batch order and SpecAugment (with the epoch).
+    """
+
+    max_frames: int = 20000
+    buckets: int = 10
+    lang_alpha: float = 1.0
+    epoch_size: int = 0
+    num_workers: int = 0
+    specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.specaug, dict):
+            from justkit.config import from_dict
+
+            self.specaug = from_dict(SpecAugConfig, self.specaug, "data.specaug")
+        if self.max_frames <= 0:
+            raise ValueError(f"data.max_frames must be > 0, got {self.max_frames}")
+        if self.buckets < 1:
+            raise ValueError(f"data.buckets must be >= 1, got {self.buckets}")
+        if self.epoch_size < 0 or self.num_workers < 0:
+            raise ValueError("data.epoch_size and data.num_workers must be >= 0")
+
+
+def _pad(arrays: Sequence[np.ndarray], length: int) -> torch.Tensor:
+    dim = arrays[0].shape[1]
+    out = torch.zeros(len(arrays), length, dim, dtype=torch.float32)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return out
+
+
+class Collate:
+    """Items of PackedDataset -> the batch dict of docs/interfaces.md.
+
+    ``feats`` [B, T, D] float32 (zero padded), ``feat_lens`` [B] long, ``feats_sup`` (only with
+    ``with_sup``; unlabelled rows hold an un-augmented copy), ``tokens`` [B, U] long padded with
+    0 (U >= 1), ``token_lens`` [B] long (0 for unlabelled rows: their transcripts are never
+    handed to the model), ``labelled`` [B] bool, ``langs``, ``utts``.
+    """
+
+    def __init__(self, with_sup: bool = False) -> None:
+        self.with_sup = with_sup
+
+    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+        lens = [it["feats"].shape[0] for it in items]
+        t_max = max(lens)
+        labelled = [bool(it["labelled"]) for it in items]
+        toks = [it["tokens"] if lab else [] for it, lab in zip(items, labelled)]
+        u_max = max(1, max(len(t) for t in toks))
+        tokens = torch.zeros(len(items), u_max, dtype=torch.long)
+        for i, t in enumerate(toks):
+            if t:
+                tokens[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        batch = {
+            "feats": _pad([it["feats"] for it in items], t_max),
+            "feat_lens": torch.as_tensor(lens, dtype=torch.long),
+            "tokens": tokens,
+            "token_lens": torch.as_tensor([len(t) for t in toks], dtype=torch.long),
+            "labelled": torch.as_tensor(labelled, dtype=torch.bool),
+            "langs": [it["lang"] for it in items],
+            "utts": [it["utt"] for it in items],
+        }
+        if self.with_sup:
+            batch["feats_sup"] = _pad([it.get("feats_sup", it["feats"]) for it in items], t_max)
+        return batch
+
+
+class ResumableDataLoader(DataLoader):
+    """A torch DataLoader over a :class:`BucketBatchSampler` that counts the batches it hands out.
+
+    One ``iter()`` = the rest of the current epoch; when it is exhausted the sampler moves to
+    the next epoch. ``state_dict()`` (saved in checkpoints under "sampler") records the epoch
+    and the batches consumed, so a run resumed from it sees exactly the remaining batches.
+    """
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        sampler: BucketBatchSampler = self.batch_sampler
+        for batch in super().__iter__():
+            sampler.advance(1)
+            yield batch
+        sampler.end_epoch()
+
+    @property
+    def epoch(self) -> int:
+        return self.batch_sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
+
+    def padding_fraction(self, epoch: Optional[int] = None) -> float:
+        return self.batch_sampler.padding_fraction(epoch)
+
+
+def build_loader(
+    cfg: DataConfig,
+    jsonl: Union[str, os.PathLike],
+    cmvn: Cmvn,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: Optional[int] = None,
+    train: bool = True,
+    max_frames: Optional[int] = None,
+) -> ResumableDataLoader:
+    """DataLoader over a packed jsonl for DDP ``rank`` of ``world_size``.
+
+    ``train=True``: language sampling, buckets, shuffled batches, SpecAugment when enabled.
+    ``train=False`` (dev/decoding): every utterance once in length order, no augmentation.
+    ``seed`` (default ``cfg.seed``) fixes the batches and augmentation; ``max_frames``
+    overrides ``cfg.max_frames`` (e.g. a larger budget for evaluation). Workers only load
+    and collate, so the batches do not depend on ``cfg.num_workers``.
+    """
+    seed = cfg.seed if seed is None else int(seed)
+    specaug = cfg.specaug if train and cfg.specaug.enabled else None
+    dataset = PackedDataset(jsonl, cmvn=cmvn, specaug=specaug)
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        dataset.langs,
+        max_frames=max_frames or cfg.max_frames,
+        num_buckets=cfg.buckets,
+        lang_alpha=cfg.lang_alpha,
+        epoch_size=cfg.epoch_size if train else 0,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        shuffle=train,
+        utts=dataset.utts,
+    )
+    return ResumableDataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=Collate(with_sup=specaug is not None),
+        num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )

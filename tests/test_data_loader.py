@@ -1,0 +1,262 @@
+"""Tests of the training data loader: sampler, dataset, SpecAugment, collate, resume, DDP split."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from justkit.config import from_dict
+from justkit.data.dataset import PackedDataError, PackedDataset
+from justkit.data.loader import DataConfig, build_loader
+from justkit.data.sampler import BucketBatchSampler, greedy_batches, padding_fraction
+from justkit.data.specaug import SpecAugConfig, spec_augment
+
+DIM = 8
+
+
+def write_packed(tmp_path, rows, name="train"):
+    """rows: (utt, lang, num_frames, labelled, tokens). Writes an ark/scp and a packed jsonl."""
+    rng = np.random.default_rng(0)
+    ark, scp = tmp_path / f"{name}.ark", tmp_path / f"{name}.scp"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as w:
+        for utt, _, n, _, _ in rows:
+            w(utt, (rng.standard_normal((n, DIM)) * 2 + 3).astype(np.float32))
+    rx = dict(line.split(maxsplit=1) for line in scp.read_text().splitlines())
+    path = tmp_path / f"{name}.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for utt, lang, n, lab, toks in sorted(rows):
+            f.write(json.dumps({"utt": utt, "feats": rx[utt], "num_frames": n, "tokens": toks,
+                                "lang": lang, "labelled": lab, "text": "x"}) + "\n")
+    return path
+
+
+def cmvn_identity():
+    return np.zeros(DIM, np.float32), np.ones(DIM, np.float32)
+
+
+def small_rows(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    langs = ["en"] * (n // 2) + ["pl"] * (n // 4) + ["de"] * (n - n // 2 - n // 4)
+    return [(f"{l}_{i:03d}", l, int(rng.integers(20, 120)), i % 3 != 0,
+             [int(t) for t in rng.integers(2, 50, size=int(rng.integers(1, 9)))])
+            for i, l in enumerate(langs)]
+
+
+def collect(loader):
+    return [b["utts"] for b in loader]
+
+
+# -- sampler --------------------------------------------------------------------------------
+def mls_like_lengths(n, seed=0):
+    return np.random.default_rng(seed).integers(1000, 2000, size=n)  # 10-20 s at 10 ms
+
+
+def test_frame_budget_counts_padding():
+    lengths = mls_like_lengths(500)
+    s = BucketBatchSampler(lengths, ["en"] * 500, max_frames=8000, num_buckets=8)
+    batches = list(s)
+    assert batches
+    for b in batches:
+        assert len(b) * lengths[b].max() <= 8000
+    assert sum(len(b) for b in batches) == 500  # epoch_size 0 = every utterance's worth
+
+
+def test_buckets_reduce_padding_vs_random():
+    lengths = mls_like_lengths(2000)
+    s = BucketBatchSampler(lengths, ["en"] * 2000, max_frames=20000, num_buckets=20)
+    bucketed = s.padding_fraction()
+    rnd = greedy_batches(np.random.default_rng(1).permutation(2000), lengths, 20000)
+    unsorted = padding_fraction(rnd, lengths)
+    assert bucketed < 0.05
+    assert bucketed < unsorted / 3
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_language_ratio_follows_temperature(alpha):
+    counts = {"en": 800, "de": 150, "pl": 50}
+    langs = [l for l, c in counts.items() for _ in range(c)]
+    lengths = np.random.default_rng(0).integers(50, 100, size=len(langs))
+    s = BucketBatchSampler(lengths, langs, max_frames=1000, lang_alpha=alpha, epoch_size=2000)
+    seen = Counter()
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        for b in s:
+            seen.update(langs[i] for i in b)
+    total = sum(seen.values())
+    w = {l: c ** alpha for l, c in counts.items()}
+    for l in counts:
+        expect = w[l] / sum(w.values())
+        assert abs(seen[l] / total - expect) < 0.01, (l, seen[l] / total, expect)
+    if alpha < 1:  # polish is boosted well above its natural 5 %
+        assert seen["pl"] / total > 0.15
+
+
+def test_deterministic_given_seed_and_epoch():
+    lengths = mls_like_lengths(300)
+    langs = ["en", "pl", "fr"] * 100
+    a = BucketBatchSampler(lengths, langs, max_frames=6000, seed=3, lang_alpha=0.5)
+    b = BucketBatchSampler(lengths, langs, max_frames=6000, seed=3, lang_alpha=0.5)
+    c = BucketBatchSampler(lengths, langs, max_frames=6000, seed=4, lang_alpha=0.5)
+    assert [list(x) for x in a] == [list(x) for x in b]
+    assert [list(x) for x in a] != [list(x) for x in c]
+    a.set_epoch(1)
+    assert [list(x) for x in a] != [list(x) for x in b]
+
+
+def test_ddp_split_disjoint_and_equal():
+    lengths = mls_like_lengths(400)
+    langs = ["en", "de"] * 200
+    full = BucketBatchSampler(lengths, langs, max_frames=5000, seed=1).all_batches(0)
+    ranks = [list(BucketBatchSampler(lengths, langs, max_frames=5000, seed=1, rank=r, world_size=3))
+             for r in range(3)]
+    assert len({len(r) for r in ranks}) == 1
+    assert len(ranks[0]) == len(full) // 3
+    ids = [id_ for r in ranks for b in r for id_ in [tuple(b)]]
+    assert len(ids) == len(set(ids))  # no batch twice
+    flat = [tuple(b) for b in full]
+    assert set(ids) <= set(flat)
+
+
+def test_overlong_utterance_skipped_with_warning(caplog):
+    lengths = [100, 200, 5000, 150]
+    with caplog.at_level(logging.WARNING):
+        s = BucketBatchSampler(lengths, ["en"] * 4, max_frames=1000, utts=["a", "b", "long", "c"])
+    assert "long" in caplog.text and "max_frames=1000" in caplog.text
+    seen = [i for b in s for i in b]
+    assert 2 not in seen and sorted(set(seen)) == [0, 1, 3]
+    with pytest.raises(ValueError, match="no utterance fits"):
+        BucketBatchSampler([5000], ["en"], max_frames=1000)
+
+
+# -- dataset, loader ------------------------------------------------------------------------
+def test_batch_contract_and_cmvn(tmp_path):
+    rows = small_rows()
+    path = write_packed(tmp_path, rows)
+    mean, std = np.full(DIM, 3.0, np.float32), np.full(DIM, 2.0, np.float32)
+    cfg = from_dict(DataConfig, {"max_frames": 400, "buckets": 3})
+    loader = build_loader(cfg, path, (mean, std), seed=0)
+    by_utt = {r[0]: r for r in rows}
+    raw = PackedDataset(path, cmvn=None)
+    n = 0
+    for batch in loader:
+        b = len(batch["utts"])
+        assert batch["feats"].dtype == torch.float32 and batch["feats"].shape[0] == b
+        assert batch["feats"].shape[1] * b <= 400
+        assert batch["feats"].shape[2] == DIM and "feats_sup" not in batch
+        for i, utt in enumerate(batch["utts"]):
+            _, lang, nf, lab, toks = by_utt[utt]
+            assert batch["feat_lens"][i] == nf and batch["langs"][i] == lang
+            assert bool(batch["labelled"][i]) == lab
+            assert torch.all(batch["feats"][i, nf:] == 0)
+            j = raw.utts.index(utt)
+            expect = (raw.load_feats(j) - 3.0) / 2.0
+            assert torch.allclose(batch["feats"][i, :nf], torch.from_numpy(expect))
+            if lab:
+                assert batch["token_lens"][i] == len(toks)
+                assert batch["tokens"][i, : len(toks)].tolist() == toks
+            else:
+                assert batch["token_lens"][i] == 0
+            assert torch.all(batch["tokens"][i, batch["token_lens"][i]:] == 0)
+        n += b
+    assert n == len(rows)
+    assert loader.epoch == 1
+
+
+def test_loader_deterministic_with_workers(tmp_path):
+    path = write_packed(tmp_path, small_rows())
+    cfg = DataConfig(max_frames=300, buckets=2, lang_alpha=0.5, num_workers=0,
+                     specaug=SpecAugConfig(enabled=True, freq_width=3, time_width=10, time_ratio=0.2))
+    a = list(build_loader(cfg, path, cmvn_identity(), seed=7))
+    cfg.num_workers = 2
+    b = list(build_loader(cfg, path, cmvn_identity(), seed=7))
+    assert [x["utts"] for x in a] == [x["utts"] for x in b]
+    for x, y in zip(a, b):
+        assert torch.equal(x["feats_sup"], y["feats_sup"])
+    c = list(build_loader(cfg, path, cmvn_identity(), seed=8))
+    assert [x["utts"] for x in a] != [x["utts"] for x in c]
+
+
+def test_resume_mid_epoch_gives_remaining_batches(tmp_path):
+    path = write_packed(tmp_path, small_rows(60))
+    cfg = DataConfig(max_frames=300, buckets=3, lang_alpha=0.5)
+    ref = build_loader(cfg, path, cmvn_identity(), seed=5)
+    epoch0, epoch1 = collect(ref), collect(ref)
+    assert len(epoch0) > 4 and epoch0 != epoch1
+
+    run = build_loader(cfg, path, cmvn_identity(), seed=5)
+    it = iter(run)
+    got = [next(it)["utts"] for _ in range(3)]
+    state = run.state_dict()
+    assert state["epoch"] == 0 and state["position"] == 3
+    resumed = build_loader(cfg, path, cmvn_identity(), seed=5)
+    resumed.load_state_dict(state)
+    assert len(resumed) == len(epoch0) - 3
+    assert got + collect(resumed) == epoch0
+    assert collect(resumed) == epoch1  # and the next epoch is the same as uninterrupted
+
+
+def test_specaug_only_labelled_rows_feats_untouched(tmp_path):
+    rows = small_rows(30)
+    path = write_packed(tmp_path, rows)
+    spec = SpecAugConfig(enabled=True, time_warp=0, freq_masks=2, freq_width=4,
+                         time_masks=2, time_width=20, time_ratio=0.3)
+    cfg = DataConfig(max_frames=600, buckets=1, specaug=spec)
+    plain = {u: f for b in build_loader(DataConfig(max_frames=600, buckets=1), path, cmvn_identity())
+             for u, f in zip(b["utts"], b["feats"])}
+    n_lab = 0
+    for batch in build_loader(cfg, path, cmvn_identity()):
+        for i, utt in enumerate(batch["utts"]):
+            n = int(batch["feat_lens"][i])
+            assert torch.equal(batch["feats"][i, :n], plain[utt][:n])  # feats never augmented
+            if batch["labelled"][i]:
+                n_lab += 1
+                sup = batch["feats_sup"][i, :n]
+                assert (sup == 0).any() and not torch.equal(sup, batch["feats"][i, :n])
+            else:
+                assert torch.equal(batch["feats_sup"][i], batch["feats"][i])
+    assert n_lab > 0
+
+
+def test_specaug_mask_widths_and_time_warp():
+    x = np.random.default_rng(0).standard_normal((200, 80)).astype(np.float32) + 5
+    cfg = SpecAugConfig(enabled=True, freq_masks=1, freq_width=10, time_masks=1,
+                        time_width=100, time_ratio=0.05)
+    for s in range(20):
+        y = spec_augment(x, cfg, np.random.default_rng(s))
+        zero_cols = np.nonzero((y == 0).all(axis=0))[0]
+        zero_rows = np.nonzero((y == 0).all(axis=1))[0]
+        assert len(zero_cols) <= 10 and len(zero_rows) <= 10  # min(100, 0.05 * 200)
+    assert not np.any(x == 0)  # input untouched
+    warp = SpecAugConfig(time_warp=20, freq_masks=0, time_masks=0)
+    outs = [spec_augment(x, warp, np.random.default_rng(s)) for s in range(5)]
+    assert all(w.shape == x.shape for w in outs)
+    assert sum(not np.allclose(w, x) for w in outs) >= 3  # a zero shift (p = 1/41) leaves x as is
+    assert all(np.allclose(w[0], x[0], atol=1e-4) for w in outs)  # the ends stay in place
+
+
+def test_missing_feats_file_names_utt_and_path(tmp_path):
+    path = write_packed(tmp_path, small_rows(6))
+    (tmp_path / "train.ark").unlink()
+    ds = PackedDataset(path)
+    with pytest.raises(PackedDataError, match=rf"utt {ds.utts[0]}: feats file .*train\.ark not found"):
+        ds[0]
+
+
+def test_bad_jsonl_names_line_and_utt(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"utt": "u1", "feats": "a.ark:1", "num_frames": 3}\n', encoding="utf-8")
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl:1: utt u1: missing key"):
+        PackedDataset(p)
+
+
+def test_data_config_from_yaml_dict():
+    cfg = from_dict(DataConfig, {"max_frames": 1000, "lang_alpha": 0.3,
+                                 "specaug": {"enabled": True, "time_warp": 5}})
+    assert cfg.specaug.enabled and cfg.specaug.time_warp == 5
+    with pytest.raises(ValueError, match="unknown key"):
+        from_dict(DataConfig, {"max_frame": 1})
