@@ -1,0 +1,233 @@
+"""The JUST model: conformer encoder + RNN-T, jointly trained with contrastive and MLM losses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from justkit.config import from_dict
+from justkit.losses.contrastive import contrastive_loss
+from justkit.losses.mlm import mlm_loss
+from justkit.losses.rnnt import BACKENDS, rnnt_loss
+from justkit.nn.conformer import ConformerConfig, ConformerStack, lengths_to_valid
+from justkit.nn.joint import Joint, JointConfig
+from justkit.nn.masking import MaskingConfig, SpanMasker
+from justkit.nn.predictor import Predictor, PredictorConfig
+from justkit.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig
+from justkit.nn.subsampling import Conv2dSubsampling, SubsamplingConfig
+
+MODES = ("supervised", "pretrain", "just")
+# Parameter-name prefixes of the RNN-T decoder; everything else is "the encoder" that
+# load_pretrained_encoder copies from a pre-trained (w2v-BERT or JUST) checkpoint.
+RNNT_PREFIXES = ("predictor.", "joint.")
+
+
+@dataclass
+class JUSTConfig:
+    """Everything that defines a JUST model; ``model:`` in the experiment YAML.
+
+    Loss (JUST.md): loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm).
+    Modes: ``supervised`` (RNN-T only; encoder = contrastive + MLM blocks, no quantizer,
+    masking or unsupervised heads are built), ``pretrain`` (w2v-BERT: unsupervised terms
+    only, no predictor/joint built), ``just`` (both).
+    """
+
+    mode: str = "just"
+    vocab_size: int = 256  # set by the trainer from the tokenizer; id 0 = blank
+    feat_dim: int = 80
+    d_model: int = 256
+    subsampling: SubsamplingConfig = field(default_factory=SubsamplingConfig)
+    conformer: ConformerConfig = field(default_factory=ConformerConfig)
+    num_contrastive_blocks: int = 4  # w2v-BERT XL: 8
+    num_mlm_blocks: int = 4  # w2v-BERT XL: 16
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    num_distractors: int = 100  # K (wav2vec 2.0: 100)
+    kappa: float = 0.1  # contrastive temperature (wav2vec 2.0: 0.1)
+    w_u: float = 1.0  # weight of the unsupervised loss in JUST
+    w_div: float = 0.1  # diversity loss weight (wav2vec 2.0: alpha = 0.1)
+    w_mlm: float = 1.0  # MLM weight relative to contrastive (w2v-BERT: beta = 1)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    rnnt_backend: str = "torchaudio"
+    # just mode: False = RNN-T reads a second, unmasked encoder pass (train = decode input
+    # distribution, at the cost of a second forward/backward through the encoder);
+    # True = RNN-T reads the masked pass (one pass, cheaper, but trains on inputs with
+    # ~half the frames replaced by the mask embedding, which decoding never sees).
+    rnnt_on_masked: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
+        if self.rnnt_backend not in BACKENDS:
+            raise ValueError(f"model.rnnt_backend must be one of {BACKENDS}, got {self.rnnt_backend!r}")
+        if self.vocab_size < 2:
+            raise ValueError(f"model.vocab_size must be >= 2 (blank + tokens), got {self.vocab_size}")
+        if self.d_model < 1 or self.num_contrastive_blocks < 0 or self.num_mlm_blocks < 0:
+            raise ValueError("model.d_model must be >= 1 and block counts >= 0")
+        if self.num_contrastive_blocks + self.num_mlm_blocks < 1:
+            raise ValueError("model needs at least one conformer block")
+        if self.mode != "supervised" and (self.num_contrastive_blocks < 1 or self.num_mlm_blocks < 1):
+            raise ValueError(f"mode {self.mode!r} needs num_contrastive_blocks >= 1 and num_mlm_blocks >= 1")
+        if self.num_distractors < 1 or self.kappa <= 0:
+            raise ValueError("model.num_distractors must be >= 1 and model.kappa > 0")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "JUSTConfig":
+        """Build from ``yaml["model"]``; unknown keys are errors."""
+        return from_dict(cls, d, "model")
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (elements) in ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class JUSTModel(nn.Module):
+    """See docs/interfaces.md "Model": ``forward(batch, step) -> dict``, ``encode``, ``predictor``, ``joint``."""
+
+    blank_id = 0
+
+    def __init__(self, cfg: JUSTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.frontend = Conv2dSubsampling(cfg.feat_dim, d, cfg.subsampling)
+        self.contrastive_blocks = ConformerStack(d, cfg.num_contrastive_blocks, cfg.conformer)
+        self.mlm_blocks = ConformerStack(d, cfg.num_mlm_blocks, cfg.conformer)
+        self.unsupervised = cfg.mode in ("pretrain", "just")
+        self.supervised = cfg.mode in ("supervised", "just")
+        if self.unsupervised:
+            q = cfg.quantizer
+            self.masker = SpanMasker(d, cfg.masking)
+            self.quantizer = GumbelVectorQuantizer(d, q)
+            self.contrastive_proj = nn.Linear(d, q.code_dim)  # context -> code space
+            self.mlm_head = nn.Linear(d, q.groups * q.entries)
+        else:
+            self.masker = self.quantizer = self.contrastive_proj = self.mlm_head = None
+        if self.supervised:
+            self.predictor = Predictor(cfg.vocab_size, cfg.predictor)
+            self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint)
+        else:
+            self.predictor = self.joint = None
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval/decoding path, no masking: fbank [B, T, F] -> ([B, T', D], [B])."""
+        x, lens = self.frontend(feats, feat_lens)
+        valid = lengths_to_valid(lens, x.size(1))
+        return self.mlm_blocks(self.contrastive_blocks(x, valid), valid), lens
+
+    # ---------------------------------------------------------------- losses
+    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
+        tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
+        enc, enc_lens = enc[rows], enc_lens[rows]
+        enc = enc[:, : int(enc_lens.max())]  # torchaudio wants T == max(logit_lens)
+        u = int(token_lens.max())
+        tokens = tokens[:, :u]
+        pred_in = torch.cat([self.predictor.initial_tokens(tokens.size(0), tokens.device), tokens], dim=1)
+        pred, _ = self.predictor(pred_in)
+        logits = self.joint(enc[:, :, None, :], pred[:, None, :, :])  # [B, T', U+1, V]
+        return rnnt_loss(
+            logits.float(), tokens, enc_lens, token_lens, blank=self.blank_id,
+            reduction="mean", backend=self.cfg.rnnt_backend,
+        )
+
+    def _rnnt_unused(self) -> torch.Tensor:
+        # A batch without labelled rows: a zero that still touches every RNN-T parameter,
+        # so DDP sees gradients (zeros) for all of them.
+        return sum(p.sum() for p in list(self.predictor.parameters()) + list(self.joint.parameters())) * 0.0
+
+    def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
+        """Training losses for one batch; see JUSTConfig for the loss and the modes."""
+        cfg = self.cfg
+        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        if feats.size(0) != feat_lens.numel():
+            raise ValueError(f"batch: feats has {feats.size(0)} rows but feat_lens {feat_lens.numel()}")
+        dev = feats.device
+        zero = torch.zeros((), device=dev)
+        out = {k: zero for k in ("rnnt", "contrastive", "diversity", "mlm", "codebook_perplexity", "gumbel_temperature")}
+        l_rnnt = l_unsup = zero
+        enc_masked = None
+        num_frames = None
+        if self.unsupervised:
+            x, lens = self.frontend(feats, feat_lens)
+            valid = lengths_to_valid(lens, x.size(1))
+            qo = self.quantizer(x, valid, step)  # reads the unmasked encoder output
+            xm, mask = self.masker(x, lens)
+            mask = mask & valid
+            c = self.contrastive_blocks(xm, valid)
+            m = self.mlm_blocks(c, valid)
+            l_c, _ = contrastive_loss(self.contrastive_proj(c), qo.quantized, mask, cfg.num_distractors, cfg.kappa)
+            q = cfg.quantizer
+            logits = self.mlm_head(m).view(m.size(0), m.size(1), q.groups, q.entries)
+            l_m, _ = mlm_loss(logits, qo.ids, mask)
+            l_unsup = l_c + cfg.w_div * qo.diversity_loss + cfg.w_mlm * l_m
+            out.update(
+                contrastive=l_c.detach(), diversity=qo.diversity_loss.detach(), mlm=l_m.detach(),
+                codebook_perplexity=qo.code_perplexity.detach(),
+                gumbel_temperature=torch.tensor(qo.temperature, device=dev),
+            )
+            enc_masked, num_frames = (m, lens), lens.sum()
+        if self.supervised:
+            labelled = batch.get("labelled")
+            rows = torch.ones(feats.size(0), dtype=torch.bool, device=dev) if labelled is None else labelled.to(dev).bool()
+            if rows.any():
+                if cfg.rnnt_on_masked and enc_masked is not None:
+                    enc, enc_lens = enc_masked
+                else:
+                    sup = batch.get("feats_sup")
+                    enc, enc_lens = self.encode(feats if sup is None else sup, feat_lens)
+                    if num_frames is None:
+                        num_frames = enc_lens.sum()
+                l_rnnt = self._rnnt(enc, enc_lens, batch, rows)
+                out["rnnt"] = l_rnnt.detach()
+            else:
+                l_rnnt = self._rnnt_unused()
+                if num_frames is None:
+                    num_frames = self.frontend.output_lengths(feat_lens).sum()
+        out["loss"] = l_rnnt + cfg.w_u * l_unsup
+        out["num_frames"] = num_frames.detach()
+        return out
+
+    # ---------------------------------------------------------------- utilities
+    def load_pretrained_encoder(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+        """Copy every non-RNN-T weight present in ``state_dict`` (a model state dict or a
+        checkpoint with a "model" entry; a DDP "module." prefix is stripped) into this model.
+
+        Keys absent here (e.g. the quantizer when fine-tuning in supervised mode) are
+        skipped; a shape mismatch or no key loaded at all is an error. Returns the loaded keys.
+        """
+        if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+            state_dict = state_dict["model"]
+        own = self.state_dict()
+        loaded, bad = [], []
+        with torch.no_grad():
+            for k, v in state_dict.items():
+                k = k[len("module."):] if k.startswith("module.") else k
+                if k.startswith(RNNT_PREFIXES) or k not in own:
+                    continue
+                if own[k].shape != v.shape:
+                    bad.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
+                    continue
+                own[k].copy_(v)
+                loaded.append(k)
+        if bad:
+            raise ValueError("pre-trained encoder does not fit this model config:\n  " + "\n  ".join(bad))
+        if not loaded:
+            raise ValueError("no encoder weight of the pre-trained state dict matches this model")
+        return loaded
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts per part and in total."""
+        parts = {
+            "frontend": self.frontend, "contrastive_blocks": self.contrastive_blocks,
+            "mlm_blocks": self.mlm_blocks, "masker": self.masker, "quantizer": self.quantizer,
+            "contrastive_proj": self.contrastive_proj, "mlm_head": self.mlm_head,
+            "predictor": self.predictor, "joint": self.joint,
+        }
+        counts = {k: count_parameters(m) for k, m in parts.items() if m is not None}
+        counts["total"] = count_parameters(self)
+        return counts

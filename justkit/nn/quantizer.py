@@ -1,0 +1,97 @@
+"""wav2vec 2.0 Gumbel-softmax product quantizer with the codebook diversity loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class QuantizerConfig:
+    """G codebooks of V entries each; the quantized vector concatenates one entry per group.
+
+    Defaults are wav2vec 2.0 BASE (G=2, V=320, Gumbel temperature 2 -> 0.5 by 0.999995
+    per update). w2v-BERT uses one codebook of 1024 entries (G=1, V=1024).
+    """
+
+    groups: int = 2
+    entries: int = 320
+    code_dim: int = 256  # dimension of the quantized vector (each group gives code_dim / groups)
+    temp_max: float = 2.0
+    temp_min: float = 0.5
+    temp_decay: float = 0.999995
+
+    def __post_init__(self) -> None:
+        if self.groups < 1 or self.entries < 2:
+            raise ValueError(f"quantizer needs groups >= 1 and entries >= 2, got {self.groups}, {self.entries}")
+        if self.code_dim % self.groups:
+            raise ValueError(f"quantizer code_dim {self.code_dim} not divisible by groups {self.groups}")
+        if not 0 < self.temp_min <= self.temp_max or not 0 < self.temp_decay <= 1:
+            raise ValueError("quantizer temperatures need 0 < temp_min <= temp_max and 0 < temp_decay <= 1")
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # [B, T, code_dim]
+    ids: torch.Tensor  # [B, T, G] long: one codebook index per group (the MLM targets)
+    diversity_loss: torch.Tensor  # scalar, (GV - prob_perplexity) / GV
+    prob_perplexity: torch.Tensor  # scalar: perplexity of the batch-averaged soft assignment
+    code_perplexity: torch.Tensor  # scalar: perplexity of the hard code usage
+    temperature: float
+
+
+def perplexity(probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Sum over groups of exp(entropy) of the valid-frame-averaged distribution.
+
+    probs [B, T, G, V] (rows sum to 1), valid [B, T] -> scalar in [G, G*V].
+    """
+    m = valid[..., None, None].to(probs.dtype)
+    avg = (probs * m).sum(dim=(0, 1)) / m.sum().clamp(min=1.0)  # [G, V]
+    return torch.exp(-(avg * torch.log(avg + 1e-7)).sum(-1)).sum()
+
+
+class GumbelVectorQuantizer(nn.Module):
+    """Linear -> G x V logits -> (hard, straight-through) Gumbel-softmax -> codebook lookup.
+
+    Token ids are kept per group ([B, T, G]) rather than combined into one id of V**G
+    classes, so the MLM head predicts G softmaxes of V (a single softmax for G = 1,
+    which is w2v-BERT's setting).
+    """
+
+    def __init__(self, in_dim: int, cfg: QuantizerConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or QuantizerConfig()
+        self.logits = nn.Linear(in_dim, cfg.groups * cfg.entries)
+        # wav2vec 2.0 init: weights N(0, 1), zero bias; codebook U(0, 1)
+        nn.init.normal_(self.logits.weight, mean=0.0, std=1.0)
+        nn.init.zeros_(self.logits.bias)
+        self.codebook = nn.Parameter(torch.rand(cfg.groups, cfg.entries, cfg.code_dim // cfg.groups))
+
+    def temperature(self, step: int) -> float:
+        """max(temp_max * temp_decay**step, temp_min)."""
+        c = self.cfg
+        return max(c.temp_max * c.temp_decay ** max(int(step), 0), c.temp_min)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, step: int = 0) -> QuantizerOutput:
+        c = self.cfg
+        b, t, _ = x.shape
+        logits = self.logits(x).float().view(b, t, c.groups, c.entries)
+        tau = self.temperature(step)
+        hard_ids = logits.argmax(-1)  # [B, T, G]
+        if self.training:
+            onehot = F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
+            ids = onehot.argmax(-1)
+        else:
+            onehot = F.one_hot(hard_ids, c.entries).to(logits.dtype)
+            ids = hard_ids
+        q = torch.einsum("btgv,gvd->btgd", onehot.to(self.codebook.dtype), self.codebook)
+        q = q.reshape(b, t, c.code_dim)
+        soft = logits.softmax(-1)
+        prob_ppl = perplexity(soft, valid)
+        gv = c.groups * c.entries
+        div = (gv - prob_ppl) / gv
+        with torch.no_grad():
+            code_ppl = perplexity(F.one_hot(hard_ids, c.entries).float(), valid)
+        return QuantizerOutput(q, ids, div, prob_ppl.detach(), code_ppl, tau)

@@ -1,0 +1,79 @@
+"""Feature encoder: two stride-2 2-D convolutions (4x in time) on fbank, then a linear projection."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SubsamplingConfig:
+    """Conv2d subsampling (ESPnet ``Conv2dSubsampling`` layout; w2v-BERT/JUST feature encoder)."""
+
+    channels: int = 64  # conv channels; w2v-BERT does not state it, ESPnet uses d_model
+    kernel: int = 3  # kernel in time and frequency (w2v-BERT: two 3x3 conv layers, stride 2)
+    dropout: float = 0.1  # dropout on the projected output (wav2vec 2.0 dropout_input 0.1)
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.kernel < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SubsamplingConfig: bad values {self}")
+
+
+def conv_out_len(n: torch.Tensor | int, kernel: int, stride: int = 2) -> torch.Tensor | int:
+    """Output length of an unpadded convolution: floor((n - kernel) / stride) + 1."""
+    return (n - kernel) // stride + 1
+
+
+class Conv2dSubsampling(nn.Module):
+    """[B, T, F] fbank -> [B, T', d_model], T' = ((T - k) // 2 - k + 1) // 2 + 1 for kernel k = 3.
+
+    No padding in time, so an output frame inside the valid length never reads a padded
+    input frame (outputs at valid frames are independent of how much padding follows).
+    """
+
+    def __init__(self, feat_dim: int, d_model: int, cfg: SubsamplingConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or SubsamplingConfig()
+        k = cfg.kernel
+        f = conv_out_len(conv_out_len(feat_dim, k), k)
+        if f < 1:
+            raise ValueError(f"feat_dim {feat_dim} too small for two {k}x{k} stride-2 convs")
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, cfg.channels, k, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(cfg.channels, cfg.channels, k, stride=2),
+            nn.ReLU(),
+        )
+        self.proj = nn.Linear(cfg.channels * f, d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.feat_dim = feat_dim
+        self.min_frames = self.min_input_frames(k)
+
+    @staticmethod
+    def min_input_frames(kernel: int = 3) -> int:
+        """Shortest input (frames) that yields one output frame."""
+        return 2 * (kernel - 1) + kernel
+
+    def output_lengths(self, lens: torch.Tensor) -> torch.Tensor:
+        """Exact output lengths for input lengths ``lens``."""
+        k = self.cfg.kernel
+        return conv_out_len(conv_out_len(lens, k), k)
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if feats.dim() != 3 or feats.size(-1) != self.feat_dim:
+            raise ValueError(f"expected feats [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
+        if int(lens.min()) < self.min_frames:
+            raise ValueError(
+                f"utterance with {int(lens.min())} frames is shorter than the {self.min_frames} "
+                "frames the conv subsampling needs; drop such utterances when packing"
+            )
+        if int(lens.max()) > feats.size(1):
+            raise ValueError(f"feat_lens max {int(lens.max())} > padded length {feats.size(1)}")
+        x = self.conv(feats.unsqueeze(1))  # [B, C, T', F']
+        b, c, t, f = x.shape
+        x = self.proj(x.transpose(1, 2).reshape(b, t, c * f))
+        out_lens = self.output_lengths(lens)
+        valid = torch.arange(t, device=x.device)[None, :] < out_lens[:, None]
+        x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return self.dropout(x), out_lens
