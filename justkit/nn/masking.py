@@ -11,7 +11,8 @@ from torch import nn
 class MaskingConfig:
     """Each valid frame starts a span of ``span`` frames with probability ``prob``.
 
-    wav2vec 2.0 / w2v-BERT: p = 0.065, M = 10 (about half the frames end up masked).
+    wav2vec 2.0 / w2v-BERT: p = 0.065, M = 10 (spans overlap; about half the frames end up
+    masked). fairseq writes the same rule as mask_prob = p * M = 0.65.
     """
 
     prob: float = 0.065
@@ -28,7 +29,7 @@ def span_mask(
 ) -> torch.Tensor:
     """[B] valid lengths -> [B, T] bool mask of masked frames (never beyond an utterance's length).
 
-    Per utterance of length L: n = max(min_spans, int(prob * L / span + U[0,1))) span starts
+    Per utterance of length L: n = max(min_spans, int(prob * L + U[0,1))) span starts
     drawn without replacement from [0, L - span] (spans may overlap, as in wav2vec 2.0);
     a span is cut to L frames when L < span.
     """
@@ -42,7 +43,7 @@ def span_mask(
         span = min(cfg.span, n_frames)
         n_starts = n_frames - span + 1
         u = float(torch.rand((), generator=generator))
-        n = max(cfg.min_spans, int(cfg.prob * n_frames / cfg.span + u))
+        n = max(cfg.min_spans, int(cfg.prob * n_frames + u))  # = fairseq mask_prob 0.65 / M
         n = min(n, n_starts)
         starts = torch.randperm(n_starts, generator=generator)[:n]
         idx = (starts[:, None] + torch.arange(span)[None, :]).reshape(-1)
