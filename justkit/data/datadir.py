@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Mapping
+from typing import Dict, Iterable, Iterator, Mapping
 
 from justkit.fileio import atomic_open
 
@@ -15,14 +15,23 @@ class DataDirError(ValueError):
     """A data-dir file is malformed; the message names the file, the line and the id."""
 
 
-def read_table(path: str | Path, allow_empty_value: bool = False) -> Dict[str, str]:
-    """Read a Kaldi table ``<key> <value...>`` into an ordered dict.
+@dataclass
+class TableLine:
+    """One non-blank line of a Kaldi table; ``error`` is set (and ``value`` empty) for non-UTF-8 bytes."""
 
-    Raises DataDirError naming the file and line for non-UTF-8 bytes, a missing value
-    (unless ``allow_empty_value``) or a duplicated key.
+    lineno: int
+    key: str
+    value: str
+    error: str | None = None
+
+
+def iter_table(path: str | Path) -> Iterator[TableLine]:
+    """Yield every non-blank line of a table without judging it (duplicates, empty values pass).
+
+    Used by ``read_table`` and by the validator, which reports all problems instead of
+    stopping at the first. Raises DataDirError if the file does not exist.
     """
     path = Path(path)
-    out: Dict[str, str] = {}
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -34,15 +43,28 @@ def read_table(path: str | Path, allow_empty_value: bool = False) -> Dict[str, s
             line = bline.decode("utf-8")
         except UnicodeDecodeError as e:
             key = bline.split(maxsplit=1)[0].decode("utf-8", "replace")
-            raise DataDirError(f"{path}:{lineno}: id {key}: not valid UTF-8 ({e})") from None
+            yield TableLine(lineno, key, "", f"not valid UTF-8 ({e})")
+            continue
         parts = line.rstrip("\r").split(maxsplit=1)
-        key = parts[0]
-        val = parts[1].strip() if len(parts) > 1 else ""
-        if not val and not allow_empty_value:
-            raise DataDirError(f"{path}:{lineno}: id {key}: empty value")
-        if key in out:
-            raise DataDirError(f"{path}:{lineno}: id {key}: duplicated")
-        out[key] = val
+        yield TableLine(lineno, parts[0], parts[1].strip() if len(parts) > 1 else "")
+
+
+def read_table(path: str | Path, allow_empty_value: bool = False) -> Dict[str, str]:
+    """Read a Kaldi table ``<key> <value...>`` into an ordered dict.
+
+    Raises DataDirError naming the file and line for non-UTF-8 bytes, a missing value
+    (unless ``allow_empty_value``) or a duplicated key.
+    """
+    path = Path(path)
+    out: Dict[str, str] = {}
+    for t in iter_table(path):
+        if t.error:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: {t.error}")
+        if not t.value and not allow_empty_value:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: empty value")
+        if t.key in out:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: duplicated")
+        out[t.key] = t.value
     return out
 
 

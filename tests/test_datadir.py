@@ -1,0 +1,188 @@
+"""justkit.data.validate: each inconsistency is reported (file + id), fix_data_dir repairs it; datadir tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from justkit.data.datadir import DataDirError, read_table, write_table
+from justkit.data.validate import DataDirInvalid, assert_valid_data_dir, fix_data_dir, validate_data_dir
+
+UTTS = {
+    "spkA-u1": ("spkA", "en", "hello world", "1.5"),
+    "spkA-u2": ("spkA", "en", "good morning", "2.0"),
+    "spkB-u1": ("spkB", "pl", "dzień dobry", "0.75"),
+    "spkB-u2": ("spkB", "pl", "do widzenia", "3.25"),
+}
+
+
+def make_dir(d: Path, audio: bool = False) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    lines = {"wav.scp": [], "text": [], "utt2spk": [], "utt2lang": [], "utt2dur": []}
+    for u, (spk, lang, text, dur) in sorted(UTTS.items()):
+        wav = d / "audio" / f"{u}.flac"
+        if audio:
+            wav.parent.mkdir(exist_ok=True)
+            wav.write_bytes(b"fLaC")
+        lines["wav.scp"].append(f"{u} {wav}")
+        lines["text"].append(f"{u} {text}")
+        lines["utt2spk"].append(f"{u} {spk}")
+        lines["utt2lang"].append(f"{u} {lang}")
+        lines["utt2dur"].append(f"{u} {dur}")
+    for name, ls in lines.items():
+        (d / name).write_text("\n".join(ls) + "\n", encoding="utf-8")
+    (d / "spk2utt").write_text("spkA spkA-u1 spkA-u2\nspkB spkB-u1 spkB-u2\n")
+    return d
+
+
+def edit(path: Path, fn) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(fn(lines)) + "\n", encoding="utf-8")
+
+
+def drop_line(path: Path, utt: str) -> None:
+    edit(path, lambda ls: [l for l in ls if l.split()[0] != utt])
+
+
+def one(problems: list[str], *needles: str) -> str:
+    hits = [p for p in problems if all(n in p for n in needles)]
+    assert len(hits) == 1, f"expected one problem with {needles}, got {problems}"
+    return hits[0]
+
+
+def test_valid_dir_has_no_problems(tmp_path):
+    d = make_dir(tmp_path / "d", audio=True)
+    assert validate_data_dir(d, check_audio=True) == []
+    assert_valid_data_dir(d)
+
+
+def test_missing_ids_named_per_file(tmp_path):
+    d = make_dir(tmp_path / "d")
+    drop_line(d / "text", "spkA-u2")
+    drop_line(d / "utt2lang", "spkB-u1")
+    drop_line(d / "utt2dur", "spkB-u1")
+    probs = validate_data_dir(d)
+    msg = one(probs, f"{d}/text:", "missing")
+    assert "spkA-u2" in msg and "spkB-u1" not in msg and "wav.scp" in msg
+    assert "spkB-u1" in one(probs, f"{d}/utt2lang:", "missing")
+    assert "spkB-u1" in one(probs, f"{d}/utt2dur:", "missing")
+    assert len(probs) == 3
+    res = fix_data_dir(d)
+    assert res["kept"] == 2
+    assert res["dropped"] == {"spkA-u2": "missing in text", "spkB-u1": "missing in utt2lang, utt2dur"}
+    assert validate_data_dir(d) == []
+    assert read_table(d / "spk2utt") == {"spkA": "spkA-u1", "spkB": "spkB-u2"}
+
+
+def test_missing_required_file(tmp_path):
+    d = make_dir(tmp_path / "d")
+    (d / "utt2lang").unlink()
+    assert validate_data_dir(d) == [f"{d}/utt2lang: file not found (required)"]
+    assert validate_data_dir(d, require=("wav.scp", "text")) == []
+
+
+def test_unsorted_and_duplicate(tmp_path):
+    d = make_dir(tmp_path / "d")
+    edit(d / "utt2spk", lambda ls: [ls[1], ls[0], *ls[2:]])
+    edit(d / "text", lambda ls: [*ls, "spkB-u2 again"])
+    probs = validate_data_dir(d)
+    assert "not sorted" in one(probs, f"{d}/utt2spk:2:", "spkA-u1")
+    assert "duplicated" in one(probs, f"{d}/text:5:", "spkB-u2")
+    res = fix_data_dir(d)
+    assert res["dropped"] == {"spkB-u2": "duplicated in text"}
+    assert validate_data_dir(d) == []
+    assert (d / "utt2spk").read_text().splitlines()[0] == "spkA-u1 spkA"
+
+
+def test_sort_order_is_bytes_not_locale(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    write_table(d / "x", {"b": "1", "B": "2", "a_1": "3", "a-1": "4", "ä": "5"})
+    assert [l.split()[0] for l in (d / "x").read_text().splitlines()] == ["B", "a-1", "a_1", "b", "ä"]
+
+
+def test_spk2utt_inconsistent_both_ways(tmp_path):
+    d = make_dir(tmp_path / "d")
+    (d / "spk2utt").write_text("spkA spkA-u1 spkB-u1\nspkB spkB-u2 ghost\n")
+    probs = validate_data_dir(d)
+    assert "utt2spk maps it to spkB" in one(probs, f"{d}/spk2utt:", "spkB-u1", "spkA lists")
+    assert "not in utt2spk" in one(probs, f"{d}/spk2utt:", "ghost")
+    assert "does not list" in one(probs, f"{d}/spk2utt:", "spkA-u2")
+    (d / "spk2utt").write_text("spkA spkA-u1 spkA-u2\n")
+    probs = validate_data_dir(d)
+    assert "speaker spkB of utt spkB-u1" in one(probs, "spkB-u1")
+    fix_data_dir(d)
+    assert validate_data_dir(d) == []
+    assert (d / ".backup" / "spk2utt").read_text() == "spkA spkA-u1 spkA-u2\n"
+
+
+def test_bad_values_lang_empty_text_duration(tmp_path):
+    d = make_dir(tmp_path / "d")
+    edit(d / "utt2lang", lambda ls: [l.replace("spkA-u2 en", "spkA-u2 xx") for l in ls])
+    edit(d / "text", lambda ls: [l.split()[0] if l.startswith("spkB-u1") else l for l in ls])
+    edit(d / "utt2dur", lambda ls: [l.replace("3.25", "-1") for l in ls])
+    probs = validate_data_dir(d)
+    assert "unknown language code 'xx'" in one(probs, f"{d}/utt2lang:2:", "spkA-u2")
+    assert "empty transcript" in one(probs, f"{d}/text:3:", "spkB-u1")
+    assert "not a positive number" in one(probs, f"{d}/utt2dur:4:", "spkB-u2")
+    assert len(probs) == 3
+    assert len(validate_data_dir(d, known_langs=["xx"])) == 2
+    res = fix_data_dir(d)
+    assert set(res["dropped"]) == {"spkA-u2", "spkB-u1", "spkB-u2"}
+    assert "empty transcript in text" in res["dropped"]["spkB-u1"]
+    assert validate_data_dir(d) == []
+
+
+def test_non_utf8_line_reported_and_dropped(tmp_path):
+    d = make_dir(tmp_path / "d")
+    raw = (d / "text").read_bytes().replace("dzień".encode(), b"dzie\xf1")
+    (d / "text").write_bytes(raw)
+    probs = validate_data_dir(d)
+    assert "not valid UTF-8" in one(probs, f"{d}/text:3:", "spkB-u1")
+    with pytest.raises(DataDirError, match=r"text:3: id spkB-u1: not valid UTF-8"):
+        read_table(d / "text")
+    res = fix_data_dir(d)
+    assert res["dropped"] == {"spkB-u1": "not valid UTF-8 in text"}
+    assert validate_data_dir(d) == []
+    assert (d / ".backup" / "text").read_bytes() == raw  # the old table is kept byte for byte
+
+
+def test_check_audio(tmp_path):
+    d = make_dir(tmp_path / "d", audio=True)
+    (d / "audio" / "spkA-u1.flac").unlink()
+    assert validate_data_dir(d) == []
+    msg = one(validate_data_dir(d, check_audio=True), f"{d}/wav.scp", "spkA-u1")
+    assert "audio file not found" in msg
+
+
+def test_fix_drop_utts_with_reasons_and_optional_tables(tmp_path):
+    d = make_dir(tmp_path / "d")
+    (d / "feats.scp").write_text("spkA-u1 f.ark:10\nspkA-u2 f.ark:20\nspkB-u2 f.ark:30\n")
+    (d / "utt2num_frames").write_text("spkA-u1 150\nspkA-u2 0\nspkB-u1 75\nspkB-u2 325\n")
+    probs = validate_data_dir(d)
+    assert "spkB-u1" in one(probs, f"{d}/feats.scp:", "missing")
+    assert "not a positive integer" in one(probs, f"{d}/utt2num_frames:2:", "spkA-u2")
+    res = fix_data_dir(d, drop_utts={"spkA-u1": "too long"})
+    assert res == {"kept": 1, "dropped": {
+        "spkA-u1": "dropped by caller: too long",
+        "spkA-u2": "frame count '0' is not a positive integer in utt2num_frames",
+        "spkB-u1": "missing in feats.scp"}}
+    assert validate_data_dir(d) == []
+    assert fix_data_dir(d, drop_utts=["nope"]) == {"kept": 1, "dropped": {}}
+    assert list(read_table(d / "feats.scp")) == ["spkB-u2"]
+
+
+def test_fix_refuses_to_empty_the_dir(tmp_path):
+    d = make_dir(tmp_path / "d")
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    with pytest.raises(DataDirInvalid, match="no utterance"):
+        fix_data_dir(d, drop_utts=list(UTTS))
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+
+
+def test_assert_valid_lists_problems(tmp_path):
+    d = make_dir(tmp_path / "d")
+    drop_line(d / "text", "spkA-u1")
+    with pytest.raises(DataDirInvalid) as e:
+        assert_valid_data_dir(d)
+    assert len(e.value.problems) == 1 and "spkA-u1" in str(e.value)
