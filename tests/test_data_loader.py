@@ -260,3 +260,20 @@ def test_data_config_from_yaml_dict():
     assert cfg.specaug.enabled and cfg.specaug.time_warp == 5
     with pytest.raises(ValueError, match="unknown key"):
         from_dict(DataConfig, {"max_frame": 1})
+
+
+def test_cmvn_from_kaldi_stats_file(tmp_path):
+    from justkit.data.cmvn import write_cmvn
+
+    path = write_packed(tmp_path, small_rows(12))
+    raw = PackedDataset(path)
+    x = np.concatenate([raw.load_feats(i) for i in range(len(raw))]).astype(np.float64)
+    stats = np.zeros((2, DIM + 1))
+    stats[0, :DIM], stats[0, DIM], stats[1, :DIM] = x.sum(0), len(x), (x * x).sum(0)
+    write_cmvn(tmp_path / "cmvn.ark", stats)
+    batches = list(build_loader(DataConfig(max_frames=10000, buckets=1), path, tmp_path / "cmvn.ark",
+                                train=False))
+    y = torch.cat([b["feats"][i, : b["feat_lens"][i]] for b in batches for i in range(len(b["utts"]))])
+    assert y.shape[0] == len(x)
+    assert torch.allclose(y.mean(0), torch.zeros(DIM), atol=1e-4)
+    assert torch.allclose(y.std(0, unbiased=False), torch.ones(DIM), atol=1e-3)

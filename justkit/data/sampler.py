@@ -44,6 +44,27 @@ def _largest_remainder(probs: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
+def balanced_draw(
+    pools: Dict[str, np.ndarray], alpha: float, total: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw ``total`` items from per-language pools with p_lang proportional to len(pool) ** alpha.
+
+    Language shares are rounded to integers (largest remainder); inside a language the items
+    come from successive random permutations of its pool, so a small language is repeated
+    (each item as evenly as possible) and a big one is subsampled without repeats.
+    """
+    langs = sorted(l for l in pools if len(pools[l]))
+    probs = language_probs({l: len(pools[l]) for l in langs}, alpha)
+    counts = _largest_remainder(np.array([probs[l] for l in langs]), int(total))
+    drawn = []
+    for lang, k in zip(langs, counts):
+        pool = np.asarray(pools[lang])
+        reps = -(-int(k) // len(pool)) if k else 0
+        seq = np.concatenate([rng.permutation(pool) for _ in range(reps)]) if reps else pool[:0]
+        drawn.append(seq[:k])
+    return np.concatenate(drawn)
+
+
 def greedy_batches(order: Sequence[int], lengths: np.ndarray, max_frames: int) -> List[List[int]]:
     """Cut ``order`` into consecutive batches whose padded size (count * max length) <= max_frames."""
     batches: List[List[int]] = []
@@ -157,16 +178,7 @@ class BucketBatchSampler:
 
     # -- epoch plan ---------------------------------------------------------------------
     def _draw_epoch(self, rng: np.random.Generator) -> np.ndarray:
-        langs = sorted(self.by_lang)
-        total = self.epoch_size or self.num_kept
-        counts = _largest_remainder(np.array([self.lang_probs[l] for l in langs]), total)
-        drawn = []
-        for lang, k in zip(langs, counts):
-            pool = self.by_lang[lang]
-            reps = -(-int(k) // len(pool)) if k else 0
-            seq = np.concatenate([rng.permutation(pool) for _ in range(reps)]) if reps else pool[:0]
-            drawn.append(seq[:k])
-        return np.concatenate(drawn)
+        return balanced_draw(self.by_lang, self.lang_alpha, self.epoch_size or self.num_kept, rng)
 
     def all_batches(self, epoch: int) -> List[IndexBatch]:
         """Every batch of ``epoch`` over all ranks (before the DDP split)."""

@@ -1,0 +1,54 @@
+"""MLS-style transcript normalisation: NFC, lowercase, no punctuation but intra-word ' and -."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+LANGS = ("en", "de", "nl", "es", "fr", "pt", "it", "pl")
+
+# Typographic variants mapped to the ASCII apostrophe / hyphen before the punctuation rule.
+_APOSTROPHES = "\u2019\u2018\u02bc\u00b4\u0060\u2032"  # ’ ‘ ʼ ´ ` ′
+_HYPHENS = "\u2010\u2011"  # ‐ ‑ (dashes – — are punctuation: they separate words)
+_TRANSLATE = {ord(c): "'" for c in _APOSTROPHES}
+_TRANSLATE.update({ord(c): "-" for c in _HYPHENS})
+
+_WORD_CHAR = r"[^\W_]"  # a letter or digit (any script); marks follow their base under NFC
+# An apostrophe or hyphen is kept only between two word characters: l'homme, don't, peut-être.
+_JOINER = re.compile(rf"(?<={_WORD_CHAR})['-](?={_WORD_CHAR})")
+# Dutch proclitics written with a leading apostrophe ('t huis, 's morgens, 'n man, 'k ben).
+_NL_CLITIC = re.compile(r"(?<![^\W_])'(?=(?:t|s|n|k|m|r)\b)")
+
+
+def normalize(text: str, lang: str) -> str:
+    """Normalise one transcript of language ``lang`` (ISO code) for tokenizer, packing and scoring.
+
+    Decisions (the same for every language, ``lang`` only checks the caller):
+      * Unicode NFC, so that é is one code point whatever the source wrote; then lowercase
+        (``str.lower``: ß stays ß, Ł -> ł) and NFC again;
+      * typographic apostrophes (’ ‘ ʼ ´ `) become ', non-breaking hyphens become -;
+      * an apostrophe or hyphen is kept only inside a word (between letters/digits):
+        "l'homme", "don't", "peut-être", "bielsko-biała" keep theirs, "dogs'" and "- so" lose it;
+        the one language rule: Dutch keeps the leading apostrophe of the clitics
+        't 's 'n 'k 'm 'r ("'t is", "'s avonds");
+      * every other character that is not a letter, combining mark or digit (punctuation,
+        symbols, quotes « », dashes, underscores) becomes a space;
+      * whitespace runs collapse to one space, no leading or trailing space.
+    The result may be empty (a transcript of punctuation only): callers decide what to do.
+    """
+    if not lang:
+        raise ValueError("normalize: empty language code")
+    s = unicodedata.normalize("NFC", text)
+    s = unicodedata.normalize("NFC", s.lower()).translate(_TRANSLATE)
+    # Protect joiners, blank every non-word character, then restore the joiners.
+    s = _JOINER.sub(lambda m: "\x00" if m.group(0) == "'" else "\x01", s)
+    if lang == "nl":
+        s = _NL_CLITIC.sub("\x00", s)
+    s = "".join(c if _keep(c) else " " for c in s)
+    s = s.replace("\x00", "'").replace("\x01", "-")
+    return " ".join(s.split())
+
+
+def _keep(c: str) -> bool:
+    if c in "\x00\x01":
+        return True
+    return unicodedata.category(c)[0] in "LMN"  # letters, combining marks, numbers

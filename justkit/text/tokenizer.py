@@ -1,0 +1,170 @@
+"""Multilingual sentencepiece word-piece model: language-balanced training, loading, encode/decode."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+import sentencepiece as spm
+
+from justkit.fileio import atomic_open, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+BLANK = "<blk>"
+UNK = "<unk>"
+
+
+class TokenizerError(ValueError):
+    """Tokenizer training or loading failed; names the file or utterance."""
+
+
+@dataclass
+class TokenizerConfig:
+    """``conf/tokenizer_*.yaml``.
+
+    model_type: sentencepiece model, "unigram" or "bpe".
+    vocab_size: size including <blk> (id 0) and <unk> (id 1).
+    hard_vocab_limit: False lets sentencepiece stop below vocab_size when the text is too
+        small to produce that many pieces (the written model says how many it has).
+    character_coverage: 1.0 keeps every character (all accented letters of the 8 languages).
+    lang_alpha: training text is drawn per language with p_lang proportional to
+        n_lang ** lang_alpha (temperature sampling; 1 = natural shares, 0 = uniform).
+    num_sentences: transcripts drawn for training (0 = as many as there are transcripts).
+    seed: seed of the draw and of sentencepiece's sampling.
+    num_threads: sentencepiece training threads.
+    """
+
+    model_type: str = "unigram"
+    vocab_size: int = 256
+    hard_vocab_limit: bool = True
+    character_coverage: float = 1.0
+    lang_alpha: float = 0.5
+    num_sentences: int = 0
+    seed: int = 0
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.model_type not in ("unigram", "bpe"):
+            raise ValueError(f"tokenizer.model_type must be unigram or bpe, got {self.model_type!r}")
+        if self.vocab_size < 3:
+            raise ValueError(f"tokenizer.vocab_size must be >= 3, got {self.vocab_size}")
+        if not 0 < self.character_coverage <= 1:
+            raise ValueError(f"tokenizer.character_coverage must be in (0, 1], got {self.character_coverage}")
+
+
+class Tokenizer:
+    """A trained model: ``encode(text) -> ids``, ``decode(ids) -> text``; id 0 = <blk>, 1 = <unk>."""
+
+    def __init__(self, model_path: Union[str, os.PathLike]) -> None:
+        self.path = Path(model_path)
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.load(str(self.path))
+        except (OSError, RuntimeError) as e:
+            raise TokenizerError(f"{self.path}: cannot load sentencepiece model ({e}); run stage 4") from None
+        if self.sp.id_to_piece(0) != BLANK or self.sp.unk_id() != 1:
+            raise TokenizerError(
+                f"{self.path}: id 0 must be {BLANK} and id 1 {UNK} "
+                f"(got {self.sp.id_to_piece(0)!r}, unk id {self.sp.unk_id()})"
+            )
+        self.blank_id = 0
+        self.unk_id = 1
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.sp.get_piece_size())
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def encode(self, text: str) -> List[int]:
+        return list(self.sp.encode(text, out_type=int))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``; blanks (0) are dropped."""
+        return self.sp.decode([int(i) for i in ids if int(i) != self.blank_id])
+
+
+def sample_by_language(
+    texts_by_lang: Mapping[str, Sequence[str]], alpha: float, total: int, seed: int
+) -> List[str]:
+    """Draw ``total`` transcripts, p_lang proportional to n_lang ** alpha (see balanced_draw)."""
+    from justkit.data.sampler import balanced_draw
+
+    flat: List[str] = []
+    pools: Dict[str, np.ndarray] = {}
+    for lang in sorted(texts_by_lang):
+        start = len(flat)
+        flat.extend(texts_by_lang[lang])
+        pools[lang] = np.arange(start, len(flat))
+    idx = balanced_draw(pools, alpha, total, np.random.default_rng(seed))
+    return [flat[i] for i in idx]
+
+
+def train_tokenizer(
+    texts_by_lang: Mapping[str, Sequence[Tuple[str, str]]],
+    out_dir: Union[str, os.PathLike],
+    cfg: TokenizerConfig,
+) -> Tokenizer:
+    """Train on ``{lang: [(utt, normalised text), ...]}``; write spm.model, spm.vocab, tokens.txt.
+
+    Every character of every transcript is a required character (so none maps to <unk>,
+    whatever the draw left out), and at the end every transcript must round-trip
+    (``decode(encode(t)) == t``); otherwise TokenizerError names the first utterance that does
+    not, and nothing is written.
+    """
+    out_dir = Path(out_dir)
+    all_items = [(lang, u, t) for lang in sorted(texts_by_lang) for u, t in texts_by_lang[lang]]
+    if not all_items:
+        raise TokenizerError("train_tokenizer: no transcripts")
+    for lang, utt, text in all_items:
+        if not text.strip():
+            raise TokenizerError(f"utt {utt} ({lang}): empty transcript after normalisation")
+    total = cfg.num_sentences or len(all_items)
+    sample = sample_by_language(
+        {l: [t for _, t in v] for l, v in texts_by_lang.items() if v}, cfg.lang_alpha, total, cfg.seed
+    )
+    chars = sorted({c for _, _, t in all_items for c in t if c != " "})
+    counts = {l: len(v) for l, v in sorted(texts_by_lang.items())}
+    logger.info("training %s sentencepiece, vocab %d, on %d drawn transcripts (alpha %.2f) of %s; %d chars",
+                cfg.model_type, cfg.vocab_size, len(sample), cfg.lang_alpha, counts, len(chars))
+    model = io.BytesIO()
+    spm.set_random_generator_seed(cfg.seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sample),
+            model_writer=model,
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            hard_vocab_limit=cfg.hard_vocab_limit,
+            character_coverage=cfg.character_coverage,
+            required_chars="".join(chars),
+            normalization_rule_name="identity",  # justkit.text.normalize already ran
+            pad_id=0, pad_piece=BLANK, unk_id=1, unk_piece=UNK, bos_id=-1, eos_id=-1,
+            input_sentence_size=0, shuffle_input_sentence=False,
+            num_threads=cfg.num_threads, minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise TokenizerError(f"sentencepiece training failed: {e} (adjust vocab_size in the config)") from None
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    for lang, utt, text in all_items:
+        ids = sp.encode(text, out_type=int)
+        back = sp.decode(ids)
+        if back != text or 1 in ids:
+            raise TokenizerError(
+                f"utt {utt} ({lang}): transcript does not round-trip through the tokenizer: "
+                f"{text!r} -> {back!r} (ids {ids[:20]}...)"
+            )
+    with atomic_open(out_dir / "spm.model", "wb", encoding=None) as f:
+        f.write(model.getvalue())
+    n = sp.get_piece_size()
+    atomic_write_text(out_dir / "spm.vocab",
+                      "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(n)))
+    atomic_write_text(out_dir / "tokens.txt", "".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(n)))
+    logger.info("wrote %s/spm.model (%d pieces); all %d transcripts round-trip", out_dir, n, len(all_items))
+    return Tokenizer(out_dir / "spm.model")
