@@ -239,17 +239,24 @@ def run_local(cfg: RunnerConfig, spec: JobSpec) -> int:
             while pending and len(running) < max_jobs:
                 job = pending.pop(0)
                 log, cmd = Path(spec.log(job)), spec.cmd(job)
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "w", encoding="utf-8") as f:
-                    f.write(header(cmd))
-                    f.flush()
-                    # Own session (so its own process group): we can kill the whole job tree.
-                    proc = subprocess.Popen(
-                        ["bash", "-o", "pipefail", "-c", cmd],
-                        stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+                try:
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log, "w", encoding="utf-8") as f:
+                        f.write(header(cmd))
+                        f.flush()
+                        # Own session (so its own process group): we can kill the whole job tree.
+                        proc = subprocess.Popen(
+                            ["bash", "-o", "pipefail", "-c", cmd],
+                            stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                except OSError as e:
+                    print(f"{PROG}: job {job} not started: {e}", file=sys.stderr)
+                    failed[job] = f"not started: {e}"
+                    continue
                 running[proc.pid] = (job, proc, time.monotonic())
+            if not running:
+                continue
             # os.wait reaps whichever job ends first; a signal handler's exception interrupts it.
             pid, status = _Signals.wait(os.wait)
             if pid not in running:
