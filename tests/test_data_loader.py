@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 
 import kaldiio
@@ -277,3 +278,107 @@ def test_cmvn_from_kaldi_stats_file(tmp_path):
     assert y.shape[0] == len(x)
     assert torch.allclose(y.mean(0), torch.zeros(DIM), atol=1e-4)
     assert torch.allclose(y.std(0, unbiased=False), torch.ones(DIM), atol=1e-3)
+
+
+# -- stage 5: pack CLI ------------------------------------------------------------------------
+PACK_TEXTS = {
+    "en": ["The black horse.", "My father's book", "a well-known man"],
+    "de": ["Die Straße ist größer", "Über dem Fluss"],
+    "pl": ["Zażółć gęślą jaźń", "Łódź i źdźbło"],
+    "fr": ["L'élève à l'hôtel", "Où êtes-vous, garçon ?"],
+}
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    from justkit.text.normalize import normalize
+    from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
+
+    items = {l: [(f"{l}{i}", normalize(t, l)) for i, t in enumerate(v)] for l, v in PACK_TEXTS.items()}
+    out = tmp_path_factory.mktemp("token")
+    train_tokenizer(items, out, TokenizerConfig(vocab_size=80, hard_vocab_limit=False))
+    return out / "spm.model"
+
+
+def make_fbank_dir(root, name="train"):
+    """A dump/fbank/<set>-like dir: text, utt2lang, feats.scp (kaldiio ark), utt2num_frames."""
+    d = root / "dump" / "fbank" / name
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = [(f"{l}_spk_{i:03d}", l, t) for l, v in PACK_TEXTS.items() for i, t in enumerate(v)]
+    with kaldiio.WriteHelper(f"ark,scp:{d}/feats.1.ark,{d}/feats.scp") as w:
+        for utt, _, _ in rows:
+            w(utt, rng.standard_normal((int(rng.integers(30, 90)), DIM)).astype(np.float32))
+    nf = {u: kaldiio.load_mat(rx).shape[0] for u, rx in
+          (l.split(maxsplit=1) for l in (d / "feats.scp").read_text().splitlines())}
+    for name_, table in (("text", {u: t for u, _, t in rows}), ("utt2lang", {u: l for u, l, _ in rows}),
+                         ("utt2num_frames", nf)):
+        (d / name_).write_text("".join(f"{k} {v}\n" for k, v in sorted(table.items())), encoding="utf-8")
+    return d, rows
+
+
+def run_pack(args):
+    from justkit.bin import pack
+
+    return pack.main([str(a) for a in args])
+
+
+def test_pack_cli_with_labelled_subset(tmp_path, spm_model):
+    from justkit.text.tokenizer import Tokenizer
+
+    d, rows = make_fbank_dir(tmp_path)
+    subsets = []
+    for lang in ("en", "pl"):  # as run.sh: data/train_<lang>_9h/text
+        s = tmp_path / "data" / f"train_{lang}_9h"
+        s.mkdir(parents=True)
+        first = [u for u, l, t in rows if l == lang][:1]
+        (s / "text").write_text("".join(f"{u} x\n" for u in first), encoding="utf-8")
+        subsets.append(s)
+    out = tmp_path / "dump" / "packed" / "train.jsonl"
+    assert run_pack(["--tokenizer", spm_model, "--labelled_subset", *subsets, d, out]) == 0
+    lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert [e["utt"] for e in lines] == sorted(u for u, _, _ in rows)
+    tok = Tokenizer(spm_model)
+    scp = dict(l.split(maxsplit=1) for l in (d / "feats.scp").read_text().splitlines())
+    for e in lines:
+        assert set(e) == {"utt", "feats", "num_frames", "tokens", "lang", "labelled", "text"}
+        assert e["feats"] == scp[e["utt"]] and kaldiio.load_mat(e["feats"]).shape[0] == e["num_frames"]
+        assert tok.decode(e["tokens"]) == e["text"]
+        assert e["labelled"] == (e["utt"] in {"en_spk_000", "pl_spk_000"})
+    pl = next(e for e in lines if e["utt"] == "pl_spk_000")
+    assert pl["text"] == "zażółć gęślą jaźń" and pl["lang"] == "pl"
+    # without subsets everything is labelled, and the loader reads the packed file
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 0
+    assert all(json.loads(l)["labelled"] for l in out.read_text(encoding="utf-8").splitlines())
+    batches = list(build_loader(DataConfig(max_frames=1000), out, cmvn_identity()))
+    assert sum(len(b["utts"]) for b in batches) == len(rows)
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("no_feats", r"feats\.scp: utt de_spk_001 has no feats entry"),
+    ("empty_text", r"text: utt de_spk_001: empty transcript"),
+    ("unk_only", r"text: utt de_spk_001: transcript .* encodes to <unk> only"),
+    ("no_lang", r"utt2lang: utt de_spk_001 has no language"),
+])
+def test_pack_bad_input_names_utterance(tmp_path, spm_model, capfd, breakage, message):
+    d, rows = make_fbank_dir(tmp_path)
+    bad = "de_spk_001"
+
+    def rewrite(name, fn):
+        lines = (d / name).read_text(encoding="utf-8").splitlines()
+        (d / name).write_text("".join(fn(l) for l in lines), encoding="utf-8")
+
+    if breakage == "no_feats":
+        rewrite("feats.scp", lambda l: "" if l.startswith(bad) else l + "\n")
+    elif breakage == "empty_text":
+        rewrite("text", lambda l: f"{bad} ?!\n" if l.startswith(bad) else l + "\n")
+    elif breakage == "unk_only":
+        rewrite("text", lambda l: f"{bad} ЖЖЖ\n" if l.startswith(bad) else l + "\n")
+    else:
+        rewrite("utt2lang", lambda l: "" if l.startswith(bad) else l + "\n")
+    out = tmp_path / "train.jsonl"
+    out.write_text("previous\n", encoding="utf-8")
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 1  # the CLI logs to stderr
+    err = capfd.readouterr().err
+    assert re.search(message, err), err
+    assert out.read_text(encoding="utf-8") == "previous\n"  # nothing produced earlier is corrupted

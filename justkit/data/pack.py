@@ -78,7 +78,8 @@ def pack_examples(
         if not text:
             raise PackError(f"{d / 'text'}: utt {utt}: empty transcript after normalisation ({texts[utt]!r})")
         tokens = tokenizer.encode(text)
-        if not tokens or all(t == tokenizer.unk_id for t in tokens):
+        # "<unk> only": nothing but <unk> and bare word-boundary pieces (▁ before an unknown char)
+        if all(t == tokenizer.unk_id or tokenizer.id_to_piece(t) == "\u2581" for t in tokens):
             raise PackError(
                 f"{d / 'text'}: utt {utt}: transcript {text!r} encodes to <unk> only "
                 f"(tokenizer {tokenizer.path} does not cover its characters)"
