@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping
 
 from justkit.config import from_dict
-from justkit.data.datadir import UTT_TABLES, DataDir, DataDirError, utt2spk_to_spk2utt
+from justkit.data.datadir import UTT_TABLES, DataDir, DataDirError, iter_table, utt2spk_to_spk2utt
 from justkit.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,11 @@ def select_utts(src: str | Path, cfg: SubsetConfig) -> List[str]:
     if sum(chosen) != 1:
         raise DataDirError("subset: give exactly one of utt_list, first, random")
     if cfg.utt_list is not None:
-        wanted = [line.split()[0] for line in Path(cfg.utt_list).read_text(encoding="utf-8").splitlines() if line.strip()]
+        wanted = []
+        for t in iter_table(cfg.utt_list):
+            if t.error:
+                raise DataDirError(f"{cfg.utt_list}:{t.lineno}: id {t.key}: {t.error}")
+            wanted.append(t.key)
         have = set(ids)
         missing = [u for u in wanted if u not in have]
         if missing:
