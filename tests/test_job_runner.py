@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 RUN = Path(__file__).resolve().parents[1] / "utils" / "run.py"
+# As egs/*/path.sh does: the venv's python first on PATH; run.py is started by its shebang.
+ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([str(RUN), *args], cwd=cwd, env=env or ENV, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -91,8 +93,8 @@ def test_max_jobs_run_is_honoured(tmp_path, max_jobs):
 
 def test_sigterm_kills_running_jobs(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, str(RUN), "JOB=1:2", "log/x.JOB.log", "sleep", "60", "&", "echo", "$!", ">", "pid.JOB;",
-         "wait"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        [str(RUN), "JOB=1:2", "log/x.JOB.log", "sleep", "60", "&", "echo", "$!", ">", "pid.JOB;",
+         "wait"], cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True)
     pid_files = [tmp_path / "pid.1", tmp_path / "pid.2"]
     deadline = time.monotonic() + 15
     while not all(p.is_file() and p.read_text().strip() for p in pid_files):
@@ -141,7 +143,7 @@ def fake_sbatch(tmp_path):
     sb = bindir / "sbatch"
     sb.write_text(FAKE_SBATCH.format(python=sys.executable))
     sb.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_SBATCH_ARGV=str(tmp_path / "argv"))
+    env = dict(ENV, PATH=f"{bindir}:{ENV['PATH']}", FAKE_SBATCH_ARGV=str(tmp_path / "argv"))
     work = tmp_path / "work"
     work.mkdir()
     return work, env
