@@ -32,7 +32,7 @@ class DataConfig:
     """
 
     max_frames: int = 20000
-    buckets: int = 10
+    buckets: int = 20
     lang_alpha: float = 1.0
     epoch_size: int = 0
     num_workers: int = 0
