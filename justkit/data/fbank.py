@@ -4,19 +4,24 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
-import torchaudio.compliance.kaldi as kaldi
 
 from justkit.config import from_dict, load_yaml
+
+if TYPE_CHECKING:
+    import torch
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman")
 
 
 class FbankError(ValueError):
-    """Features cannot be computed for an utterance (too short, wrong sample rate)."""
+    """Features cannot be computed for an utterance (too short, wrong sample rate); names the utterance."""
+
+    def __init__(self, utt: Optional[str], reason: str) -> None:
+        self.utt, self.reason = utt, reason
+        super().__init__(f"utterance {utt}: {reason}" if utt is not None else reason)
 
 
 @dataclass(frozen=True)
@@ -112,20 +117,24 @@ def compute_fbank(samples: np.ndarray | torch.Tensor, cfg: FbankConfig, sample_r
     the energy floor) match compute-fbank-feats on the same audio. Raises FbankError
     (naming ``utt``) for a sample-rate mismatch or audio shorter than one frame.
     """
+    # torch is imported here, not at the top, so that reading/checking a config (which
+    # utils/make_fbank.sh does before launching jobs) does not pay torch's import time.
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+
     # Own code vs torchaudio: a vectorised re-implementation (unfold, cached mel bank
     # and window, one matmul) measured no faster than torchaudio's (both ~3-4 ms for
     # 8 s on one core), so we call torchaudio and only add the checks and scaling.
-    who = f"utterance {utt}: " if utt is not None else ""
     if sample_rate is not None and int(sample_rate) != int(cfg.sample_frequency):
-        raise FbankError(f"{who}audio is {sample_rate} Hz but fbank expects {cfg.sample_frequency:g} Hz "
-                         f"(resample first, or set sample_frequency)")
+        raise FbankError(utt, f"audio is {sample_rate} Hz but fbank expects {cfg.sample_frequency:g} Hz "
+                              f"(resample first, or set sample_frequency)")
     x = torch.as_tensor(samples, dtype=torch.float32)
     if x.dim() != 1:
-        raise FbankError(f"{who}expected 1-D samples, got shape {tuple(x.shape)}")
+        raise FbankError(utt, f"expected 1-D samples, got shape {tuple(x.shape)}")
     # torchaudio needs one whole window even with snip_edges=False.
     if x.numel() < max(cfg.window_size, 2):
-        raise FbankError(f"{who}{x.numel()} samples is shorter than one {cfg.frame_length_ms:g} ms frame "
-                         f"({cfg.window_size} samples)")
+        raise FbankError(utt, f"{x.numel()} samples is shorter than one {cfg.frame_length_ms:g} ms frame "
+                              f"({cfg.window_size} samples)")
     x = x * 32768.0
     if cfg.dither != 0.0:
         # Kaldi dithers each frame; adding the noise to the waveform is equivalent in

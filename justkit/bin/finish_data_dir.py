@@ -1,0 +1,112 @@
+"""Merge the per-job outputs of a parallel stage into its output data dir, record and drop bad utterances."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import kaldiio
+
+from justkit.data.badutts import BadUtt, read_bad_shard, write_bad_utts
+from justkit.data.datadir import DataDirError, read_table, write_table
+from justkit.data.validate import DataDirInvalid, fix_data_dir, validate_data_dir
+from justkit.fileio import atomic_open, atomic_write_text
+from justkit.log import setup_logging
+
+log = logging.getLogger("finish_data_dir")
+
+# Tables copied from the source dir unless the stage produced them itself.
+COPY_TABLES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur", "spk2gender")
+
+
+def merge_job_tables(pattern: str, nj: int, var: str = "JOB") -> Dict[str, str]:
+    """Union of the tables ``pattern`` with ``var`` = 1..nj; a missing shard or a repeated id is an error."""
+    out: Dict[str, str] = {}
+    for j in range(1, nj + 1):
+        path = Path(pattern.replace(var, str(j)))
+        if not path.is_file():
+            raise DataDirError(f"{path}: output of job {j} not found (did the job finish? see its log)")
+        for k, v in read_table(path).items():
+            if k in out:
+                raise DataDirError(f"{path}: utterance {k} also produced by an earlier job")
+            out[k] = v
+    return out
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fi, atomic_open(dst, "wb", encoding=None) as fo:
+        shutil.copyfileobj(fi, fo)
+
+
+def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: str,
+           copy: Sequence[str] = COPY_TABLES, feat_dim: bool = False,
+           require: Sequence[str] = ("utt2spk", "spk2utt")) -> dict:
+    """Copy ``copy`` tables from ``src``, write the merged job ``tables`` [(name, pattern)] (the
+    last one last), write ``dst/bad_utts.txt`` and drop those utterances (fix_data_dir).
+
+    Returns fix_data_dir's ``{"kept", "dropped"}``. Raises DataDirError when a job's
+    output is missing, and DataDirInvalid when the result does not validate.
+    """
+    if src.resolve() == dst.resolve():
+        raise DataDirError(f"{dst}: output dir must differ from the input dir {src}")
+    merged = [(name, merge_job_tables(pattern, nj)) for name, pattern in tables]
+    bad: List[BadUtt] = []
+    for j in range(1, nj + 1):
+        bad.extend(read_bad_shard(bad_pattern.replace("JOB", str(j))))
+    produced = {name for name, _ in tables}
+    for name in copy:
+        if name not in produced and (src / name).is_file():
+            copy_file(src / name, dst / name)
+    write_bad_utts(dst / "bad_utts.txt", dst.name, bad)
+    for name, table in merged:
+        write_table(dst / name, table)
+        if name == "feats.scp" and feat_dim:
+            if not table:
+                raise DataDirInvalid(f"{dst}: no utterance has features (see {dst}/bad_utts.txt)")
+            first = next(iter(table.values()))
+            atomic_write_text(dst / "feat_dim", f"{kaldiio.load_mat(first).shape[1]}\n")
+    for b in bad:
+        log.warning("%s: dropping utterance %s (%s): %s", dst, b.utt, b.file, b.reason)
+    res = fix_data_dir(dst, drop_utts={b.utt: f"{b.reason} ({b.file})" for b in bad})
+    for utt, why in res["dropped"].items():
+        if utt not in {b.utt for b in bad}:
+            log.warning("%s: fix_data_dir dropped %s: %s", dst, utt, why)
+    problems = validate_data_dir(dst, require=tuple(produced) + tuple(require))
+    if problems:
+        raise DataDirInvalid(problems)
+    log.info("%s: %d utterances kept, %d dropped (%d bad, listed in %s)",
+             dst, res["kept"], len(res["dropped"]), len(bad), dst / "bad_utts.txt")
+    return res
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--nj", type=int, required=True)
+    p.add_argument("--table", action="append", default=[], metavar="NAME=PATTERN",
+                   help="a table the jobs produced, e.g. wav.scp=dump/raw/x/split/resample.JOB.scp")
+    p.add_argument("--bad", required=True, metavar="PATTERN", help="the jobs' bad-utterance shards (JOB)")
+    p.add_argument("--copy", default=" ".join(COPY_TABLES), help="tables to copy from src if present")
+    p.add_argument("--feat-dim", action="store_true", help="write dst/feat_dim from the first feats.scp entry")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    a = p.parse_args(argv)
+    setup_logging()
+    tables = []
+    for t in a.table:
+        name, eq, pattern = t.partition("=")
+        if not eq or "JOB" not in pattern:
+            p.error(f"--table {t!r}: expected NAME=PATTERN with JOB in the pattern")
+        tables.append((name, pattern))
+    try:
+        finish(a.src, a.dst, a.nj, tables, a.bad, a.copy.split(), a.feat_dim)
+    except DataDirError as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Stage 2: resample a data dir's audio to FLAC at --fs in parallel jobs.
+#   utils/resample_data_dir.sh [--nj 4] [--cmd utils/run.py] [--fs 16000] data/<set> dump/raw/<set>
+# Writes <dst>/data/xx/<utt>.flac, <dst>/wav.scp pointing at them, <dst>/utt2dur (of the
+# new audio), copies text, utt2spk, spk2utt, utt2lang; utterances whose audio is missing
+# or unusable are listed in <dst>/bad_utts.txt (<set> <utt> <file> <reason>) and dropped.
+# Logs: <dst>/log/resample.JOB.log. Re-running skips files that are already complete;
+# every file is written under a temp name and renamed, and wav.scp is written only when
+# all jobs have succeeded, so a killed run leaves nothing that a later stage reads.
+set -euo pipefail
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+nj=4
+cmd="$utils/run.py"
+fs=16000
+help_message="Usage: $0 [--nj N] [--cmd 'utils/run.py ...'] [--fs 16000] <src-data-dir> <dst-dir>"
+. "$utils/parse_options.sh"
+if [ $# -ne 2 ]; then echo "$help_message" >&2; exit 1; fi
+src=${1%/}
+dst=${2%/}
+die() { echo "$0: $*" >&2; exit 1; }
+
+[ -f "$src/wav.scp" ] || die "$src/wav.scp: file not found"
+[ -f "$src/segments" ] && die "$src/segments: segmented data dirs are not supported (one file per utterance)"
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer, got '$nj'"
+[[ "$fs" =~ ^[1-9][0-9]*$ ]] || die "--fs must be a positive integer (Hz), got '$fs'"
+[ "$(cd "$src" && pwd -P)" != "$(mkdir -p "$dst" && cd "$dst" && pwd -P)" ] || die "source and destination are the same dir: $src"
+n=$(grep -c . "$src/wav.scp" || true)
+[ "$n" -gt 0 ] || die "$src/wav.scp: no utterances"
+[ "$nj" -le "$n" ] || nj=$n
+
+mkdir -p "$dst/log" "$dst/split" "$dst/data"
+# Leftovers of killed jobs: temp files (never read) and per-job outputs of earlier runs.
+find "$dst/data" -name '.*.tmp' -type f -delete
+rm -f "$dst"/split/resample.* "$dst"/split/wav.*.scp
+"$utils/split_scp.py" "$src/wav.scp" $(for j in $(seq "$nj"); do echo "$dst/split/wav.$j.scp"; done)
+
+echo "$0: resampling $n utterances of $src to $fs Hz with $nj job(s); logs in $dst/log/resample.*.log"
+eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
+"${cmd_words[@]}" JOB=1:"$nj" "$dst/log/resample.JOB.log" \
+  python -m justkit.bin.resample --fs "$fs" --audio-dir "$dst/data" \
+    "$dst/split/wav.JOB.scp" "$dst/split/resample.JOB" \
+  || die "resampling failed; see the job logs named above ($dst/log/resample.*.log)"
+
+python -m justkit.bin.finish_data_dir --nj "$nj" \
+  --table utt2dur="$dst/split/resample.JOB.utt2dur" --table wav.scp="$dst/split/resample.JOB.scp" \
+  --bad "$dst/split/resample.JOB.bad" --copy "text utt2spk spk2utt utt2lang spk2gender" "$src" "$dst" \
+  || die "merging the job outputs into $dst failed"
+echo "$0: done: $dst ($(grep -c . "$dst/wav.scp") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad)"
