@@ -110,7 +110,8 @@ def test_sigterm_kills_running_jobs(tmp_path):
     while any(alive(p) for p in sleepers):
         assert time.monotonic() < deadline, "job processes survived SIGTERM of the runner"
         time.sleep(0.05)
-    assert "# Killed by run.py on SIGTERM" in (tmp_path / "log/x.1.log").read_text()
+    log1 = (tmp_path / "log/x.1.log").read_text()
+    assert "# Killed by run.py on SIGTERM" in log1 and "# Ended (code 143)" in log1
 
 
 FAKE_SBATCH = """\

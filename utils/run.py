@@ -272,7 +272,9 @@ def run_local(cfg: RunnerConfig, spec: JobSpec) -> int:
         for pid, (job, proc, start) in running.items():
             with open(spec.log(job), "a", encoding="utf-8") as f:
                 f.write(f"# Killed by {PROG} on {signal.Signals(e.signum).name}\n")
-                f.write(footer(time.monotonic() - start, cfg.num_threads, proc.returncode or 128 + e.signum))
+                rc = proc.returncode
+                code = 128 - rc if rc is not None and rc < 0 else (rc if rc is not None else 128 + e.signum)
+                f.write(footer(time.monotonic() - start, cfg.num_threads, code))
         print(f"{PROG}: stopped by {signal.Signals(e.signum).name}; killed {len(running)} running job(s)",
               file=sys.stderr)
         return 128 + e.signum
