@@ -178,6 +178,8 @@ def test_loader_deterministic_with_workers(tmp_path):
     assert [x["utts"] for x in a] == [x["utts"] for x in b]
     for x, y in zip(a, b):
         assert torch.equal(x["feats_sup"], y["feats_sup"])
+    seeds = [x.seed for x in build_loader(cfg, path, cmvn_identity(), seed=7).batch_sampler.epoch_batches()]
+    assert len(set(seeds)) == len(seeds)  # each batch its own augmentation RNG, carried to workers
     c = list(build_loader(cfg, path, cmvn_identity(), seed=8))
     assert [x["utts"] for x in a] != [x["utts"] for x in c]
 

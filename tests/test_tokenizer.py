@@ -45,6 +45,7 @@ def tok(tmp_path_factory):
     ("pt", "SÃO Paulo — coração; Avô", "são paulo coração avô"),
     ("it", "Perché L'ANNO è già…", "perché l'anno è già"),
     ("pl", "ZAŻÓŁĆ GĘŚLĄ JAŹŃ; Bielsko-Biała", "zażółć gęślą jaźń bielsko-biała"),
+    ("en-nl", "The END. 'T is goed", "the end 't is goed"),  # code-switched test set
 ])
 def test_normalize_per_language(lang, raw, expect):
     assert normalize(raw, lang) == expect

@@ -25,7 +25,8 @@ class DataConfig:
         made inside a bucket, so more buckets = less padding, less randomness.
     lang_alpha: language sampling temperature, p_lang proportional to n_lang ** lang_alpha
         (1 = natural shares, 0 = uniform over languages; ~0.3-0.5 favours low-resource ones).
-    epoch_size: utterances drawn per epoch (0 = number of training utterances).
+    epoch_size: utterances drawn per epoch, all ranks together (0 = number of training
+        utterances that fit max_frames).
     num_workers: DataLoader worker processes (0 = load in the main process).
     specaug: SpecAugment for ``feats_sup`` (see justkit.data.specaug.SpecAugConfig).
     seed: seed of language sampling, batch order and SpecAugment (with the epoch).

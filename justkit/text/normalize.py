@@ -20,9 +20,10 @@ _NL_CLITIC = re.compile(r"(?<![^\W_])'(?=(?:t|s|n|k|m|r)\b)")
 
 
 def normalize(text: str, lang: str) -> str:
-    """Normalise one transcript of language ``lang`` (ISO code) for tokenizer, packing and scoring.
+    """Normalise one transcript of language ``lang`` (ISO code, or ``l1-l2`` for code-switched
+    utterances) for tokenizer training, packing and scoring.
 
-    Decisions (the same for every language, ``lang`` only checks the caller):
+    Decisions (the same for every language but the one Dutch rule):
       * Unicode NFC, so that é is one code point whatever the source wrote; then lowercase
         (``str.lower``: ß stays ß, Ł -> ł) and NFC again;
       * typographic apostrophes (’ ‘ ʼ ´ `) become ', non-breaking hyphens become -;
@@ -37,11 +38,11 @@ def normalize(text: str, lang: str) -> str:
     """
     if not lang:
         raise ValueError("normalize: empty language code")
-    s = unicodedata.normalize("NFC", text)
+    s = unicodedata.normalize("NFC", text.replace("\x00", " ").replace("\x01", " "))
     s = unicodedata.normalize("NFC", s.lower()).translate(_TRANSLATE)
     # Protect joiners, blank every non-word character, then restore the joiners.
     s = _JOINER.sub(lambda m: "\x00" if m.group(0) == "'" else "\x01", s)
-    if lang == "nl":
+    if "nl" in lang.split("-"):  # also code-switched sets, whose language is "l1-l2"
         s = _NL_CLITIC.sub("\x00", s)
     s = "".join(c if _keep(c) else " " for c in s)
     s = s.replace("\x00", "'").replace("\x01", "-")
