@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Synthesise a mini Multilingual LibriSpeech corpus (MLS opus release layout) with espeak-ng.
+
+    tools/venv/bin/python tools/mini_mls/build.py --size mini --seed 0 --out tools/mini_mls/corpus
+
+Per language it writes ``mls_<language>_opus/`` exactly as the OpenSLR 94 tarballs extract:
+``metainfo.txt``, ``{train,dev,test}/{transcripts.txt,segments.txt}``,
+``{train,dev,test}/audio/<spk>/<book>/<spk>_<book>_<utt>.opus`` (48 kHz Ogg/Opus) and
+``train/limited_supervision/{9hr/handles.txt,1hr/{0..5}/handles.txt}``.
+Speakers are espeak-ng voice variants with their own pitch and speed; sentences come from
+the small per-language grammar in ``lexicon/<lang>.txt`` (subject verb object [adverb]).
+Each language is built in a temporary sibling directory and renamed into place.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import multiprocessing
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+HERE = Path(__file__).resolve().parent
+LEXICON_DIR = HERE / "lexicon"
+
+LANG_NAMES = {
+    "en": "english", "de": "german", "nl": "dutch", "es": "spanish",
+    "fr": "french", "pt": "portuguese", "it": "italian", "pl": "polish",
+}
+
+# Utterances per language: train, dev, test. Imbalanced like MLS (en >> de > nl > fr > es > it > pt, pl).
+SIZES: dict[str, dict[str, tuple[int, int, int]]] = {
+    "tiny": {"en": (12, 2, 2), "de": (10, 2, 2), "nl": (10, 2, 2), "fr": (10, 2, 2),
+             "es": (10, 2, 2), "it": (10, 2, 2), "pt": (10, 2, 2), "pl": (10, 2, 2)},
+    "mini": {"en": (250, 18, 18), "de": (160, 18, 18), "nl": (120, 18, 18), "fr": (110, 18, 18),
+             "es": (100, 18, 18), "it": (70, 18, 18), "pt": (45, 18, 18), "pl": (45, 18, 18)},
+}
+for _name, _mult in (("small", 4), ("medium", 16)):
+    SIZES[_name] = {k: (t * _mult, d * 2, e * 2) for k, (t, d, e) in SIZES["mini"].items()}
+
+# Speakers per split for each size: train speakers grow with the corpus, dev/test stay few.
+SPEAKERS = {"tiny": (2, 1, 1), "mini": (6, 2, 2), "small": (10, 3, 3), "medium": (16, 4, 4)}
+
+# espeak-ng voice variants that sound human (robotic/whisper ones left out), with gender for metainfo.
+VARIANTS = [("m1", "M"), ("m2", "M"), ("m3", "M"), ("m4", "M"), ("m5", "M"), ("m6", "M"),
+            ("m7", "M"), ("m8", "M"), ("michel", "M"), ("f1", "F"), ("f2", "F"), ("f3", "F"),
+            ("f4", "F"), ("f5", "F"), ("anika", "F"), ("belinda", "F"), ("linda", "F"),
+            ("steph", "F"), ("aunty", "F")]
+
+SLOTS = ("subject", "verb", "object", "adverb")
+SAMPLE_RATE = 48000
+MIN_WORDS, MAX_WORDS = 3, 7
+# Fractions of the train utterances in the limited-supervision lists. MLS: 9hr and six disjoint
+# 10-minute folds (1hr/0..5, together 1 h), all disjoint from each other.
+FOLD_FRACTION = 0.025
+NINE_HR_FRACTION = 0.40
+
+
+class BuildError(RuntimeError):
+    """The corpus cannot be built (missing espeak-ng, bad lexicon, bad option)."""
+
+
+@dataclasses.dataclass
+class Lexicon:
+    """A per-language grammar: the espeak-ng voice and the phrases of each slot."""
+
+    lang: str
+    voice: str
+    slots: dict[str, list[str]]
+
+    def sentence(self, rng: random.Random) -> str:
+        """subject verb object [adverb], resampled until it has MIN_WORDS..MAX_WORDS words."""
+        while True:
+            parts = [rng.choice(self.slots["subject"]), rng.choice(self.slots["verb"]),
+                     rng.choice(self.slots["object"])]
+            if rng.random() < 0.6:
+                parts.append(rng.choice(self.slots["adverb"]))
+            text = " ".join(parts)
+            if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+                return text
+
+
+@dataclasses.dataclass
+class Speaker:
+    """One synthetic reader: MLS-style numeric id, the books read, and the espeak-ng voice."""
+
+    spk: str
+    gender: str
+    variant: str
+    pitch: int
+    speed: int
+    books: list[str]
+
+
+@dataclasses.dataclass
+class Utt:
+    utt: str
+    spk: Speaker
+    book: str
+    text: str
+    split: str
+
+
+def load_lexicon(lang: str, lexicon_dir: Path = LEXICON_DIR) -> Lexicon:
+    """Parse ``lexicon/<lang>.txt``: ``voice <espeak voice>`` then ``[slot]`` sections of phrases."""
+    path = lexicon_dir / f"{lang}.txt"
+    if not path.is_file():
+        raise BuildError(f"{path}: no lexicon for language {lang!r}")
+    voice, slot, slots = None, None, {s: [] for s in SLOTS}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("voice "):
+            voice = line.split(None, 1)[1].strip()
+        elif line.startswith("[") and line.endswith("]"):
+            slot = line[1:-1]
+            if slot not in slots:
+                raise BuildError(f"{path}:{lineno}: unknown slot [{slot}]; known: {list(SLOTS)}")
+        elif slot is None:
+            raise BuildError(f"{path}:{lineno}: phrase before any [slot] header")
+        else:
+            if line != line.lower() or any(c in line for c in ".,;:!?'\"-"):
+                raise BuildError(f"{path}:{lineno}: phrases must be lowercase without punctuation")
+            slots[slot].append(line)
+    if voice is None:
+        raise BuildError(f"{path}: no 'voice <name>' line")
+    empty = [s for s, v in slots.items() if not v]
+    if empty:
+        raise BuildError(f"{path}: empty slot(s) {empty}")
+    return Lexicon(lang, voice, slots)
+
+
+def check_espeak() -> str:
+    """Return the espeak-ng version line, or raise with the install hint."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise BuildError("espeak-ng is not installed; install it with: sudo apt-get install espeak-ng")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def plan_language(lang: str, size: str, seed: int, used_ids: set[str]) -> list[Utt]:
+    """Choose speakers, books and distinct sentences for one language (deterministic in seed)."""
+    rng = random.Random(f"mini-mls/{seed}/{lang}")
+    lex = load_lexicon(lang)
+    counts = dict(zip(("train", "dev", "test"), SIZES[size][lang]))
+    n_spk = dict(zip(("train", "dev", "test"), SPEAKERS[size]))
+
+    def new_id(lo: int, hi: int) -> str:
+        while True:
+            i = str(rng.randint(lo, hi))
+            if i not in used_ids:
+                used_ids.add(i)
+                return i
+
+    variants = VARIANTS[:]
+    rng.shuffle(variants)
+    utts: list[Utt] = []
+    seen_text: set[str] = set()
+    vi = 0
+    for split in ("train", "dev", "test"):
+        speakers = []
+        for _ in range(n_spk[split]):
+            variant, gender = variants[vi % len(variants)]
+            vi += 1
+            speakers.append(Speaker(spk=new_id(100, 12999), gender=gender, variant=variant,
+                                    pitch=rng.randint(30, 70), speed=rng.randint(150, 190),
+                                    books=[new_id(100, 14999) for _ in range(rng.randint(1, 2))]))
+        next_idx: dict[tuple[str, str], int] = {}
+        for i in range(counts[split]):
+            spk = speakers[i % len(speakers)]
+            book = rng.choice(spk.books)
+            for _ in range(1000):
+                text = lex.sentence(rng)
+                if text not in seen_text:
+                    break
+            else:
+                raise BuildError(f"{lang}: grammar too small for {sum(counts.values())} distinct sentences")
+            seen_text.add(text)
+            idx = next_idx.get((spk.spk, book), 0)
+            next_idx[(spk.spk, book)] = idx + 1 + (rng.random() < 0.3)  # MLS segment numbers have gaps
+            utts.append(Utt(f"{spk.spk}_{book}_{idx:06d}", spk, book, text, split))
+    return utts
+
+
+def synthesize(job: tuple[str, int, int, str, int, str]) -> tuple[np.ndarray, str]:
+    """espeak-ng -> float waveform at 48 kHz with short random silences and a faint noise floor."""
+    import torch
+    import torchaudio
+
+    torch.set_num_threads(1)
+    voice, pitch, speed, text, noise_seed, utt = job
+    cmd = ["espeak-ng", "--stdout", "-v", voice, "-p", str(pitch), "-s", str(speed), text]
+    res = subprocess.run(cmd, capture_output=True, check=False)
+    if res.returncode != 0 or not res.stdout:
+        raise BuildError(f"{utt}: {' '.join(cmd)} failed: {res.stderr.decode(errors='replace')}")
+    wav, sr = sf.read(io.BytesIO(res.stdout), dtype="float32")
+    wav = torchaudio.functional.resample(torch.from_numpy(wav), sr, SAMPLE_RATE).numpy()
+    rng = np.random.default_rng(noise_seed)
+    lead, trail = (int(SAMPLE_RATE * rng.uniform(0.05, 0.25)) for _ in range(2))
+    wav = np.concatenate([np.zeros(lead, np.float32), wav, np.zeros(trail, np.float32)])
+    wav = 0.7 * wav / max(1e-6, float(np.abs(wav).max()))
+    wav += rng.normal(0.0, 10 ** (-55 / 20), wav.shape).astype(np.float32)  # -55 dBFS room noise
+    return np.clip(wav, -1.0, 1.0), utt
+
+
+def opus_compression_level(kbps: float) -> float:
+    # libsndfile maps compression_level 0..1 linearly onto the Opus bitrate 256..6 kbit/s per channel.
+    return float(min(1.0, max(0.0, (256.0 - kbps) / 250.0)))
+
+
+def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, nj: int,
+                   seed: int) -> dict[str, float]:
+    """Synthesise and write one ``mls_<language>_opus`` tree under ``dest`` (a fresh directory)."""
+    lex = load_lexicon(lang)
+    level = opus_compression_level(bitrate_kbps)
+    jobs = [(f"{lex.voice}+{u.spk.variant}", u.spk.pitch,
+             int(u.spk.speed * random.Random(f"{seed}/{u.utt}").uniform(0.95, 1.05)),
+             u.text, random.Random(f"noise/{seed}/{lang}/{u.utt}").getrandbits(32), u.utt) for u in utts]
+    by_id = {u.utt: u for u in utts}
+    durs: dict[str, float] = {}
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(nj) if nj > 1 else None
+    try:
+        results = pool.imap(synthesize, jobs, chunksize=4) if pool else map(synthesize, jobs)
+        for wav, utt in results:
+            u = by_id[utt]
+            path = dest / u.split / "audio" / u.spk.spk / u.book / f"{utt}.opus"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wav, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+            durs[utt] = len(wav) / SAMPLE_RATE
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+
+    for split in ("train", "dev", "test"):
+        rows = sorted((u for u in utts if u.split == split), key=lambda u: u.utt)
+        (dest / split).mkdir(parents=True, exist_ok=True)
+        (dest / split / "transcripts.txt").write_text(
+            "".join(f"{u.utt}\t{u.text}\n" for u in rows), encoding="utf-8")
+        # segments.txt in MLS: <id> <source mp3 url> <start> <end>; our source is the synthesiser.
+        (dest / split / "segments.txt").write_text("".join(
+            f"{u.utt}\tespeak-ng:{lex.voice}+{u.spk.variant}?pitch={u.spk.pitch}&speed={u.spk.speed}"
+            f"\t0.00\t{durs[u.utt]:.2f}\n" for u in rows), encoding="utf-8")
+
+    # Limited supervision: six disjoint 10-minute folds (1hr/0..5) and a disjoint 9hr list.
+    rng = random.Random(f"limited/{seed}/{lang}")
+    train_ids = sorted(u.utt for u in utts if u.split == "train")
+    rng.shuffle(train_ids)
+    fold = max(1, round(FOLD_FRACTION * len(train_ids)))
+    nine = min(max(1, round(NINE_HR_FRACTION * len(train_ids))), len(train_ids) - 6 * fold)
+    if nine < 1:
+        raise BuildError(f"{lang}: {len(train_ids)} train utterances are too few for the limited-supervision lists")
+    ls = dest / "train" / "limited_supervision"
+    for k in range(6):
+        (ls / "1hr" / str(k)).mkdir(parents=True, exist_ok=True)
+        (ls / "1hr" / str(k) / "handles.txt").write_text(
+            "".join(f"{i}\n" for i in sorted(train_ids[k * fold:(k + 1) * fold])), encoding="utf-8")
+    (ls / "9hr").mkdir(parents=True, exist_ok=True)
+    (ls / "9hr" / "handles.txt").write_text(
+        "".join(f"{i}\n" for i in sorted(train_ids[6 * fold:6 * fold + nine])), encoding="utf-8")
+
+    # metainfo.txt: SPEAKER | GENDER | PARTITION | MINUTES | BOOK ID | TITLE | CHAPTER
+    minutes: dict[tuple[str, str, str], float] = {}
+    for u in utts:
+        key = (u.spk.spk, u.book, u.split)
+        minutes[key] = minutes.get(key, 0.0) + durs[u.utt] / 60
+    gender = {u.spk.spk: u.spk.gender for u in utts}
+    lines = [" SPEAKER   |   GENDER   | PARTITION  |  MINUTES   |  BOOK ID   |   TITLE   |   CHAPTER   "]
+    for (spk, book, split), mins in sorted(minutes.items(), key=lambda kv: (int(kv[0][0]), int(kv[0][1]))):
+        lines.append(f"{spk:>9}  |  {gender[spk]:^8}  |  {split:^8}  |  {mins:>8.3f}  |  {book:>8}  |"
+                     f"  mini-MLS {lang} book {book}  |  synthetic")
+    (dest / "metainfo.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return durs
+
+
+def build(out: Path, langs: list[str], size: str, seed: int, bitrate_kbps: float, nj: int,
+          force: bool) -> dict[str, dict[str, float]]:
+    """Build every language under ``out``; returns {lang: {utt: seconds}}."""
+    if size not in SIZES:
+        raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES)}")
+    bad = [l for l in langs if l not in LANG_NAMES]
+    if bad:
+        raise BuildError(f"unknown language(s) {bad}; choose from {list(LANG_NAMES)}")
+    check_espeak()
+    out.mkdir(parents=True, exist_ok=True)
+    used_ids: set[str] = set()
+    plans = {lang: plan_language(lang, size, seed, used_ids) for lang in LANG_NAMES}  # all: ids stable
+    summary = {}
+    for lang in langs:
+        final = out / f"mls_{LANG_NAMES[lang]}_opus"
+        if final.exists() and not force:
+            raise BuildError(f"{final} exists; pass --force to rebuild it")
+        tmp = out / f".{final.name}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.time()
+        summary[lang] = write_language(lang, plans[lang], tmp, bitrate_kbps, nj, seed)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        print(f"{lang}: {len(plans[lang])} utts, {sum(summary[lang].values()) / 60:.1f} min "
+              f"in {time.time() - t0:.1f} s -> {final}", file=sys.stderr)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=HERE / "corpus", help="corpus root (mls_<language>_opus/ below it)")
+    p.add_argument("--size", default="mini", choices=sorted(SIZES), help="utterance counts (see SIZES)")
+    p.add_argument("--langs", default=" ".join(LANG_NAMES), help="space-separated ISO codes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bitrate_kbps", type=float, default=12.0, help="Opus target bitrate")
+    p.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
+    p.add_argument("--force", action="store_true", help="replace languages that already exist")
+    args = p.parse_args(argv)
+    try:
+        build(args.out, args.langs.split(), args.size, args.seed, args.bitrate_kbps, args.nj, args.force)
+    except BuildError as e:
+        print(f"build.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
