@@ -123,6 +123,12 @@ def test_ddp_split_disjoint_and_equal():
     assert set(ids) <= set(flat)
 
 
+def test_fewer_batches_than_ranks_is_an_error():
+    s = BucketBatchSampler([100, 100], ["en", "en"], max_frames=1000, rank=1, world_size=4)
+    with pytest.raises(ValueError, match="fewer batches than ranks"):
+        list(s)
+
+
 def test_overlong_utterance_skipped_with_warning(caplog):
     lengths = [100, 200, 5000, 150]
     with caplog.at_level(logging.WARNING):

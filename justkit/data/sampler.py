@@ -208,6 +208,11 @@ class BucketBatchSampler:
             if self.shuffle:  # training: equal counts, so that DDP ranks step together
                 batches = batches[: len(batches) // self.world_size * self.world_size]
             batches = batches[self.rank :: self.world_size]  # eval: every utterance, counts may differ by 1
+        if self.shuffle and not batches:  # an empty epoch would make a training loop spin forever
+            raise ValueError(
+                f"epoch {epoch} has fewer batches than ranks ({self.world_size}): lower "
+                f"data.max_frames ({self.max_frames}) or raise data.epoch_size"
+            )
         self._cache = (epoch, batches)
         return batches
 
