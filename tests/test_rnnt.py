@@ -191,3 +191,28 @@ def test_cuda_kernels_in_simulator_match_cpu() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SIMULATOR-OK" in proc.stdout
+
+
+def test_low_precision_and_non_contiguous_logits() -> None:
+    logits, targets, logit_lens, target_lens = random_case(3, 5, 3, 6, seed=13)
+    ref = rnnt_loss(logits, targets, logit_lens, target_lens, reduction="none", backend="torchaudio")
+    # a non-contiguous view with the same values
+    strided = logits.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not strided.is_contiguous()
+    loss_nc, grad_nc = loss_and_grad("numba", strided, targets, logit_lens, target_lens)
+    torch.testing.assert_close(loss_nc, ref, rtol=1e-5, atol=1e-4)
+    # bfloat16 logits: log-softmax and kernels run in float32, result and gradient come back in bfloat16
+    loss_bf, grad_bf = loss_and_grad("numba", logits.bfloat16(), targets, logit_lens, target_lens)
+    assert loss_bf.dtype == torch.bfloat16 and grad_bf.dtype == torch.bfloat16
+    torch.testing.assert_close(loss_bf.float(), ref, rtol=2e-2, atol=0.1)
+    torch.testing.assert_close(grad_bf.float(), grad_nc, rtol=0, atol=2e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (kernels are simulator-checked above)")
+def test_cuda_device_parity_with_torchaudio() -> None:
+    case = [x.cuda() for x in random_case(4, 20, 9, 33, seed=3, blank=7)]
+    loss_n, grad_n = loss_and_grad("numba", *case, blank=7)
+    loss_t, grad_t = loss_and_grad("torchaudio", *case, blank=7)
+    assert loss_n.is_cuda and grad_n.is_cuda
+    torch.testing.assert_close(loss_n, loss_t, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad_n, grad_t, rtol=0, atol=1e-4)
