@@ -1,0 +1,137 @@
+"""Decode a packed test set with one or more RNN-T searches and write the decode_<method>_<set> dirs."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from justkit.config import from_dict
+from justkit.data.datadir import write_table
+from justkit.data.dataset import PackedDataset
+from justkit.data.loader import Collate
+from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.greedy import GreedyConfig, greedy_search
+from justkit.decode.hyp import Hypothesis, check_model
+from justkit.fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METHODS = ("greedy", "beam")
+FRAME_SHIFT_SEC = 0.01   # fbank hop: audio duration = frames x 10 ms
+
+
+@dataclass
+class DecodeConfig:
+    """Stage 7 settings (``conf/decode.yaml``)."""
+
+    methods: List[str] = field(default_factory=lambda: list(METHODS))
+    batch_size: int = 16              # utterances per batch at most
+    max_batch_frames: int = 40000     # padded feature frames per batch at most
+    greedy: GreedyConfig = field(default_factory=GreedyConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"decode.methods: unknown {bad or 'empty list'}; choose from {list(METHODS)}")
+        if self.batch_size < 1 or self.max_batch_frames < 1:
+            raise ValueError("decode.batch_size and decode.max_batch_frames must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "DecodeConfig":
+        return from_dict(cls, d, "decode")
+
+
+def make_batches(lengths: Sequence[int], batch_size: int, max_batch_frames: int) -> List[List[int]]:
+    """Indices grouped longest first, each batch within both limits (padding is small)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: List[List[int]] = []
+    cur: List[int] = []
+    for i in order:
+        # Sorted longest first, so the first item of a batch is its padded length.
+        if cur and (len(cur) >= batch_size or lengths[cur[0]] * (len(cur) + 1) > max_batch_frames):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@dataclass
+class SetOutput:
+    """What one method produced on one set."""
+
+    hyps: Dict[str, Hypothesis]
+    seconds: float          # wall time: encoder + this search (+ feature loading)
+    audio_seconds: float
+
+    @property
+    def rtf(self) -> float:
+        return self.seconds / max(self.audio_seconds, 1e-9)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def decode_dataset(
+    model: Any, dataset: PackedDataset, cfg: DecodeConfig, device: str | torch.device = "cpu",
+    desc: str = "decode",
+) -> Dict[str, SetOutput]:
+    """Run every method of ``cfg`` on ``dataset``; the encoder runs once per batch and its time
+    counts towards every method's real-time factor (as if each method ran alone)."""
+    check_model(model)
+    device = torch.device(device)
+    model.eval()
+    collate = Collate()
+    lengths = dataset.lengths
+    batches = make_batches(lengths, cfg.batch_size, cfg.max_batch_frames)
+    hyps: Dict[str, Dict[str, Hypothesis]] = {m: {} for m in cfg.methods}
+    secs = {m: 0.0 for m in cfg.methods}
+    for idx in tqdm(batches, desc=desc, unit="batch", mininterval=2.0):
+        t0 = time.perf_counter()
+        batch = collate([dataset[i] for i in idx])
+        feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+        enc, enc_lens = model.encode(feats, feat_lens)
+        _sync(device)
+        t_enc = time.perf_counter() - t0
+        for m in cfg.methods:
+            t1 = time.perf_counter()
+            if m == "greedy":
+                out = greedy_search(model, enc, enc_lens, cfg.greedy)
+            else:
+                out = beam_search(model, enc, enc_lens, cfg.beam)
+            _sync(device)
+            secs[m] += t_enc + time.perf_counter() - t1
+            for utt, h in zip(batch["utts"], out):
+                hyps[m][utt] = h
+    audio = sum(lengths) * FRAME_SHIFT_SEC
+    return {m: SetOutput(hyps[m], secs[m], audio) for m in cfg.methods}
+
+
+def write_decode_dir(
+    out_dir: str | Path, dataset: PackedDataset, result: SetOutput, detokenize,
+) -> None:
+    """hyp.txt, ref.txt, scores.txt, utt2lang (Kaldi tables, sorted) and rtf.txt, each atomic."""
+    out_dir = Path(out_dir)
+    entries = {e["utt"]: e for e in dataset.entries}
+    missing = [u for u in entries if u not in result.hyps]
+    if missing:
+        raise RuntimeError(f"{out_dir}: no hypothesis for utterance {missing[0]}")
+    write_table(out_dir / "hyp.txt", {u: detokenize(h.tokens) for u, h in result.hyps.items()})
+    write_table(out_dir / "ref.txt", {u: e["text"] for u, e in entries.items()})
+    write_table(out_dir / "scores.txt", {u: f"{h.score:.4f}" for u, h in result.hyps.items()})
+    write_table(out_dir / "utt2lang", {u: e["lang"] for u, e in entries.items()})
+    atomic_write_text(
+        out_dir / "rtf.txt",
+        f"{result.rtf:.6f}\n# decode wall time {result.seconds:.3f} s / audio {result.audio_seconds:.3f} s "
+        f"(frames x {FRAME_SHIFT_SEC * 1000:.0f} ms), {len(result.hyps)} utterances\n",
+    )

@@ -1,0 +1,50 @@
+"""RNN-T search results and the prediction-network state helpers shared by the searches."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Sequence
+
+import torch
+
+# The prediction network's state is what ``model.predictor`` returns: a tensor or a
+# (nested) tuple of tensors whose dim 1 is the batch, e.g. torch.nn.LSTM's (h, c), each
+# [num_layers, B, H] (docs/interfaces.md). The searches only index and merge along dim 1.
+State = Any
+
+
+@dataclass
+class Hypothesis:
+    """One search result: token ids (no blanks) and the search's total log-probability."""
+
+    tokens: List[int]
+    score: float
+    nbest: List["Hypothesis"] = field(default_factory=list)  # beam search: all final beam entries
+
+
+def state_index(state: State, index: torch.Tensor) -> State:
+    """Rows ``index`` of the batch (dim 1) of every tensor in ``state``."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.index_select(1, index)
+    return type(state)(state_index(s, index) for s in state)
+
+
+def state_where(mask: torch.Tensor, new: State, old: State) -> State:
+    """``new`` where ``mask`` [B] is true, else ``old`` (batch on dim 1)."""
+    if isinstance(new, torch.Tensor):
+        shape = [1] * new.dim()
+        shape[1] = -1
+        return torch.where(mask.view(shape), new, old)
+    return type(new)(state_where(mask, n, o) for n, o in zip(new, old))
+
+
+def check_model(model: Any) -> None:
+    """Fail early, naming what is missing, if ``model`` lacks the decoding interface."""
+    missing = [a for a in ("encode", "predictor", "joint", "blank_id") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"{type(model).__name__} lacks {missing}; see docs/interfaces.md (Model)")
+
+
+def to_list(hyps: Sequence[Hypothesis]) -> List[List[int]]:
+    return [h.tokens for h in hyps]

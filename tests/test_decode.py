@@ -1,0 +1,162 @@
+"""Greedy and beam RNN-T search on a tiny JUST model trained briefly on one fixed batch."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.decoder import DecodeConfig, make_batches
+from justkit.decode.greedy import GreedyConfig, greedy_search
+from justkit.losses.rnnt import rnnt_loss
+from justkit.models.just import JUSTConfig, JUSTModel
+
+ROOT = Path(__file__).resolve().parents[1]
+B, T, F, V = 4, 24, 20, 10
+
+
+def _model_config() -> dict:
+    d = yaml.safe_load((ROOT / "egs/mls/conf/model/tiny.yaml").read_text())["model"]
+    d.update(mode="supervised", vocab_size=V, feat_dim=F)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny supervised model after 20 Adam steps on one fixed batch (seconds on a CPU)."""
+    torch.manual_seed(0)
+    model = JUSTModel(JUSTConfig.from_dict(_model_config()))
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(B, T, F, generator=g)
+    lens = torch.tensor([24, 21, 16, 12])
+    tokens = torch.randint(1, V, (B, 5), generator=g)
+    token_lens = torch.tensor([5, 4, 3, 2])
+    batch = dict(feats=feats, feat_lens=lens, tokens=tokens, token_lens=token_lens,
+                 labelled=torch.ones(B, dtype=torch.bool), langs=["en"] * B, utts=list("abcd"))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    first = None
+    for step in range(20):
+        loss = model(batch, step=step)["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert loss.item() < first, "the tiny model did not learn; the decode tests would be meaningless"
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+    return model, feats, lens, enc, enc_lens
+
+
+def _log_likelihood(model, enc, enc_len, tokens) -> float:
+    """log P(tokens | x) summed over all alignments: minus the RNN-T loss of the model."""
+    y = torch.tensor([tokens], dtype=torch.long).view(1, -1)
+    with torch.no_grad():
+        pred, _ = model.predictor(torch.cat([torch.zeros(1, 1, dtype=torch.long), y], 1))
+        logits = model.joint(enc[None, :enc_len].unsqueeze(2), pred.unsqueeze(1))
+        loss = rnnt_loss(logits.float(), y.int(), torch.tensor([enc_len]), torch.tensor([len(tokens)]),
+                         reduction="sum")
+    return -loss.item()
+
+
+def test_graves_beam_at_least_as_good_as_greedy(trained):
+    """Same topology as the loss: rescore both outputs with the model's RNN-T loss (log P(y|x))."""
+    model, _, _, enc, enc_lens = trained
+    greedy = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=3))
+    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="graves"))
+    assert any(h.tokens for h in greedy), "greedy found only empty hypotheses: model untrained"
+    for b in range(B):
+        n = int(enc_lens[b])
+        g = _log_likelihood(model, enc[b], n, greedy[b].tokens)
+        bb = _log_likelihood(model, enc[b], n, beam[b].tokens)
+        assert bb >= g - 1e-4, f"utt {b}: beam {beam[b].tokens} ({bb:.4f}) < greedy {greedy[b].tokens} ({g:.4f})"
+        _check_nbest(beam[b])
+        # merged alignments of the best hypothesis: at most the sum over all alignments
+        assert beam[b].score <= bb + 1e-4
+
+
+def test_modified_beam_at_least_as_good_as_greedy(trained):
+    """One label per frame: compare with greedy under the same topology (one label per
+    frame), both scored by the searches themselves (greedy: its path; beam: merged paths)."""
+    model, _, _, enc, enc_lens = trained
+    greedy = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=1))
+    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="modified"))
+    for b in range(B):
+        assert beam[b].score >= greedy[b].score - 1e-6, f"utt {b}: {beam[b]} < {greedy[b]}"
+        _check_nbest(beam[b])
+
+
+def _check_nbest(h) -> None:
+    scores = [x.score for x in h.nbest]
+    assert scores == sorted(scores, reverse=True) and h.score == scores[0]
+    assert all(0 not in x.tokens for x in h.nbest)
+    assert len({tuple(x.tokens) for x in h.nbest}) == len(h.nbest), "n-best not merged"
+
+
+def test_greedy_score_is_one_path_of_the_hypothesis(trained):
+    """Greedy's score is the log-prob of one alignment of its output: at most log P(y|x)."""
+    model, _, _, enc, enc_lens = trained
+    # A generous symbol limit, so that every frame ends with blank (a proper RNN-T path).
+    hyps = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=10))
+    for b, h in enumerate(hyps):
+        ll = _log_likelihood(model, enc[b], int(enc_lens[b]), h.tokens)
+        assert math.isfinite(h.score) and h.score <= ll + 1e-4
+
+
+def test_batched_greedy_equals_unbatched(trained):
+    model, feats, lens, enc, enc_lens = trained
+    cfg = GreedyConfig(max_symbols_per_frame=3)
+    batched = greedy_search(model, enc, enc_lens, cfg)
+    for b in range(B):
+        with torch.no_grad():
+            e1, l1 = model.encode(feats[b : b + 1, : lens[b]], lens[b : b + 1])
+        single = greedy_search(model, e1, l1, cfg)[0]
+        assert single.tokens == batched[b].tokens
+        assert single.score == pytest.approx(batched[b].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ["graves", "modified"])
+def test_batched_beam_equals_unbatched(trained, algorithm):
+    model, _, _, enc, enc_lens = trained
+    cfg = BeamConfig(beam_size=3, algorithm=algorithm)
+    batched = beam_search(model, enc, enc_lens, cfg)
+    for b in range(B):
+        n = int(enc_lens[b])
+        single = beam_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1], cfg)[0]
+        assert single.tokens == batched[b].tokens
+        assert single.score == pytest.approx(batched[b].score, abs=1e-4)
+
+
+def test_beam_size_one_is_greedy_with_one_symbol_per_frame(trained):
+    model, _, _, enc, enc_lens = trained
+    g = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=1))
+    b1 = beam_search(model, enc, enc_lens, BeamConfig(beam_size=1, algorithm="modified"))
+    for x, y in zip(g, b1):
+        # Beam 1 takes the single best output of each frame and moves on, as greedy does
+        # with one label per frame: same path, same score.
+        assert x.tokens == y.tokens
+        assert x.score == pytest.approx(y.score, abs=1e-4)
+
+
+def test_bad_settings_rejected(trained):
+    model, _, _, enc, enc_lens = trained
+    with pytest.raises(ValueError, match="max_symbols_per_frame"):
+        greedy_search(model, enc, enc_lens, GreedyConfig(0))
+    for algorithm in ("graves", "modified"):
+        with pytest.raises(ValueError, match="beam_size"):
+            beam_search(model, enc, enc_lens, BeamConfig(0, algorithm=algorithm))
+    with pytest.raises(ValueError, match="algorithm"):
+        BeamConfig(algorithm="alsd")
+    with pytest.raises(ValueError, match="unknown"):
+        DecodeConfig.from_dict({"methods": ["viterbi"]})
+
+
+def test_make_batches_limits():
+    lengths = [5, 100, 30, 30, 60, 1]
+    batches = make_batches(lengths, batch_size=2, max_batch_frames=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 2 and max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1
