@@ -1,0 +1,219 @@
+"""Tests for justkit.models.just: the contract API, modes, gradients, padding, overfitting."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from justkit.config import ConfigError, load_yaml
+from justkit.models.just import JUSTConfig, JUSTModel
+
+torch.set_num_threads(1)
+CONF = Path(__file__).resolve().parents[1] / "egs/mls/conf/model"
+V = 12
+
+
+def tiny_cfg(mode: str = "just", **over) -> JUSTConfig:
+    d = load_yaml(CONF / "tiny.yaml")["model"]
+    d.update(mode=mode, vocab_size=V, **over)
+    return JUSTConfig.from_dict(d)
+
+
+def make_batch(seed: int = 0, labelled=(True, True), smooth: bool = False) -> dict:
+    """Two utterances (90 and 70 frames). ``smooth``: slow sinusoids instead of white noise,
+    so that masked frames are predictable from their context (white noise is not)."""
+    g = torch.Generator().manual_seed(seed)
+    feat_lens = torch.tensor([90, 70][: len(labelled)])
+    b = len(labelled)
+    feats = torch.randn(b, 90, 80, generator=g)
+    if smooth:
+        freq = 0.02 + 0.15 * torch.rand(80, generator=g)
+        phase = 6.28 * torch.rand(b, 1, 80, generator=g)
+        feats = 2 * torch.sin(torch.arange(90.0)[:, None] * freq + phase)
+    for i, n in enumerate(feat_lens.tolist()):
+        feats[i, n:] = 0.0
+    token_lens = torch.tensor([5, 3][:b])
+    tokens = torch.randint(1, V, (b, 5), generator=g)
+    tokens[1:, 3:] = 0
+    return {
+        "feats": feats, "feat_lens": feat_lens, "tokens": tokens, "token_lens": token_lens,
+        "labelled": torch.tensor(labelled), "langs": ["en", "pl"][:b], "utts": ["a", "b"][:b],
+    }
+
+
+KEYS = {"loss", "rnnt", "contrastive", "diversity", "mlm", "num_frames", "codebook_perplexity", "gumbel_temperature"}
+
+
+@pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
+def test_forward_contract(mode):
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg(mode))
+    out = model(make_batch(), step=5)
+    assert set(out) >= KEYS
+    assert all(v.dim() == 0 for v in out.values())
+    assert out["loss"].requires_grad and torch.isfinite(out["loss"])
+    assert not any(out[k].requires_grad for k in KEYS - {"loss"})
+    assert out["num_frames"].item() == 21 + 16  # ((90-3)//2+1-3)//2+1, ((70-3)//2+1-3)//2+1
+    assert (out["rnnt"] > 0) == (mode != "pretrain")
+    assert (out["contrastive"] > 0) == (mode != "supervised")
+    assert (out["mlm"] > 0) == (mode != "supervised")
+    cfg = model.cfg
+    expect = out["rnnt"] + cfg.w_u * (out["contrastive"] + cfg.w_div * out["diversity"] + cfg.w_mlm * out["mlm"])
+    assert out["loss"].item() == pytest.approx(expect.item(), rel=1e-5)
+    assert model.blank_id == 0
+
+
+def test_encode_predictor_joint_api_and_padding_invariance():
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("supervised")).eval()
+    b = make_batch()
+    enc, lens = model.encode(b["feats"], b["feat_lens"])
+    assert enc.shape == (2, 21, 32) and lens.tolist() == [21, 16]
+    alone, _ = model.encode(b["feats"][1:, :70], b["feat_lens"][1:])
+    assert torch.allclose(alone[0], enc[1, :16], atol=1e-5)
+    padded = torch.cat([b["feats"], 7 * torch.randn(2, 33, 80)], dim=1)
+    enc2, _ = model.encode(padded, b["feat_lens"])
+    assert torch.allclose(enc2[0, :21], enc[0], atol=1e-5) and torch.allclose(enc2[1, :16], enc[1, :16], atol=1e-5)
+    pred, state = model.predictor(torch.zeros(2, 1, dtype=torch.long))
+    pred2, _ = model.predictor(torch.ones(2, 1, dtype=torch.long), state)
+    logits = model.joint(enc[:, :1], pred2)
+    assert logits.shape == (2, 1, V)
+
+
+def test_local_attention_model_padding_invariance():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("just")
+    cfg.conformer.attention = "local"
+    model = JUSTModel(cfg).eval()
+    b = make_batch()
+    enc, _ = model.encode(b["feats"], b["feat_lens"])
+    alone, _ = model.encode(b["feats"][1:, :70], b["feat_lens"][1:])
+    assert torch.allclose(alone[0], enc[1, :16], atol=1e-5)
+
+
+def _grads(model: JUSTModel, batch: dict) -> dict[str, float]:
+    model.zero_grad(set_to_none=True)
+    model(batch, step=0)["loss"].backward()
+    return {n: (p.grad.abs().sum().item() if p.grad is not None else None) for n, p in model.named_parameters()}
+
+
+UNSUP = ("masker.", "quantizer.", "contrastive_proj.", "mlm_head.")
+RNNT = ("predictor.", "joint.")
+
+
+@pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
+def test_gradients_reach_exactly_the_trained_parameters(mode):
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg(mode))
+    names = [n for n, _ in model.named_parameters()]
+    assert any(n.startswith(UNSUP) for n in names) == (mode != "supervised")
+    assert any(n.startswith(RNNT) for n in names) == (mode != "pretrain")
+    grads = _grads(model, make_batch())
+    missing = [n for n, g in grads.items() if not g]
+    assert not missing, f"{mode}: no gradient for {missing}"
+
+
+def test_rnnt_branch_does_not_train_unsupervised_parts():
+    # w_u = 0: only the RNN-T loss, on the unmasked pass, so the quantizer, mask
+    # embedding and unsupervised heads get zero gradient while the encoder trains.
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("just", w_u=0.0))
+    grads = _grads(model, make_batch())
+    assert all(g == 0 for n, g in grads.items() if n.startswith(UNSUP))
+    assert all(g for n, g in grads.items() if n.startswith(RNNT + ("frontend.", "mlm_blocks.")))
+    # the unsupervised loss alone never touches the RNN-T decoder
+    model = JUSTModel(tiny_cfg("just"))
+    grads = _grads(model, make_batch(labelled=(False, False)))
+    assert all(g == 0 for n, g in grads.items() if n.startswith(RNNT))  # zero, not None (DDP)
+    assert all(grads[n] for n in grads if n.startswith(UNSUP))
+
+
+def test_unlabelled_rows_contribute_only_unsupervised_terms():
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("supervised")).eval()
+    both = model(make_batch(labelled=(True, False)))["rnnt"]
+    b = make_batch()
+    first = {k: v[:1] for k, v in b.items()}
+    alone = model(first)["rnnt"]
+    assert both.item() == pytest.approx(alone.item(), rel=1e-5)
+    none = model(make_batch(labelled=(False, False)))
+    assert none["rnnt"].item() == 0.0 and none["loss"].item() == 0.0
+
+
+def test_feats_sup_and_single_pass_flag():
+    torch.manual_seed(0)
+    calls = []
+    for on_masked, n_pass in ((False, 2), (True, 1)):
+        model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked))
+        h = model.frontend.register_forward_hook(lambda m, i, o: calls.append(i[0]))
+        calls.clear()
+        b = make_batch()
+        b["feats_sup"] = b["feats"] * 0.5
+        model(b)
+        h.remove()
+        assert len(calls) == n_pass
+        if n_pass == 2:
+            assert calls[0] is b["feats"] and calls[1] is b["feats_sup"]
+
+
+def test_load_pretrained_encoder_for_finetuning():
+    torch.manual_seed(0)
+    pre = JUSTModel(tiny_cfg("pretrain"))
+    sup = JUSTModel(tiny_cfg("supervised"))
+    pred_before = {k: v.clone() for k, v in sup.predictor.state_dict().items()}
+    loaded = sup.load_pretrained_encoder({"model": {"module." + k: v for k, v in pre.state_dict().items()}})
+    assert loaded and all(not k.startswith(UNSUP + RNNT) for k in loaded)
+    assert set(loaded) == {k for k in sup.state_dict() if not k.startswith(RNNT)}
+    for k, v in sup.predictor.state_dict().items():
+        assert torch.equal(v, pred_before[k])
+    pre.eval(), sup.eval()
+    b = make_batch()
+    assert torch.allclose(pre.encode(b["feats"], b["feat_lens"])[0], sup.encode(b["feats"], b["feat_lens"])[0])
+    just = JUSTModel(tiny_cfg("just"))
+    loaded = just.load_pretrained_encoder(pre.state_dict())
+    assert any(k.startswith("quantizer.") for k in loaded)
+    bigger = JUSTModel(tiny_cfg("supervised", d_model=48))
+    with pytest.raises(ValueError, match="does not fit"):
+        bigger.load_pretrained_encoder(pre.state_dict())
+    with pytest.raises(ValueError, match="no encoder weight"):
+        sup.load_pretrained_encoder({"foo": torch.zeros(1)})
+
+
+def test_config_errors_and_param_count():
+    with pytest.raises(ConfigError, match="unknown"):
+        JUSTConfig.from_dict({"d_modle": 3})
+    with pytest.raises(ValueError, match="mode"):
+        JUSTConfig.from_dict({"mode": "semi"})
+    with pytest.raises(ValueError, match="rnnt_backend"):
+        JUSTConfig.from_dict({"rnnt_backend": "warp"})
+    with pytest.raises(ValueError, match="num_mlm_blocks"):
+        JUSTConfig.from_dict({"mode": "pretrain", "num_mlm_blocks": 0})
+    model = JUSTModel(tiny_cfg("just"))
+    counts = model.num_parameters()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+@pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
+def test_overfits_a_fixed_batch(mode):
+    # Fixed batch *and* fixed randomness (the RNG is re-seeded before every step, so the
+    # span mask, Gumbel noise and distractors repeat): every mode must fit it.
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg(mode))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = make_batch(smooth=True)
+    hist = []
+    for step in range(50):
+        torch.manual_seed(1234)
+        out = model(batch, step=step)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        hist.append({k: out[k].item() for k in ("loss", "rnnt", "contrastive", "mlm")})
+    first = {k: sum(h[k] for h in hist[:5]) / 5 for k in hist[0]}
+    last = {k: sum(h[k] for h in hist[-5:]) / 5 for k in hist[0]}
+    assert last["loss"] < 0.7 * first["loss"], f"{mode}: {first} -> {last}"
+    terms = {"supervised": ["rnnt"], "pretrain": ["contrastive", "mlm"], "just": ["rnnt", "contrastive", "mlm"]}
+    for k in terms[mode]:
+        assert last[k] < 0.8 * first[k], f"{mode}: {k} {first[k]:.3f} -> {last[k]:.3f}"
