@@ -1,0 +1,123 @@
+"""Training curves: ``train.csv`` (one row per logged step or dev evaluation) and ``plots/*.png``."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+
+from justkit.fileio import atomic_open, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+# Columns that describe a row rather than being a curve of their own (lr gets its own plot).
+META = ("split", "step", "epoch", "lr", "grad_norm", "frames_per_s", "skipped", "elapsed_s")
+NOT_PLOTTED = ("split", "step", "epoch", "skipped", "elapsed_s", "num_frames")
+
+
+class TrainCurves:
+    """Rows of logged values; rewritten atomically to ``csv_path``; plotted into ``plot_dir``.
+
+    ``split`` is ``train`` (averages over a log interval) or ``dev`` (a dev-set evaluation).
+    """
+
+    def __init__(self, csv_path: str | Path, plot_dir: str | Path):
+        self.csv_path = Path(csv_path)
+        self.plot_dir = Path(plot_dir)
+        self.rows: list[dict] = []
+
+    def resume(self, step: int) -> None:
+        """Load an existing CSV, dropping rows logged after ``step`` (work that a resume redoes)."""
+        self.rows = []
+        if not self.csv_path.exists():
+            return
+        with open(self.csv_path, encoding="utf-8", newline="") as f:
+            for i, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    s = int(row["step"])
+                except (KeyError, TypeError, ValueError):
+                    logger.warning("%s:%d: row without a valid step, dropped", self.csv_path, i)
+                    continue
+                if s <= step:
+                    self.rows.append({k: _num(v) for k, v in row.items() if v not in ("", None)})
+        dropped = "" if not self.rows else f" up to step {step}"
+        logger.info("resumed %s: %d rows kept%s", self.csv_path, len(self.rows), dropped)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def columns(self) -> list[str]:
+        keys: set[str] = set()
+        for r in self.rows:
+            keys.update(r)
+        return [c for c in META if c in keys] + sorted(keys - set(META))
+
+    def write_csv(self) -> None:
+        cols = self.columns()
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: _fmt(r.get(k)) for k in cols})
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+    def terms(self) -> list[str]:
+        """The curves to plot: every numeric column except row descriptors."""
+        return [c for c in self.columns() if c not in NOT_PLOTTED]
+
+    def plot(self) -> list[Path]:
+        """One PNG per term (train line, dev points) plus ``lr.png``; returns the paths written."""
+        # Figure + Agg canvas directly: no pyplot global state, no display needed.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        written = []
+        for term in self.terms():
+            fig = Figure(figsize=(6, 3.5), dpi=100)
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot(1, 1, 1)
+            any_line = False
+            for split, style in (("train", "-"), ("dev", "o-")):
+                pts = [(r["step"], r[term]) for r in self.rows
+                       if r.get("split") == split and _finite(r.get(term))]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, style, label=split, markersize=4)
+                    any_line = True
+            if not any_line:
+                continue
+            ax.set_xlabel("step")
+            ax.set_ylabel(term)
+            ax.set_title(term)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            path = self.plot_dir / f"{term}.png"
+            with atomic_open(path, "wb", encoding=None) as f:
+                fig.savefig(f, format="png")
+            written.append(path)
+        return written
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _num(v: str):
+    if v in ("train", "dev"):
+        return v
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.8g}"
+    return str(v)
+

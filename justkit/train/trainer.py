@@ -1,0 +1,499 @@
+"""The training loop: AMP, DDP, gradient accumulation, non-finite skips, checkpoints, exact resume, curves."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from justkit.config import ConfigError, from_dict
+from justkit.train import checkpoint as ckpt_lib
+from justkit.train.curves import TrainCurves
+from justkit.train.distributed import DistInfo, all_reduce_, gather_objects
+from justkit.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+
+logger = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = ("model", "data", "train", "paths")
+AMP_MODES = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The ``train:`` section of an experiment YAML.
+
+    Steps are optimizer updates (one update = ``accum_grad`` batches per rank). Training stops
+    at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (0 = no limit; at
+    least one must be set). ``amp``: auto = bf16 autocast on CUDA, fp32 on CPU; fp16 adds a
+    GradScaler. A batch whose loss or gradient is non-finite on any rank is skipped on all
+    ranks; ``max_consecutive_skips`` in a row stop training with an error.
+    """
+
+    max_steps: int = 0
+    max_epochs: int = 0
+    accum_grad: int = 1
+    clip_grad_norm: float = 5.0
+    amp: str = "auto"
+    seed: int = 0
+    log_interval: int = 10           # steps between log lines / CSV rows
+    save_interval: int = 0           # steps between checkpoints (0: only at epoch ends and the end)
+    keep_last: int = 5               # checkpoints kept (0: all)
+    average_last: int = 5            # default N of `justkit.bin.average`
+    dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
+    dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
+    max_consecutive_skips: int = 20
+    find_unused_parameters: bool = True   # DDP: modes leave some modules unused
+    num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
+    plots: bool = True               # write plots/*.png at epoch ends and at the end
+    init: str = ""                   # checkpoint whose encoder initialises a fresh run (fine-tuning)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optim, dict):
+            self.optim = from_dict(OptimConfig, self.optim, "train.optim")
+        if self.max_steps <= 0 and self.max_epochs <= 0:
+            raise ConfigError("train: set max_steps and/or max_epochs (both are 0: training would never stop)")
+        if self.accum_grad < 1:
+            raise ConfigError(f"train.accum_grad must be >= 1, got {self.accum_grad}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"train.amp: {self.amp!r} is not one of {AMP_MODES}")
+        if self.log_interval < 1:
+            raise ConfigError(f"train.log_interval must be >= 1, got {self.log_interval}")
+
+
+def check_top_level(config: dict, where: str = "config") -> None:
+    """An experiment config has only model/data/train (and the recorded paths) at the top."""
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; known: {list(TOP_LEVEL_KEYS)}")
+    if "model" not in config:
+        raise ConfigError(f"{where}: no 'model' section (include: [model/mini.yaml]?)")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Trainer:
+    """Runs one experiment in ``exp_dir`` as DDP rank ``dist.rank`` (rank 0 writes the files).
+
+    Re-running the same command resumes from the newest readable checkpoint in
+    ``exp_dir/checkpoints``; a run that already reached its stop criterion returns at once.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        exp_dir: str | Path,
+        train_jsonl: str | Path,
+        dev_jsonl: str | Path | None,
+        cmvn: Any,
+        dist: DistInfo | None = None,
+    ) -> None:
+        from justkit.data.loader import DataConfig, build_loader
+
+        check_top_level(config)
+        self.config = config
+        self.dist = dist or DistInfo()
+        self.device = self.dist.device
+        self.cfg: TrainConfig = from_dict(TrainConfig, config.get("train"), "train")
+        self.data_cfg = from_dict(DataConfig, config.get("data"), "data")
+        self.exp_dir = Path(exp_dir)
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots")
+        if self.cfg.num_threads > 0:
+            torch.set_num_threads(self.cfg.num_threads)
+
+        seed_everything(self.cfg.seed)  # identical initial weights on every rank
+        self.model = ckpt_lib.build_model(config).to(self.device)
+        seed_everything(self.cfg.seed + self.dist.rank)  # masking/dropout differ between ranks
+
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.optimizer = build_optimizer(self.model.parameters(), self.cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.optim)
+
+        self.train_loader = build_loader(
+            self.data_cfg, train_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size, train=True
+        )
+        self.dev_loader = None
+        if dev_jsonl:
+            self.dev_loader = build_loader(
+                self.data_cfg, dev_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size,
+                train=False, max_frames=self.cfg.dev_max_frames or None,
+            )
+        self.step = 0
+        self.skipped_total = 0
+        self.consecutive_skips = 0
+        self.last_saved_step = -1
+        self.ddp_model: torch.nn.Module = self.model
+
+    # ------------------------------------------------------------------ set-up
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if amp == "auto":
+            amp = "bf16" if self.device.type == "cuda" else "fp32"
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs --device cuda (use bf16 or fp32 on CPU)")
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _resume_or_init(self) -> None:
+        found = ckpt_lib.load_latest_checkpoint(self.ckpt_dir, map_location="cpu")
+        if found is None:
+            if self.cfg.init:
+                self._init_from(self.cfg.init)
+            self.curves.rows = []
+            return
+        state, path = found
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.train_loader.load_state_dict(state["sampler"])
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            logger.warning("checkpoint holds RNG states of %d ranks, this run has %d: resume is not exact",
+                           len(rngs), self.dist.world_size)
+        ckpt_lib.set_rng_state(rngs[self.dist.rank % len(rngs)])
+        self.step = int(state["step"])
+        self.skipped_total = int(state.get("skipped", 0))
+        self.last_saved_step = self.step
+        if self.dist.is_main:
+            self.curves.resume(self.step)
+        logger.info("resumed from %s: step %d, epoch %d, batch %d of the epoch",
+                    path, self.step, state["sampler"]["epoch"], state["sampler"]["position"])
+
+    def _init_from(self, path: str) -> None:
+        state = ckpt_lib.load_checkpoint(path, map_location="cpu")
+        if not hasattr(self.model, "load_pretrained_encoder"):
+            raise ConfigError(f"train.init={path}: the model has no load_pretrained_encoder()")
+        loaded = self.model.load_pretrained_encoder(state["model"])
+        logger.info("initialised the encoder from %s (step %s): %d tensors loaded", path,
+                    state.get("step", "?"), len(loaded) if loaded is not None else -1)
+
+    def _wrap_ddp(self) -> None:
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.cfg.find_unused_parameters,
+            )
+
+    # ------------------------------------------------------------------ stop criterion
+    def _updates_per_epoch(self) -> int:
+        n = len(self.train_loader.batch_sampler.epoch_batches())
+        return max(1, math.ceil(n / self.cfg.accum_grad))
+
+    def _total_steps(self) -> float:
+        totals = []
+        if self.cfg.max_steps > 0:
+            totals.append(self.cfg.max_steps)
+        if self.cfg.max_epochs > 0:
+            totals.append(self.cfg.max_epochs * self._updates_per_epoch())
+        return float(min(totals))
+
+    def _done(self) -> bool:
+        if self.cfg.max_steps > 0 and self.step >= self.cfg.max_steps:
+            return True
+        return self.cfg.max_epochs > 0 and self.train_loader.epoch >= self.cfg.max_epochs
+
+    # ------------------------------------------------------------------ one update
+    def _micro_step(self, batch: dict, scale: float, sync: bool) -> tuple[dict, torch.Tensor, int]:
+        """Forward + backward of one batch; returns (detached terms, finite flag, input frames)."""
+        batch = _to_device(batch, self.device)
+        ctx = contextlib.nullcontext()
+        if self.dist.enabled and not sync:
+            ctx = self.ddp_model.no_sync()
+        with ctx:
+            with self._autocast():
+                out = self.ddp_model(batch, step=self.step)
+            loss = out["loss"].float()
+            finite = torch.isfinite(loss).all()
+            # Backward even when non-finite: under DDP every rank must join the gradient
+            # all-reduce; the NaN gradients are then dropped on all ranks together.
+            self.scaler.scale(loss * scale).backward()
+        terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+        return terms, finite, int(batch["feat_lens"].sum())
+
+    def _apply_update(self, finite_local: torch.Tensor) -> tuple[bool, float]:
+        """Clip, agree across ranks on skipping, then step. Returns (applied, grad norm)."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        gnorm = clip_gradients(self.model.parameters(), self.cfg.clip_grad_norm)
+        gnorm = gnorm.to(self.device).float()
+        bad = (~finite_local.to(self.device)).float().reshape(1) + (~torch.isfinite(gnorm)).float().reshape(1)
+        all_reduce_(bad, "max")
+        applied = bool(bad.item() == 0)
+        if applied:
+            if self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+        if self.scaler.is_enabled():
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return applied, float(gnorm.item())
+
+    # ------------------------------------------------------------------ main loop
+    def train(self) -> dict:
+        """Train until the stop criterion; returns the last logged train row."""
+        self._resume_or_init()
+        if self._done():
+            logger.info("training already finished (step %d, epoch %d): nothing to do",
+                        self.step, self.train_loader.epoch)
+            return {}
+        self._wrap_ddp()
+        self.model.train()
+        if self.dist.is_main:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            logger.info("model: %.2fM parameters; device %s, world size %d, amp %s; %d updates/epoch",
+                        n_params / 1e6, self.device, self.dist.world_size,
+                        self.amp_dtype or "fp32", self._updates_per_epoch())
+        self.t_start = time.time()
+        self.step_at_start = self.step
+        self._reset_interval()
+        last_row: dict = {}
+        while not self._done():
+            stopped, row = self._run_epoch()
+            last_row = row or last_row
+            if stopped:
+                break
+        # End of training: one dev pass and a final checkpoint unless the epoch end just did it.
+        if self.last_saved_step != self.step:
+            self._evaluate()
+            self._save()
+            self._plot()
+        self._check_replicas()
+        logger.info("training done: step %d, epoch %d, %d batches skipped, %.1f s",
+                    self.step, self.train_loader.epoch, self.skipped_total, time.time() - self.t_start)
+        return last_row
+
+    def _run_epoch(self) -> tuple[bool, dict]:
+        """Rest of the current epoch. Returns (stopped before the epoch end, last log row)."""
+        accum = self.cfg.accum_grad
+        remaining = len(self.train_loader.batch_sampler)
+        epoch = self.train_loader.epoch
+        group: list[tuple[dict, torch.Tensor, list]] = []
+        group_start = 0
+        last_row: dict = {}
+        for i, batch in enumerate(self.train_loader):
+            group_size = min(accum, remaining - group_start)
+            is_last = len(group) + 1 == group_size
+            terms, finite, frames = self._micro_step(batch, 1.0 / group_size, sync=is_last)
+            self.iv_frames += frames
+            group.append((terms, finite, batch["utts"]))
+            if not is_last:
+                continue
+            finite_all = torch.stack([g[1] for g in group]).all()
+            applied, gnorm = self._apply_update(finite_all)
+            if applied:
+                self.consecutive_skips = 0
+                for t, _, _ in group:
+                    for k, v in t.items():
+                        self.iv_sums[k] = self.iv_sums.get(k, 0.0) + v
+                self.iv_count += len(group)
+                self.iv_gnorm += gnorm
+                self.iv_updates += 1
+            else:
+                self._on_skip(group, gnorm, epoch)
+            group, group_start = [], i + 1
+            if applied:
+                row = self._after_update(epoch)
+                last_row = row or last_row
+                if self.cfg.max_steps > 0 and self.step >= self.cfg.max_steps:
+                    return True, last_row
+        # The epoch is exhausted (the loader moved the sampler to the next epoch).
+        self._evaluate()
+        self._save()
+        self._plot()
+        return False, last_row
+
+    def _on_skip(self, group: list, gnorm: float, epoch: int) -> None:
+        self.skipped_total += 1
+        self.consecutive_skips += 1
+        self.iv_skipped += 1
+        utts = [u for g in group for u in g[2]]
+        bad_terms = sorted({k for g in group for k, v in g[0].items() if not torch.isfinite(v)})
+        logger.warning(
+            "step %d (epoch %d): non-finite %s on some rank; update skipped, weights unchanged. "
+            "this rank's utterances: %s%s",
+            self.step, epoch, ", ".join(bad_terms) if bad_terms else f"gradient (norm {gnorm})",
+            " ".join(utts[:8]), " ..." if len(utts) > 8 else "",
+        )
+        if self.consecutive_skips >= self.cfg.max_consecutive_skips:
+            raise RuntimeError(
+                f"{self.consecutive_skips} consecutive updates skipped for non-finite loss/gradients "
+                f"(last at step {self.step}, utterances {' '.join(utts[:8])}): training diverged; "
+                f"lower train.optim.peak_lr or check the data"
+            )
+
+    def _reset_interval(self) -> None:
+        self.iv_sums: dict[str, torch.Tensor | float] = {}
+        self.iv_count = 0
+        self.iv_frames = 0
+        self.iv_gnorm = 0.0
+        self.iv_updates = 0
+        self.iv_skipped = 0
+        self.iv_t0 = time.time()
+        self.iv_paused = 0.0  # dev evaluation, checkpoint and plot time inside the interval
+
+    def _after_update(self, epoch: int) -> dict:
+        row: dict = {}
+        if self.step % self.cfg.log_interval == 0:
+            row = self._log(epoch)
+        if self.cfg.save_interval > 0 and self.step % self.cfg.save_interval == 0:
+            self._save()
+        if self.cfg.dev_interval > 0 and self.step % self.cfg.dev_interval == 0:
+            self._evaluate()
+        return row
+
+    def _log(self, epoch: int) -> dict:
+        keys = sorted(self.iv_sums)
+        vals = torch.tensor([float(self.iv_sums[k]) for k in keys]
+                            + [self.iv_count, self.iv_frames, self.iv_skipped], dtype=torch.float64)
+        if self.dist.enabled:
+            vals = all_reduce_(vals.to(self.device), "sum").cpu()
+        n = max(vals[len(keys)].item(), 1.0)
+        frames = vals[len(keys) + 1].item()
+        skipped = int(vals[len(keys) + 2].item())
+        elapsed = max(time.time() - self.iv_t0 - self.iv_paused, 1e-9)
+        done_here = self.step - self.step_at_start
+        per_step = (time.time() - self.t_start) / max(done_here, 1)
+        eta = (self._total_steps() - self.step) * per_step
+        row = {"split": "train", "step": self.step, "epoch": epoch,
+               "lr": self.scheduler.get_last_lr()[0],
+               "grad_norm": self.iv_gnorm / max(self.iv_updates, 1),
+               "frames_per_s": frames / elapsed, "skipped": skipped,
+               "elapsed_s": time.time() - self.t_start}
+        row.update({k: vals[i].item() / n for i, k in enumerate(keys)})
+        self._reset_interval()
+        if self.dist.is_main:
+            terms = " ".join(f"{k} {row[k]:.4g}" for k in keys if k != "num_frames")
+            logger.info("step %d epoch %d | %s | lr %.3e gnorm %.3g | %.0f frames/s | ETA %s%s",
+                        self.step, epoch, terms, row["lr"], row["grad_norm"], row["frames_per_s"],
+                        _fmt_eta(eta), f" | {skipped} skipped" if skipped else "")
+            self.curves.add(row)
+            self.curves.write_csv()
+        return row
+
+    # ------------------------------------------------------------------ dev, checkpoints
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean loss terms over the dev set (all ranks' shards), without touching the training RNG."""
+        if self.dev_loader is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, float] = {}
+        n_utts = 0
+        devices = [self.device.index] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed_everything(self.cfg.seed + 7919)  # the same masks at every evaluation
+            self.dev_loader.set_epoch(0)
+            for batch in self.dev_loader:
+                b = len(batch["utts"])
+                with self._autocast():
+                    out = self.model(_to_device(batch, self.device), step=self.step)
+                for k, v in out.items():
+                    if torch.is_tensor(v) and v.numel() == 1:
+                        sums[k] = sums.get(k, 0.0) + float(v.detach().float()) * b
+                n_utts += b
+        self.model.train(was_training)
+        keys = sorted(sums)
+        vals = torch.tensor([sums[k] for k in keys] + [n_utts], dtype=torch.float64)
+        if self.dist.enabled:
+            # Ranks hold the same keys (same model, same mode); sum their shards.
+            vals = all_reduce_(vals.to(self.device), "sum").cpu()
+        total = max(vals[-1].item(), 1.0)
+        return {k: vals[i].item() / total for i, k in enumerate(keys)}
+
+    def _evaluate(self) -> None:
+        if self.dev_loader is None:
+            return
+        t0 = time.time()
+        res = self.evaluate()
+        if self.dist.is_main and res:
+            terms = " ".join(f"{k} {v:.4g}" for k, v in res.items() if k != "num_frames")
+            logger.info("dev at step %d (epoch %d): %s (%.1f s)", self.step, self.train_loader.epoch,
+                        terms, time.time() - t0)
+            self.curves.add({"split": "dev", "step": self.step, "epoch": self.train_loader.epoch, **res})
+            self.curves.write_csv()
+        self.iv_paused += time.time() - t0
+
+    def _check_replicas(self) -> None:
+        """Under DDP, fail loudly if the ranks' weights have drifted apart (they never should)."""
+        if not self.dist.enabled:
+            return
+        with torch.no_grad():
+            sig = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).cpu()
+        sigs = gather_objects(sig, self.dist)
+        for r, other in enumerate(sigs[1:], start=1):
+            if not torch.equal(sigs[0], other):
+                raise RuntimeError(f"DDP replicas diverged: rank {r}'s weights differ from rank 0's")
+        logger.info("DDP: weights identical on all %d ranks", self.dist.world_size)
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs; collective under DDP (gathers every rank's RNG state)."""
+        rngs = gather_objects(ckpt_lib.rng_state(), self.dist)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "sampler": self.train_loader.state_dict(),
+            "rng": rngs,
+            "step": self.step,
+            "epoch": self.train_loader.epoch,
+            "skipped": self.skipped_total,
+            "config": self.config,
+        }
+
+    def _save(self) -> None:
+        if self.last_saved_step == self.step:
+            return
+        t0 = time.time()
+        state = self.checkpoint_state()
+        if self.dist.is_main:
+            path = ckpt_lib.save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.keep_last)
+            logger.info("saved %s", path)
+        self.last_saved_step = self.step
+        self.iv_paused += time.time() - t0
+
+    def _plot(self) -> None:
+        """Rewrite plots/*.png (rank 0; at epoch ends and at the end: matplotlib takes seconds)."""
+        if self.dist.is_main and self.cfg.plots:
+            t0 = time.time()
+            self.curves.plot()
+            self.iv_paused += time.time() - t0
+

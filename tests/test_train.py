@@ -1,0 +1,340 @@
+"""Trainer: exact resume (also after kill -9), checkpoint safety, averaging, non-finite skips, DDP, curves."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from justkit.config import ConfigError, load_yaml
+from justkit.train import checkpoint as C
+from justkit.train.optim import OptimConfig, WarmupSchedule
+from justkit.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "egs" / "mls" / "conf" / "model" / "tiny.yaml"
+PY = sys.executable
+WORDS = ["ab", "cd", "ef", "gab", "hed", "fac", "bag", "dace", "cab", "be"]
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def make_packed(d: Path, n: int = 20, seed: int = 0, tokenizer=None, vocab: int = 12,
+                nan_utts: tuple[str, ...] = ()) -> Path:
+    """Random 80-dim fbank in a kaldiio ark + a stage-5 style packed jsonl (some rows unlabelled)."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    mats, texts = {}, {}
+    for i in range(n):
+        utt = f"u{i:03d}"
+        x = rng.standard_normal((int(rng.integers(40, 100)), 80)).astype(np.float32)
+        if utt in nan_utts:
+            x[5, 3] = np.nan
+        mats[utt] = x
+        texts[utt] = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 3))))
+    kaldiio.save_ark(str(d / "feats.ark"), mats, scp=str(d / "feats.scp"))
+    scp = dict(line.split(None, 1) for line in (d / "feats.scp").read_text().splitlines())
+    with open(d / "packed.jsonl", "w", encoding="utf-8") as f:
+        for i, (utt, x) in enumerate(mats.items()):
+            if tokenizer is not None:
+                toks = tokenizer.encode(texts[utt])
+            else:
+                toks = rng.integers(2, vocab, size=int(rng.integers(2, 6))).tolist()
+            f.write(json.dumps({"utt": utt, "feats": scp[utt].strip(), "num_frames": int(x.shape[0]),
+                                "tokens": toks, "lang": "en" if i % 2 else "de",
+                                "labelled": i % 5 != 0, "text": texts[utt]}) + "\n")
+    return d / "packed.jsonl"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_packed(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def cli_data(tmp_path_factory):
+    """Packed set + a real sentencepiece tokenizer (for the CLI, which reads the vocab from it)."""
+    from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
+
+    d = tmp_path_factory.mktemp("cli")
+    items = [(f"t{i}", w) for i, w in enumerate(WORDS)] + [("t99", " ".join(WORDS))]
+    tok = train_tokenizer({"en": items}, d / "token",
+                          TokenizerConfig(vocab_size=14, hard_vocab_limit=False, lang_alpha=1.0))
+    return make_packed(d / "data", tokenizer=tok), d / "token" / "spm.model"
+
+
+def tiny_config(mode: str = "just", vocab: int = 12, **train) -> dict:
+    cfg = load_yaml(TINY)
+    cfg["model"].update(mode=mode, vocab_size=vocab)
+    cfg["train"] = {"max_steps": 6, "log_interval": 1, "keep_last": 0, "plots": False, "num_threads": 1,
+                    "optim": {"peak_lr": 2e-3, "warmup_steps": 3}, **train}
+    cfg["data"] = {"max_frames": 300, "buckets": 2}
+    return cfg
+
+
+def train_rows(exp: Path, split: str = "train") -> list[dict]:
+    with open(exp / "train.csv", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["split"] == split]
+
+
+def final_weights(exp: Path) -> dict:
+    state, _ = C.load_latest_checkpoint(exp / "checkpoints")
+    return state["model"]
+
+
+def assert_same_run(a: Path, b: Path, rtol: float = 1e-6) -> None:
+    ra, rb = train_rows(a), train_rows(b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb):
+        for k in ("loss", "rnnt", "contrastive", "mlm", "lr"):
+            assert math.isclose(float(x[k]), float(y[k]), rel_tol=rtol, abs_tol=1e-9), (x["step"], k, x[k], y[k])
+    wa, wb = final_weights(a), final_weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=rtol, atol=1e-7, msg=k)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def test_warmup_then_inverse_sqrt():
+    f = WarmupSchedule(OptimConfig(peak_lr=1.0, warmup_steps=4))
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert math.isclose(f(15), math.sqrt(4 / 16))
+    lin = WarmupSchedule(OptimConfig(peak_lr=1.0, warmup_steps=2, schedule="linear", decay_steps=6, min_lr=0.2))
+    assert math.isclose(lin(1), 1.0) and math.isclose(lin(5), 0.2) and math.isclose(lin(50), 0.2)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_is_exact(data, tmp_path):
+    """N steps straight == N/2 steps, stop, resume (crossing an epoch end, with accumulation)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    cfg = tiny_config(max_steps=5, accum_grad=2, save_interval=0)
+    Trainer(cfg, straight, data, data, None).train()
+    Trainer(tiny_config(max_steps=2, accum_grad=2), resumed, data, data, None).train()
+    assert C.list_checkpoints(resumed / "checkpoints")[-1].name == "ckpt-2.pt"
+    t = Trainer(cfg, resumed, data, data, None)
+    t.train()
+    assert t.step == 5
+    assert_same_run(straight, resumed)
+    # a finished run re-run is a no-op
+    again = Trainer(cfg, resumed, data, data, None)
+    assert again.train() == {} and again.step == 5
+
+
+def _run_cli(exp: Path, packed: Path, spm: Path, *extra: str, wait: bool = True, env=None):
+    cmd = [PY, "-m", "justkit.bin.train", "--config", str(exp.parent / "conf.yaml"), "--exp", str(exp),
+           "--train", str(packed), "--dev", str(packed), "--tokenizer", str(spm), "--device", "cpu", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def _write_conf(d: Path, cfg: dict) -> None:
+    import yaml
+
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = {k: v for k, v in cfg.items()}
+    cfg["model"] = {k: v for k, v in cfg["model"].items() if k != "vocab_size"}
+    (d / "conf.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_kill9_then_same_command_resumes(cli_data, tmp_path):
+    """A real SIGKILL mid-run; the same command resumes from the newest checkpoint and finishes
+    with the same per-step losses and weights as an uninterrupted run."""
+    packed, spm = cli_data
+    cfg = tiny_config(max_steps=10, save_interval=2, keep_last=3)
+    _write_conf(tmp_path, cfg)
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = _run_cli(killed, packed, spm, wait=False)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "ckpt-4.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    before = C.list_checkpoints(killed / "checkpoints")
+    assert before and C.checkpoint_path(killed / "checkpoints", 10) not in before
+    out = _run_cli(killed, packed, spm)
+    assert "resumed from" in out.stderr
+    _run_cli(straight, packed, spm)
+    assert [p.name for p in C.list_checkpoints(killed / "checkpoints")] == ["ckpt-6.pt", "ckpt-8.pt", "ckpt-10.pt"]
+    assert [int(r["step"]) for r in train_rows(killed)] == list(range(1, 11))
+    assert_same_run(straight, killed)
+    log = (killed / "log" / "train.log").read_text()
+    assert "step 10 epoch" in log and "resumed from" in log
+    assert load_yaml(killed / "config.yaml")["model"]["vocab_size"] > 2
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+def _tiny_state(step: int) -> dict:
+    return {"model": {"w": torch.full((3,), float(step)), "n": torch.tensor(step)},
+            "step": step, "epoch": 0, "config": {"model": {}}}
+
+
+def test_corrupt_newest_checkpoint_is_skipped(tmp_path, caplog):
+    d = tmp_path / "checkpoints"
+    for s in (2, 4, 6):
+        C.save_checkpoint(_tiny_state(s), d, s)
+    newest = C.checkpoint_path(d, 6)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    (d / ".ckpt-8.pt.abc.tmp").write_bytes(b"half")                       # interrupted save
+    with caplog.at_level(logging.WARNING):
+        state, path = C.load_latest_checkpoint(d)
+    assert path.name == "ckpt-4.pt" and state["step"] == 4
+    assert "ckpt-6.pt" in caplog.text
+    C.checkpoint_path(d, 4).write_bytes(b"not a zip")
+    C.checkpoint_path(d, 2).unlink()
+    assert C.load_latest_checkpoint(d) is None
+    with pytest.raises(C.CheckpointError, match="ckpt-6.pt"):
+        C.load_checkpoint(newest)
+
+
+def test_keep_last_k(tmp_path):
+    d = tmp_path / "checkpoints"
+    for s in (1, 2, 3, 10, 20):
+        C.save_checkpoint(_tiny_state(s), d, s, keep_last=2)
+    assert [p.name for p in C.list_checkpoints(d)] == ["ckpt-10.pt", "ckpt-20.pt"]
+
+
+def test_average_checkpoints_and_cli(tmp_path):
+    d = tmp_path / "exp" / "checkpoints"
+    a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.bfloat16), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.bfloat16), "n": torch.tensor(7)}
+    for step, sd in ((1, {"w": torch.zeros(2), "h": torch.zeros(1, dtype=torch.bfloat16), "n": torch.tensor(0)}),
+                     (2, a), (3, b)):
+        C.save_checkpoint({"model": sd, "step": step, "epoch": 0, "config": {"model": {}}}, d, step)
+    from justkit.bin.average import main
+
+    assert main(["--exp", str(tmp_path / "exp"), "--out", str(tmp_path / "avg.pt"), "--num", "2"]) == 0
+    avg = C.load_checkpoint(tmp_path / "avg.pt")
+    assert torch.equal(avg["model"]["w"], torch.tensor([2.0, 4.0]))
+    assert avg["model"]["h"].dtype == torch.bfloat16 and float(avg["model"]["h"]) == 1.5
+    assert int(avg["model"]["n"]) == 7 and avg["step"] == 3  # integers: copied from the last
+    assert avg["averaged_from"] == ["ckpt-2.pt", "ckpt-3.pt"]
+    assert main(["--exp", str(tmp_path / "none"), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_load_model_rebuilds_from_config(data, tmp_path):
+    exp = tmp_path / "exp"
+    Trainer(tiny_config("supervised", max_steps=2), exp, data, None, None).train()
+    paths = C.list_checkpoints(exp / "checkpoints")
+    C.average_checkpoints(paths, exp / "model_avg.pt")
+    model, cfg = C.load_model(exp / "model_avg.pt", "cpu")
+    assert cfg["model"]["mode"] == "supervised" and not model.training
+    avg = C.load_checkpoint(exp / "model_avg.pt")["model"]
+    sd = model.state_dict()
+    assert sd.keys() == avg.keys() and all(torch.equal(sd[k], avg[k]) for k in sd)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def test_init_loads_pretrained_encoder(data, tmp_path):
+    pre = tmp_path / "pre"
+    Trainer(tiny_config("pretrain", max_steps=2), pre, data, None, None).train()
+    ckpt = C.list_checkpoints(pre / "checkpoints")[-1]
+    t = Trainer(tiny_config("supervised", max_steps=1, init=str(ckpt)), tmp_path / "ft", data, None, None)
+    t._resume_or_init()
+    src = C.load_checkpoint(ckpt)["model"]
+    own = t.model.state_dict()
+    enc = [k for k in own if k.startswith(("frontend.", "contrastive_blocks.", "mlm_blocks."))]
+    assert enc and all(torch.equal(own[k], src[k]) for k in enc)
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path):
+    data = make_packed(tmp_path / "data", nan_utts=("u003",))
+    t = Trainer(tiny_config("supervised", max_steps=1), tmp_path / "exp", data, None, None)
+    # Direct check: an update whose batch holds the NaN utterance changes nothing.
+    ds = t.train_loader.dataset
+    idx = ds.utts.index("u003")
+    batch = t.train_loader.collate_fn(ds.__getitems__([idx, (idx + 1) % len(ds)]))
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    terms, finite, _ = t._micro_step(batch, 1.0, sync=True)
+    assert not bool(finite)
+    applied, _ = t._apply_update(finite)
+    assert not applied and t.step == 0 and not t.optimizer.state
+    after = t.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point() and "running" not in k)
+    # A full epoch over the data set with the NaN utterance: skipped, logged, weights finite.
+    t2 = Trainer(tiny_config("supervised", max_steps=0, max_epochs=1), tmp_path / "exp2", data, None, None)
+    t2.train()
+    assert t2.skipped_total >= 1
+    assert all(torch.isfinite(p).all() for p in t2.model.parameters())
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_processes_match_single_process(cli_data, tmp_path):
+    """torchrun, 2 CPU ranks (gloo) == 1 process with accum_grad=2 over the same batches."""
+    packed, spm = cli_data
+    # supervised + no dropout/SpecAugment: the forward is deterministic, so the only
+    # difference is where the two batches' gradients are summed.
+    cfg = tiny_config("supervised", max_steps=3, log_interval=1)
+    _write_conf(tmp_path, cfg)
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "justkit.bin.train", "--config", str(tmp_path / "conf.yaml"), "--exp", str(ddp),
+           "--train", str(packed), "--dev", str(packed), "--tokenizer", str(spm), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in p.stderr
+    _run_cli(single, packed, spm, "--train.accum_grad", "2")
+    wd, ws = final_weights(ddp), final_weights(single)
+    for k in wd:
+        if wd[k].is_floating_point() and "running" not in k:
+            torch.testing.assert_close(wd[k], ws[k], rtol=1e-4, atol=1e-5, msg=k)
+    rd, rs = train_rows(ddp), train_rows(single)
+    for x, y in zip(rd, rs):
+        assert math.isclose(float(x["loss"]), float(y["loss"]), rel_tol=1e-4)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_csv_plots_and_config_errors(data, tmp_path):
+    exp = tmp_path / "exp"
+    cfg = tiny_config(max_steps=3, plots=True, log_interval=1)
+    Trainer(cfg, exp, data, data, None).train()
+    rows = train_rows(exp)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    for k in ("loss", "rnnt", "contrastive", "diversity", "mlm", "lr", "frames_per_s"):
+        assert all(r[k] != "" for r in rows), k
+    assert train_rows(exp, "dev"), "no dev evaluation row"
+    for name in ("loss", "rnnt", "contrastive", "diversity", "mlm", "lr"):
+        png = exp / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    with pytest.raises(ConfigError, match="max_steps"):
+        Trainer(tiny_config(max_steps=0), tmp_path / "e2", data, None, None)
+    bad = tiny_config()
+    bad["trian"] = {}
+    with pytest.raises(ConfigError, match="trian"):
+        Trainer(bad, tmp_path / "e3", data, None, None)
