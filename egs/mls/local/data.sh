@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Stage 1: MLS -> Kaldi data dirs (see ../../docs/interfaces.md, stage 1).
+#   local/data.sh [--mls_root DIR] [--download true] [--langs "en pl"] [--nj 2] data
+# Empty --mls_root = the embedded mini-MLS corpus ($JUSTKIT_ROOT/tools/mini_mls/corpus).
+# With --download true, languages missing under --mls_root are fetched from OpenSLR 94
+# (resumable, md5-checked against the published md5sum.txt) and extracted there.
+# Writes <data>/{train,dev,test}_<lang>/, <data>/train_<lang>_{9h,1h,10min}/, <data>/train,
+# <data>/dev and <data>/bad_utts.txt; log in <data>/log/prepare_mls.log. Re-running is safe.
+set -euo pipefail
+mls_root=""
+download=false
+langs="en de nl es fr pt it pl"
+nj=1
+flavour=opus              # release --download fetches: opus (48 kHz) or flac (16 kHz)
+keep_archive=false
+help_message="Usage: $0 [--mls_root DIR] [--download true|false] [--langs 'en pl'] [--nj N] [--flavour opus|flac] [--keep_archive true] <data-dir>"
+
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/path.sh"
+. "$JUSTKIT_ROOT/utils/parse_options.sh"
+if [ $# -ne 1 ]; then echo "$help_message" >&2; exit 1; fi
+data=$1
+
+if [ -z "$mls_root" ]; then
+  [ "$download" = true ] && { echo "$0: --download true needs --mls_root (where to put MLS)" >&2; exit 1; }
+  mls_root=$JUSTKIT_ROOT/tools/mini_mls/corpus
+  echo "$0: using the embedded mini-MLS corpus at $mls_root"
+fi
+if [ "$download" = true ]; then
+  mkdir -p "$mls_root"
+elif [ ! -d "$mls_root" ]; then
+  echo "$0: --mls_root $mls_root: no such directory (add --download true to fetch MLS there)" >&2
+  exit 1
+fi
+
+python -m justkit.bin.prepare_mls --mls_root "$mls_root" --download "$download" --langs "$langs" \
+  --nj "$nj" --flavour "$flavour" --keep_archive "$keep_archive" --log_file "$data/log/prepare_mls.log" "$data"

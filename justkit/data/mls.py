@@ -1,0 +1,374 @@
+"""Multilingual LibriSpeech (OpenSLR 94): language names, release-tree parser, limited-supervision lists, download."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from justkit.data.audio import MIN_SAMPLES, AudioError, audio_info
+from justkit.data.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
+
+log = logging.getLogger(__name__)
+
+# ISO 639-1 code -> the language name in MLS directory and archive names.
+MLS_LANGUAGES: Dict[str, str] = {
+    "en": "english", "de": "german", "nl": "dutch", "es": "spanish",
+    "fr": "french", "pt": "portuguese", "it": "italian", "pl": "polish",
+}
+MLS_CODES: Dict[str, str] = {v: k for k, v in MLS_LANGUAGES.items()}
+SPLITS = ("train", "dev", "test")
+LIMITED_SUBSETS = ("9h", "1h", "10min")
+MLS_BASE_URL = "https://dl.fbaipublicfiles.com/mls"
+# The official md5s are published next to the archives (linked from https://www.openslr.org/94/).
+MLS_MD5_FILE = "md5sum.txt"
+# Archive sizes as printed on https://www.openslr.org/94/ (for the user's disk planning only).
+PUBLISHED_SIZES: Dict[str, Tuple[str, str]] = {  # code -> (opus, flac)
+    "en": ("651G", "2.4T"), "de": ("29G", "115G"), "nl": ("23G", "86G"), "fr": ("16G", "61G"),
+    "es": ("14G", "50G"), "it": ("3.8G", "15G"), "pt": ("2.5G", "9.3G"), "pl": ("1.6G", "6.2G"),
+}
+MLS_ID = re.compile(r"^(\d+)_(\d+)_(\d+)$")
+# Speaker ids are zero-padded to this width in Kaldi ids so that sorting utterances and sorting
+# speakers agree (with '_' after the digits in byte order, "en_1021_*" would sort after
+# "en_10214_*" while speaker en_1021 sorts before en_10214). MLS speaker ids have <= 5 digits.
+SPK_WIDTH = 6
+AUDIO_EXTS = ("opus", "flac")
+
+
+class MLSError(ValueError):
+    """The MLS tree is missing or malformed; the message names the directory or file."""
+
+
+def lang_name(code: str) -> str:
+    """``"pl"`` -> ``"polish"``; raises MLSError for a language MLS does not have."""
+    try:
+        return MLS_LANGUAGES[code]
+    except KeyError:
+        raise MLSError(f"unknown MLS language code {code!r}; known: {' '.join(MLS_LANGUAGES)}") from None
+
+
+def lang_code(name: str) -> str:
+    """``"polish"`` (or ``"mls_polish_opus"``) -> ``"pl"``."""
+    n = name
+    if n.startswith("mls_"):
+        n = n[4:]
+    if n.endswith("_opus"):
+        n = n[:-5]
+    try:
+        return MLS_CODES[n]
+    except KeyError:
+        raise MLSError(f"unknown MLS language name {name!r}; known: {' '.join(MLS_CODES)}") from None
+
+
+def kaldi_spk_id(lang: str, spk: str) -> str:
+    """MLS speaker ``10214`` of ``en`` -> ``en_010214``."""
+    if len(spk) > SPK_WIDTH or not spk.isdigit():
+        raise MLSError(f"speaker id {spk!r} is not a number of at most {SPK_WIDTH} digits")
+    return f"{lang}_{spk.zfill(SPK_WIDTH)}"
+
+
+def kaldi_utt_id(lang: str, mls_id: str) -> str:
+    """MLS ``10214_10108_000000`` of ``en`` -> ``en_010214_10108_000000`` (speaker id as its prefix)."""
+    m = MLS_ID.match(mls_id)
+    if not m:
+        raise MLSError(f"utterance id {mls_id!r} is not <speaker>_<book>_<utt>")
+    return f"{kaldi_spk_id(lang, m.group(1))}_{m.group(2)}_{m.group(3)}"
+
+
+@dataclass
+class LanguageDir:
+    """One extracted MLS language: ``mls_<language>_opus/`` (48 kHz opus) or ``mls_<language>/`` (flac)."""
+
+    lang: str
+    path: Path
+    audio_ext: str
+
+
+@dataclass
+class Utterance:
+    """One transcript line with its audio file (``utt`` is the Kaldi id, ``mls_id`` the release's)."""
+
+    utt: str
+    mls_id: str
+    speaker: str
+    book: str
+    text: str
+    audio: Path
+
+
+@dataclass
+class Problem:
+    """An utterance left out: Kaldi id (or the raw id when unparsable), the file, why."""
+
+    utt: str
+    file: str
+    reason: str
+
+
+@dataclass
+class SplitRecords:
+    """A split's good utterances (sorted by id) and the problems found while reading it."""
+
+    lang: str
+    split: str
+    utts: List[Utterance] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
+
+
+def _first_audio_ext(lang_path: Path) -> Optional[str]:
+    for split in ("dev", "test", "train"):
+        for dirpath, _, files in os.walk(lang_path / split / "audio"):
+            for f in files:
+                ext = f.rsplit(".", 1)[-1]
+                if ext in AUDIO_EXTS:
+                    return ext
+    return None
+
+
+def find_language_dir(mls_root: str | Path, lang: str) -> LanguageDir:
+    """Locate ``lang`` under ``mls_root``: ``mls_<language>_opus`` first, then ``mls_<language>``."""
+    root = Path(mls_root)
+    name = lang_name(lang)
+    for dirname in (f"mls_{name}_opus", f"mls_{name}"):
+        p = root / dirname
+        if p.is_dir():
+            ext = "opus" if dirname.endswith("_opus") else (_first_audio_ext(p) or "flac")
+            return LanguageDir(lang, p.resolve(), ext)
+    raise MLSError(
+        f"{root}: no mls_{name}_opus/ or mls_{name}/ directory for language {lang}; "
+        f"download it with --download true (archive {name}: {PUBLISHED_SIZES[lang][0]} opus) "
+        f"or point --mls_root at the directory that holds it")
+
+
+def _audio_path(ld: LanguageDir, split: str, spk: str, book: str, mls_id: str) -> Path:
+    return ld.path / split / "audio" / spk / book / f"{mls_id}.{ld.audio_ext}"
+
+
+def read_split(ld: LanguageDir, split: str) -> SplitRecords:
+    """Parse ``<split>/transcripts.txt`` and match it with ``<split>/audio/``.
+
+    Lines that are not UTF-8, have no text, an id that is not ``<spk>_<book>_<utt>``, a
+    duplicated id or no audio file, and audio files without a transcript line become
+    Problems; everything else an Utterance. The audio itself is not opened here.
+    """
+    if split not in SPLITS:
+        raise MLSError(f"unknown split {split!r}; known: {SPLITS}")
+    sdir = ld.path / split
+    tpath = sdir / "transcripts.txt"
+    if not tpath.is_file():
+        raise MLSError(f"{tpath}: not found; is {ld.path} a complete MLS {lang_name(ld.lang)} release?")
+    rec = SplitRecords(ld.lang, split)
+    seen: Dict[str, int] = {}
+    claimed: set[str] = set()
+    for lineno, raw in enumerate(tpath.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        raw_id = raw.split(None, 1)[0].decode("utf-8", "replace")
+        where = f"{tpath}:{lineno}"
+        if MLS_ID.match(raw_id):
+            claimed.add(raw_id)  # its audio is accounted for, whatever is wrong with the line
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            rec.problems.append(Problem(_safe_id(ld.lang, raw_id), where, f"transcript is not valid UTF-8 ({e.reason} at byte {e.start})"))
+            continue
+        parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
+        mls_id = parts[0].strip()
+        text = " ".join(parts[1].split()) if len(parts) > 1 else ""
+        m = MLS_ID.match(mls_id)
+        if not m:
+            rec.problems.append(Problem(_safe_id(ld.lang, mls_id), where, "id is not <speaker>_<book>_<utt>"))
+            continue
+        try:
+            utt = kaldi_utt_id(ld.lang, mls_id)
+        except MLSError as e:
+            rec.problems.append(Problem(_safe_id(ld.lang, mls_id), where, str(e)))
+            continue
+        if mls_id in seen:
+            rec.problems.append(Problem(utt, where, f"id duplicated (first on line {seen[mls_id]}); later line dropped"))
+            continue
+        seen[mls_id] = lineno
+        audio = _audio_path(ld, split, m.group(1), m.group(2), mls_id)
+        if not text:
+            rec.problems.append(Problem(utt, where, "empty transcript"))
+            continue
+        if not audio.is_file():
+            rec.problems.append(Problem(utt, str(audio), "transcript without audio: file not found"))
+            continue
+        rec.utts.append(Utterance(utt, mls_id, kaldi_spk_id(ld.lang, m.group(1)), m.group(2), text, audio))
+    for path in _iter_audio(sdir / "audio", ld.audio_ext):
+        stem = path.name[: -len(ld.audio_ext) - 1]
+        if stem not in claimed:
+            rec.problems.append(Problem(_safe_id(ld.lang, stem), str(path), f"audio without a transcript in {tpath}"))
+    rec.utts.sort(key=lambda u: u.utt.encode("utf-8"))
+    return rec
+
+
+def probe_audio(utts: List[Utterance], nj: int = 1) -> Tuple[Dict[str, float], List[Problem]]:
+    """Duration (seconds, from the header: no decoding) of each utterance's audio, in ``nj`` processes.
+
+    Missing, empty, unreadable and too short (< 2 samples) files become Problems.
+    """
+    jobs = [(u.utt, str(u.audio)) for u in utts]
+    durs: Dict[str, float] = {}
+    problems: List[Problem] = []
+    if nj > 1 and len(jobs) > 64:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            results = list(pool.imap(_probe_one, jobs, chunksize=64))
+    else:
+        results = [_probe_one(j) for j in jobs]
+    for utt, path, dur, err in results:
+        if err is None:
+            durs[utt] = dur
+        else:
+            problems.append(Problem(utt, path, err))
+    return durs, problems
+
+
+def _probe_one(job: Tuple[str, str]) -> Tuple[str, str, float, Optional[str]]:
+    utt, path = job
+    try:
+        frames, sr, _ = audio_info(path, utt)
+    except AudioError as e:
+        return utt, path, 0.0, e.reason
+    if frames < MIN_SAMPLES:
+        return utt, path, 0.0, f"too short: {frames} sample(s)"
+    return utt, path, frames / sr, None
+
+
+def _safe_id(lang: str, raw: str) -> str:
+    """A one-token id for the bad-utterance report, Kaldi-style when the raw id parses."""
+    try:
+        return kaldi_utt_id(lang, raw)
+    except MLSError:
+        return f"{lang}_{''.join(raw.split()) or '<no-id>'}"
+
+
+def _iter_audio(adir: Path, ext: str) -> Iterator[Path]:
+    for dirpath, _, files in os.walk(adir):
+        for f in files:
+            if f.endswith("." + ext):
+                yield Path(dirpath) / f
+
+
+def _read_handles(path: Path) -> List[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MLSError(f"{path}: not valid UTF-8 ({e})") from None
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        h = line.strip()
+        if not h:
+            continue
+        if not MLS_ID.match(h):
+            raise MLSError(f"{path}:{lineno}: {h!r} is not an MLS utterance id <speaker>_<book>_<utt>")
+        out.append(h)
+    return out
+
+
+def read_limited_supervision(ld: LanguageDir) -> Dict[str, List[str]]:
+    """MLS limited-supervision lists as Kaldi ids: ``9h`` = ``9hr/handles.txt``, ``1h`` = the union of
+    ``1hr/{0..5}/handles.txt`` (six 10-minute folds), ``10min`` = fold ``1hr/0`` (as in Libri-light).
+
+    Returns {} when the release has no ``train/limited_supervision/``.
+    """
+    base = ld.path / "train" / "limited_supervision"
+    if not base.is_dir():
+        log.warning("%s: no limited_supervision lists; the 9h/1h/10min subsets are not made", base)
+        return {}
+    nine = base / "9hr" / "handles.txt"
+    folds = sorted((p for p in (base / "1hr").glob("*/handles.txt")), key=lambda p: p.parent.name)
+    if not nine.is_file() or not folds or folds[0].parent.name != "0":
+        raise MLSError(f"{base}: expected 9hr/handles.txt and 1hr/0..5/handles.txt")
+    one: List[str] = []
+    for f in folds:
+        one.extend(_read_handles(f))
+    out = {"9h": _read_handles(nine), "1h": one, "10min": _read_handles(folds[0])}
+    return {k: sorted({kaldi_utt_id(ld.lang, h) for h in v}, key=lambda s: s.encode("utf-8")) for k, v in out.items()}
+
+
+def read_spk2gender(ld: LanguageDir) -> Dict[str, str]:
+    """``metainfo.txt`` (``SPEAKER | GENDER | PARTITION | ...``) -> {Kaldi speaker id: m|f}; {} if absent."""
+    path = ld.path / "metainfo.txt"
+    if not path.is_file():
+        return {}
+    out: Dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        cols = [c.strip() for c in line.split("|")]
+        if len(cols) < 2 or not cols[0].isdigit() or cols[1].upper() not in ("M", "F"):
+            continue
+        try:
+            out[kaldi_spk_id(ld.lang, cols[0])] = cols[1].lower()
+        except MLSError:
+            continue
+    return out
+
+
+def archive_name(lang: str, flavour: str = "opus") -> str:
+    """``mls_polish_opus.tar.gz`` (opus) or ``mls_polish.tar.gz`` (flac)."""
+    if flavour not in ("opus", "flac"):
+        raise MLSError(f"flavour must be opus or flac, got {flavour!r}")
+    return f"mls_{lang_name(lang)}{'_opus' if flavour == 'opus' else ''}.tar.gz"
+
+
+def official_md5(archive: str, base_url: str = MLS_BASE_URL) -> Optional[str]:
+    """The archive's md5 from the published ``md5sum.txt``; None (with a warning) if unavailable."""
+    url = f"{base_url}/{MLS_MD5_FILE}"
+    try:
+        table = parse_md5_table(fetch_text(url))
+    except DownloadError as e:
+        log.warning("%s; the archive is checked by reading it to the end instead", e)
+        return None
+    if archive not in table:
+        log.warning("%s lists no md5 for %s; the archive is checked by reading it to the end instead", url, archive)
+        return None
+    return table[archive]
+
+
+def download_language(
+    lang: str,
+    mls_root: str | Path,
+    flavour: str = "opus",
+    base_url: str = MLS_BASE_URL,
+    md5: Optional[str] = None,
+    keep_archive: bool = False,
+    config: DownloadConfig | dict | None = None,
+) -> LanguageDir:
+    """Download ``mls_<language>[_opus].tar.gz`` into ``mls_root`` (resumable), verify it and extract it.
+
+    The md5 is ``md5`` if given, else the one published in ``<base_url>/md5sum.txt``; without
+    either the gzip stream's own CRC (checked while extracting) is the integrity check.
+    A language already extracted is returned as is.
+    """
+    root = Path(mls_root)
+    top = archive_name(lang, flavour)[: -len(".tar.gz")]
+    if (root / top).is_dir():
+        return find_language_dir(root, lang)
+    archive = root / archive_name(lang, flavour)
+    url = f"{base_url}/{archive.name}"
+    if md5 is None:
+        md5 = official_md5(archive.name, base_url)
+    log.info("downloading %s (%s) -> %s", url, PUBLISHED_SIZES[lang][0 if flavour == "opus" else 1], archive)
+    download_file(url, archive, md5=md5, config=config, progress=_progress_logger(archive.name))
+    log.info("extracting %s -> %s/%s", archive, root, top)
+    extract_tar(archive, root, top)
+    if not keep_archive:
+        archive.unlink()
+    return find_language_dir(root, lang)
+
+
+def _progress_logger(name: str):
+    state = {"next": 0}
+
+    def report(done: int, total: Optional[int]) -> None:
+        if done >= state["next"]:
+            pct = f" ({100 * done / total:.0f}%)" if total else ""
+            log.info("%s: %.1f MB%s", name, done / 1e6, pct)
+            state["next"] = done + max(1 << 26, (total or 0) // 20)
+
+    return report
