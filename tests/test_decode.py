@@ -160,3 +160,59 @@ def test_make_batches_limits():
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 2 and max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1
+
+
+def test_decode_cli_writes_decode_dirs(tmp_path):
+    """Stage 7 as run.sh calls it: every method x set dir with hyp/ref/scores/utt2lang/rtf."""
+    import json
+
+    import kaldiio
+    import numpy as np
+
+    from justkit.bin.decode import main
+    from justkit.data.cmvn import accumulate, write_cmvn
+    from justkit.fileio import atomic_torch_save
+    from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
+
+    texts = {"en": [("en1", "the cat sat"), ("en2", "a dog ran")], "pl": [("pl1", "kot i pies")]}
+    tok = train_tokenizer(texts, tmp_path / "token",
+                          TokenizerConfig(vocab_size=24, hard_vocab_limit=False, model_type="bpe"))
+    rng = np.random.default_rng(0)
+    feats = {u: rng.standard_normal((n, F)).astype(np.float32) for u, n in (("en1", 40), ("en2", 31), ("pl1", 25))}
+    kaldiio.save_ark(str(tmp_path / "feats.ark"), feats, scp=str(tmp_path / "feats.scp"))
+    scp = dict(line.split(maxsplit=1) for line in (tmp_path / "feats.scp").read_text().splitlines())
+    write_cmvn(tmp_path / "cmvn.ark", accumulate(feats.values()))
+    lang_of = {u: lang for lang, items in texts.items() for u, _ in items}
+    text_of = {u: t for items in texts.values() for u, t in items}
+    for set_name, utts in (("test_en", ["en1", "en2"]), ("test_pl", ["pl1"])):
+        with open(tmp_path / f"{set_name}.jsonl", "w") as f:
+            for u in utts:
+                f.write(json.dumps({"utt": u, "feats": scp[u], "num_frames": len(feats[u]),
+                                    "tokens": tok.encode(text_of[u]), "lang": lang_of[u],
+                                    "labelled": True, "text": text_of[u]}) + "\n")
+    cfg = _model_config()
+    cfg["vocab_size"] = tok.vocab_size
+    torch.manual_seed(0)
+    model = JUSTModel(JUSTConfig.from_dict(cfg))
+    atomic_torch_save({"model": model.state_dict(), "config": {"model": cfg}}, tmp_path / "model_avg.pt")
+    exp = tmp_path / "exp"
+    rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),
+               "--cmvn", str(tmp_path / "cmvn.ark"), "--device", "cpu", "--exp", str(exp),
+               str(tmp_path / "test_en.jsonl"), str(tmp_path / "test_pl.jsonl"),
+               "beam.beam_size=2", "greedy.max_symbols_per_frame=2"])
+    assert rc == 0
+    for method in ("greedy", "beam"):
+        for set_name, utts in (("test_en", ["en1", "en2"]), ("test_pl", ["pl1"])):
+            d = exp / f"decode_{method}_{set_name}"
+            hyp = [line.split(maxsplit=1)[0] for line in (d / "hyp.txt").read_text().splitlines()]
+            assert hyp == utts
+            assert (d / "ref.txt").read_text().splitlines() == [f"{u} {text_of[u]}" for u in utts]
+            scores = dict(line.split() for line in (d / "scores.txt").read_text().splitlines())
+            assert sorted(scores) == utts and all(float(v) <= 0 for v in scores.values())
+            assert (d / "utt2lang").read_text().split() == [x for u in utts for x in (u, lang_of[u])]
+            assert float((d / "rtf.txt").read_text().split()[0]) > 0
+    # a bad packed file is a clear error naming it, and nothing is written for it
+    (tmp_path / "test_bad.jsonl").write_text('{"utt": "x"}\n')
+    rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),
+               "--cmvn", str(tmp_path / "cmvn.ark"), "--exp", str(exp), str(tmp_path / "test_bad.jsonl")])
+    assert rc == 1 and not (exp / "decode_greedy_test_bad").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from justkit.log import setup_logging
@@ -18,6 +19,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--exp", required=True, help="experiment dir holding decode_<method>_<set>/")
     p.add_argument("--top", type=int, default=10, help="most frequent errors listed in RESULTS.md")
     args = p.parse_args(argv)
+    if not Path(args.exp).is_dir():  # do not create it by opening the log file
+        setup_logging()
+        log.error("%s: experiment dir not found", args.exp)
+        return 1
     setup_logging(f"{args.exp}/log/score.log")
     try:
         res = score_experiment(args.exp, top=args.top)

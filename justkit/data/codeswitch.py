@@ -69,18 +69,26 @@ def _load_sources(dirs: Sequence[str | Path]) -> Dict[str, List[_Source]]:
     return by_lang
 
 
-def _read_audio(src: _Source, sample_rate: int) -> np.ndarray:
+def _check_audio(src: _Source, sample_rate: int) -> None:
+    """Readable, at ``sample_rate``: checked for every chosen source before anything is written."""
     path, where = src.wav.strip(), src.dir
     if path.endswith("|"):
         raise DataDirError(f"{where}: utterance {src.utt}: piped wav.scp entries are not supported ({path!r})")
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        sr = sf.info(path).samplerate
     except (RuntimeError, sf.LibsndfileError) as e:
         raise DataDirError(f"{where}: utterance {src.utt}: cannot read {path}: {e}") from None
     if sr != sample_rate:
         raise DataDirError(
             f"{where}: utterance {src.utt}: {path} is {sr} Hz, expected {sample_rate} Hz (resample in stage 2)"
         )
+
+
+def _read_audio(src: _Source) -> np.ndarray:
+    try:
+        data, _ = sf.read(src.wav.strip(), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise DataDirError(f"{src.dir}: utterance {src.utt}: cannot read {src.wav}: {e}") from None
     return data.mean(axis=1)
 
 
@@ -114,15 +122,19 @@ def make_codeswitch(in_dirs: Sequence[str | Path], out_dir: str | Path, cfg: Cod
     if cfg.num <= 0:
         raise ValueError(f"num must be positive, got {cfg.num}")
     by_lang = _load_sources(in_dirs)
+    pairs = plan_pairs(by_lang, cfg.num, cfg.seed)
+    for s1, s2 in pairs:
+        _check_audio(s1, cfg.sample_rate)
+        _check_audio(s2, cfg.sample_rate)
     out = DataDir(out_dir)
     data_dir = out.path / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     silence = np.zeros(int(round(cfg.silence_sec * cfg.sample_rate)), dtype=np.float32)
     wav_scp, text, utt2spk, utt2lang, utt2dur, sources = {}, {}, {}, {}, {}, {}
     width = max(4, len(str(cfg.num - 1)))
-    for i, (s1, s2) in enumerate(plan_pairs(by_lang, cfg.num, cfg.seed)):
+    for i, (s1, s2) in enumerate(pairs):
         utt = f"{cfg.prefix}{i:0{width}d}_{s1.lang}-{s2.lang}"
-        a1, a2 = _read_audio(s1, cfg.sample_rate), _read_audio(s2, cfg.sample_rate)
+        a1, a2 = _read_audio(s1), _read_audio(s2)
         audio = np.concatenate([a1, silence, a2])
         path = data_dir / f"{utt}.flac"
         with atomic_open(path, "wb", encoding=None) as f:

@@ -37,6 +37,8 @@ class DecodeDir:
 
 def find_decode_dirs(exp: str | Path) -> List[DecodeDir]:
     """All ``decode_<method>_<set>`` subdirectories of ``exp`` that hold a hyp.txt."""
+    if not Path(exp).is_dir():
+        raise ScoringError(f"{exp}: experiment dir not found")
     out = []
     for p in sorted(Path(exp).iterdir()):
         m = _DECODE_RE.match(p.name)
@@ -117,7 +119,7 @@ def format_results_md(results: dict, set_results: Dict[tuple, SetResult] | None 
     out = [f"# Results: {results['exp']}\n\n"]
     out.append(
         "WER/CER in %, after `justkit.text.normalize.normalize(text, lang)` on both sides "
-        "(code-switched sets: both languages' rules, see `justkit.score.wer.normalize_mixed`). "
+        "(code-switched sets: one shared normalisation with their `l1-l2` code). "
         f"`avg` is the unweighted mean over the MLS languages present ({' '.join(lang_cols) or 'none'}); "
         "other sets (e.g. `cs`, code-switching) are reported separately and not averaged.\n\n"
     )

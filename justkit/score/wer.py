@@ -28,19 +28,6 @@ def default_normalizer() -> Normalizer:
     return normalize
 
 
-def normalize_mixed(text: str, lang: str, normalizer: Normalizer) -> str:
-    """Normalise ``text`` of language ``lang``; a code-switched ``l1-l2`` applies each in turn.
-
-    Code-switched utterances (``utt2lang`` like ``en-de``) have no marked boundary in the
-    hypothesis, so both sides get one shared normalisation: the rules of every language
-    of the pair, applied in the order given (normalisers are per-language rule sets on
-    lower-cased text, so the composition keeps the letters of both languages).
-    """
-    for part in lang.split("-"):
-        text = normalizer(text, part)
-    return text
-
-
 @dataclass
 class UttResult:
     """Alignment and error counts of one utterance (after normalisation)."""
@@ -171,7 +158,11 @@ def score_tables(
 ) -> SetResult:
     """Score ``hyps`` against ``refs`` (utt -> text); ``langs`` gives each utterance's language.
 
-    Both sides are normalised with ``normalizer(text, lang)`` (default: justkit's). An id
+    Both sides are normalised with ``normalizer(text, lang)`` (default: justkit's). A
+    code-switched utterance (language ``l1-l2``) gets one shared normalisation of the whole
+    text with that ``l1-l2`` code: the hypothesis has no marked language boundary, and
+    ``justkit.text.normalize`` treats both languages alike but for the Dutch clitic rule,
+    which it applies when either language is Dutch. An id
     in one table and not the other, an empty reference (before or after normalisation)
     or an utterance without a language is a ScoringError naming the file and id.
     """
@@ -194,12 +185,12 @@ def score_tables(
         lang = langs[utt]
         if not refs[utt].strip():
             raise ScoringError(f"{ref_name}: utterance {utt}: empty reference")
-        ref = normalize_mixed(refs[utt], lang, norm)
+        ref = norm(refs[utt], lang)
         if not ref.split():
             raise ScoringError(
                 f"{ref_name}: utterance {utt}: reference {refs[utt]!r} is empty after normalisation"
             )
-        hyp = normalize_mixed(hyps[utt], lang, norm)
+        hyp = norm(hyps[utt], lang)
         try:
             result.utts.append(score_utterance(utt, lang, ref, hyp))
         except ScoringError as e:
