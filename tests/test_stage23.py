@@ -46,7 +46,8 @@ def write_dir(d: Path, wav: dict, text: dict):
     (d / "wav.scp").write_text("".join(f"{u} {wav[u]}\n" for u in ids))
     (d / "text").write_text("".join(f"{u} {text[u]}\n" for u in ids))
     (d / "utt2spk").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in ids))
-    (d / "utt2lang").write_text("".join(f"{u} en\n" for u in ids))
+    # A code-switch style language code passes through stages 2-3 (languages are stage 1's to check).
+    (d / "utt2lang").write_text("".join(f"{u} {'en-de' if u == 'spkB_0003' else 'en'}\n" for u in ids))
     spk = {}
     for u in ids:
         spk.setdefault(u.split("_")[0], []).append(u)
@@ -233,6 +234,7 @@ def test_stage3_outputs(recipe, stage3):
         assert int(frames[u]) == feats[u].shape[0]
     for name in ("wav.scp", "text", "utt2spk", "utt2lang", "utt2dur"):
         assert sorted(read_table(dst / name)) == good, name
+    assert read_table(dst / "utt2lang")["spkB_0003"] == "en-de"
     bad = (dst / "bad_utts.txt").read_text().splitlines()
     assert len(bad) == 1 and bad[0].startswith(f"test {SHORT} {raw[SHORT]} 200 samples is shorter than one")
     assert all(v.split(":")[0] in ("dump/fbank/test/data/feats.1.ark", "dump/fbank/test/data/feats.2.ark")

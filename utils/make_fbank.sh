@@ -2,8 +2,8 @@
 # Stage 3: fbank features of a data dir in parallel jobs (kaldiio ark/scp shards).
 #   utils/make_fbank.sh [--nj 4] [--cmd utils/run.py] [--config conf/fbank.yaml] dump/raw/<set> dump/fbank/<set>
 # Writes <dst>/data/feats.JOB.ark (+ .scp), <dst>/feats.scp, utt2num_frames, feat_dim,
-# <dst>/conf/fbank.yaml (the options used) and copies wav.scp, text, utt2spk, spk2utt,
-# utt2lang, utt2dur; utterances with missing/unusable audio or shorter than one frame are
+# <dst>/conf/fbank.yaml (the options used) and copies the source's other files (wav.scp,
+# text, utt2spk, spk2utt, utt2lang, utt2dur, ...); utterances with missing/unusable audio or shorter than one frame are
 # listed in <dst>/bad_utts.txt (<set> <utt> <file> <reason>) and dropped.
 # Logs: <dst>/log/fbank.JOB.log. A re-run recomputes everything: it first removes the old
 # feats.scp and shards (so no index ever points into a rewritten ark); each job writes
@@ -53,6 +53,6 @@ eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
 
 python -m justkit.bin.finish_data_dir --nj "$nj" --feat-dim \
   --table utt2num_frames="$dst/split/fbank.JOB.utt2num_frames" --table feats.scp="$dst/data/feats.JOB.scp" \
-  --bad "$dst/split/fbank.JOB.bad" --copy "wav.scp text utt2spk spk2utt utt2lang utt2dur spk2gender" "$src" "$dst" \
+  --bad "$dst/split/fbank.JOB.bad" "$src" "$dst" \
   || die "merging the job outputs into $dst failed"
 echo "$0: done: $dst ($(grep -c . "$dst/feats.scp") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad)"

@@ -2,8 +2,9 @@
 # Stage 2: resample a data dir's audio to FLAC at --fs in parallel jobs.
 #   utils/resample_data_dir.sh [--nj 4] [--cmd utils/run.py] [--fs 16000] data/<set> dump/raw/<set>
 # Writes <dst>/data/xx/<utt>.flac, <dst>/wav.scp pointing at them, <dst>/utt2dur (of the
-# new audio), copies text, utt2spk, spk2utt, utt2lang; utterances whose audio is missing
-# or unusable are listed in <dst>/bad_utts.txt (<set> <utt> <file> <reason>) and dropped.
+# new audio) and copies the source's other files (text, utt2spk, spk2utt, utt2lang, ...);
+# utterances whose audio is missing or unusable are listed in <dst>/bad_utts.txt
+# (<set> <utt> <file> <reason>) and dropped.
 # Logs: <dst>/log/resample.JOB.log. Re-running skips files that are already complete;
 # every file is written under a temp name and renamed, and wav.scp is written only when
 # all jobs have succeeded, so a killed run leaves nothing that a later stage reads.
@@ -43,6 +44,6 @@ eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
 
 python -m justkit.bin.finish_data_dir --nj "$nj" \
   --table utt2dur="$dst/split/resample.JOB.utt2dur" --table wav.scp="$dst/split/resample.JOB.scp" \
-  --bad "$dst/split/resample.JOB.bad" --copy "text utt2spk spk2utt utt2lang spk2gender" "$src" "$dst" \
+  --bad "$dst/split/resample.JOB.bad" "$src" "$dst" \
   || die "merging the job outputs into $dst failed"
 echo "$0: done: $dst ($(grep -c . "$dst/wav.scp") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad)"

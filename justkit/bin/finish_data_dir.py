@@ -18,8 +18,10 @@ from justkit.log import setup_logging
 
 log = logging.getLogger("finish_data_dir")
 
-# Tables copied from the source dir unless the stage produced them itself.
-COPY_TABLES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur", "spk2gender")
+# Every top-level file of the source dir is copied (text, utt2spk, spk2utt, utt2lang,
+# spk2gender, cs_sources, ...) except those the stage produces and these, which describe
+# the source's own stage and would be stale in the output.
+NOT_COPIED = ("bad_utts.txt", "feats.scp", "utt2num_frames", "feat_dim", "cmvn.ark")
 
 
 def merge_job_tables(pattern: str, nj: int, var: str = "JOB") -> Dict[str, str]:
@@ -42,13 +44,14 @@ def copy_file(src: Path, dst: Path) -> None:
 
 
 def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: str,
-           copy: Sequence[str] = COPY_TABLES, feat_dim: bool = False,
-           require: Sequence[str] = ("utt2spk", "spk2utt")) -> dict:
-    """Copy ``copy`` tables from ``src``, write the merged job ``tables`` [(name, pattern)] (the
-    last one last), write ``dst/bad_utts.txt`` and drop those utterances (fix_data_dir).
+           feat_dim: bool = False, require: Sequence[str] = ("utt2spk", "spk2utt")) -> dict:
+    """Copy the source dir's files, write the merged job ``tables`` [(name, pattern)] (the last
+    one last), write ``dst/bad_utts.txt`` and drop those utterances (fix_data_dir).
 
-    Returns fix_data_dir's ``{"kept", "dropped"}``. Raises DataDirError when a job's
-    output is missing, and DataDirInvalid when the result does not validate.
+    Languages are checked by stage 1; whatever codes the source's utt2lang uses (e.g. the
+    code-switch set's ``en-de``) are accepted here. Returns fix_data_dir's ``{"kept",
+    "dropped"}``. Raises DataDirError when a job's output is missing, and DataDirInvalid
+    when the result does not validate.
     """
     if src.resolve() == dst.resolve():
         raise DataDirError(f"{dst}: output dir must differ from the input dir {src}")
@@ -57,9 +60,10 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
     for j in range(1, nj + 1):
         bad.extend(read_bad_shard(bad_pattern.replace("JOB", str(j))))
     produced = {name for name, _ in tables}
-    for name in copy:
-        if name not in produced and (src / name).is_file():
-            copy_file(src / name, dst / name)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.name not in produced and f.name not in NOT_COPIED:
+            copy_file(f, dst / f.name)
+    langs = set(read_table(src / "utt2lang").values()) if (src / "utt2lang").is_file() else set()
     write_bad_utts(dst / "bad_utts.txt", dst.name, bad)
     for name, table in merged:
         write_table(dst / name, table)
@@ -70,11 +74,11 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
             atomic_write_text(dst / "feat_dim", f"{kaldiio.load_mat(first).shape[1]}\n")
     for b in bad:
         log.warning("%s: dropping utterance %s (%s): %s", dst, b.utt, b.file, b.reason)
-    res = fix_data_dir(dst, drop_utts={b.utt: f"{b.reason} ({b.file})" for b in bad})
+    res = fix_data_dir(dst, drop_utts={b.utt: f"{b.reason} ({b.file})" for b in bad}, known_langs=langs)
     for utt, why in res["dropped"].items():
         if utt not in {b.utt for b in bad}:
             log.warning("%s: fix_data_dir dropped %s: %s", dst, utt, why)
-    problems = validate_data_dir(dst, require=tuple(produced) + tuple(require))
+    problems = validate_data_dir(dst, require=tuple(produced) + tuple(require), known_langs=langs)
     if problems:
         raise DataDirInvalid(problems)
     log.info("%s: %d utterances kept, %d dropped (%d bad, listed in %s)",
@@ -88,7 +92,6 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--table", action="append", default=[], metavar="NAME=PATTERN",
                    help="a table the jobs produced, e.g. wav.scp=dump/raw/x/split/resample.JOB.scp")
     p.add_argument("--bad", required=True, metavar="PATTERN", help="the jobs' bad-utterance shards (JOB)")
-    p.add_argument("--copy", default=" ".join(COPY_TABLES), help="tables to copy from src if present")
     p.add_argument("--feat-dim", action="store_true", help="write dst/feat_dim from the first feats.scp entry")
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
@@ -101,7 +104,7 @@ def main(argv: Optional[list] = None) -> int:
             p.error(f"--table {t!r}: expected NAME=PATTERN with JOB in the pattern")
         tables.append((name, pattern))
     try:
-        finish(a.src, a.dst, a.nj, tables, a.bad, a.copy.split(), a.feat_dim)
+        finish(a.src, a.dst, a.nj, tables, a.bad, a.feat_dim)
     except DataDirError as e:
         log.error("%s", e)
         return 1
