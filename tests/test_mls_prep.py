@@ -65,7 +65,7 @@ def test_embedded_corpus_layout_and_parser():
             assert n_audio == len(ids), f"{lang} {split}: audio files and transcripts differ"
             for u in rec.utts:
                 spk, book, idx = u.mls_id.split("_")
-                assert u.audio == ld.path / split / "audio" / spk / book / f"{u.mls_id}.opus"
+                assert u.audio == str(ld.path / split / "audio" / spk / book / f"{u.mls_id}.opus")
                 assert u.utt == f"{lang}_{int(spk):06d}_{book}_{idx}" and u.utt.startswith(u.speaker + "_")
                 assert u.text == u.text.lower() and 3 <= len(u.text.split()) <= 7
             if split == "train":

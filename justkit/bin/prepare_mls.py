@@ -83,7 +83,7 @@ def write_set(out: Path, set_name: str, ld: LanguageDir, split: str, nj: int,
         raise MLSError(f"{ld.path / split}: no usable utterance ({len(problems)} bad, e.g. "
                        f"{problems[0].utt if problems else '-'}: {problems[0].reason if problems else 'none listed'})")
     tables = {
-        "wav.scp": {u.utt: str(u.audio) for u in good},
+        "wav.scp": {u.utt: u.audio for u in good},
         "text": {u.utt: u.text for u in good},
         "utt2spk": {u.utt: u.speaker for u in good},
         "utt2lang": {u.utt: ld.lang for u in good},

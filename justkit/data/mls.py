@@ -86,16 +86,19 @@ class LanguageDir:
     audio_ext: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Utterance:
-    """One transcript line with its audio file (``utt`` is the Kaldi id, ``mls_id`` the release's)."""
+    """One transcript line with its audio file (``utt`` is the Kaldi id, ``mls_id`` the release's).
+
+    Slots and a str path keep an utterance at ~0.5 KB plus its text (English train: 10.8M of them).
+    """
 
     utt: str
     mls_id: str
     speaker: str
     book: str
     text: str
-    audio: Path
+    audio: str
 
 
 @dataclass
@@ -197,7 +200,7 @@ def read_split(ld: LanguageDir, split: str) -> SplitRecords:
         if not audio.is_file():
             rec.problems.append(Problem(utt, str(audio), "transcript without audio: file not found"))
             continue
-        rec.utts.append(Utterance(utt, mls_id, kaldi_spk_id(ld.lang, m.group(1)), m.group(2), text, audio))
+        rec.utts.append(Utterance(utt, mls_id, kaldi_spk_id(ld.lang, m.group(1)), m.group(2), text, str(audio)))
     for path in _iter_audio(sdir / "audio", ld.audio_ext):
         stem = path.name[: -len(ld.audio_ext) - 1]
         if stem not in claimed:
@@ -211,7 +214,7 @@ def probe_audio(utts: List[Utterance], nj: int = 1) -> Tuple[Dict[str, float], L
 
     Missing, empty, unreadable and too short (< 2 samples) files become Problems.
     """
-    jobs = [(u.utt, str(u.audio)) for u in utts]
+    jobs = [(u.utt, u.audio) for u in utts]
     durs: Dict[str, float] = {}
     problems: List[Problem] = []
     if nj > 1 and len(jobs) > 64:
