@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import kaldiio
+import torchaudio.compliance.kaldi  # noqa: F401  (justkit.data.fbank imports it lazily; load it before timing)
 
 from justkit.config import ConfigError, apply_overrides
 from justkit.data.audio import AudioError, load_audio
