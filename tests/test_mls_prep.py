@@ -340,7 +340,8 @@ def test_builder_says_how_to_install_espeak(monkeypatch):
 def test_builder_tiny(tmp_path):
     build = _load_builder()
     out = tmp_path / "corpus"
-    build.build(out, ["pl"], "tiny", seed=3, bitrate_kbps=12.0, nj=1, force=False)
+    cfg = build.BuildConfig(out=str(out), langs=["pl"], size="tiny", seed=3)
+    build.build(cfg)
     ld = find_language_dir(out, "pl")
     for split, n in zip(SPLITS, build.SIZES["tiny"]["pl"]):
         rec = read_split(ld, split)
@@ -352,7 +353,7 @@ def test_builder_tiny(tmp_path):
     assert len(subs["1h"]) == 6 * len(subs["10min"]) and subs["9h"]
     assert "|" in (ld.path / "metainfo.txt").read_text()
     with pytest.raises(build.BuildError, match="exists; pass --force"):
-        build.build(out, ["pl"], "tiny", seed=3, bitrate_kbps=12.0, nj=1, force=False)
+        build.build(cfg)
     # deterministic plan: same seed, same ids and sentences
     a = build.plan_language("pl", "tiny", 3, set())
     b = build.plan_language("pl", "tiny", 3, set())

@@ -23,9 +23,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
+
+from justkit.config import from_dict
 
 HERE = Path(__file__).resolve().parent
 LEXICON_DIR = HERE / "lexicon"
@@ -283,9 +286,22 @@ def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, 
     return durs
 
 
-def build(out: Path, langs: list[str], size: str, seed: int, bitrate_kbps: float, nj: int,
-          force: bool) -> dict[str, dict[str, float]]:
-    """Build every language under ``out``; returns {lang: {utt: seconds}}."""
+@dataclasses.dataclass
+class BuildConfig:
+    """What to synthesise and where (see main() for the meaning of each option)."""
+
+    out: str
+    langs: Sequence[str] = tuple(LANG_NAMES)
+    size: str = "mini"
+    seed: int = 0
+    bitrate_kbps: float = 12.0
+    nj: int = 1
+    force: bool = False
+
+
+def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
+    """Build every language of ``cfg.langs`` under ``cfg.out``; returns {lang: {utt: seconds}}."""
+    out, langs, size, seed = Path(cfg.out), list(cfg.langs), cfg.size, cfg.seed
     if size not in SIZES:
         raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES)}")
     bad = [l for l in langs if l not in LANG_NAMES]
@@ -298,12 +314,12 @@ def build(out: Path, langs: list[str], size: str, seed: int, bitrate_kbps: float
     summary = {}
     for lang in langs:
         final = out / f"mls_{LANG_NAMES[lang]}_opus"
-        if final.exists() and not force:
+        if final.exists() and not cfg.force:
             raise BuildError(f"{final} exists; pass --force to rebuild it")
         tmp = out / f".{final.name}.building"
         shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.time()
-        summary[lang] = write_language(lang, plans[lang], tmp, bitrate_kbps, nj, seed)
+        summary[lang] = write_language(lang, plans[lang], tmp, cfg.bitrate_kbps, cfg.nj, seed)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -323,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace languages that already exist")
     args = p.parse_args(argv)
     try:
-        build(args.out, args.langs.split(), args.size, args.seed, args.bitrate_kbps, args.nj, args.force)
+        build(from_dict(BuildConfig, {"out": str(args.out), "langs": args.langs.split(), "size": args.size,
+                                      "seed": args.seed, "bitrate_kbps": args.bitrate_kbps,
+                                      "nj": max(1, args.nj), "force": args.force}))
     except BuildError as e:
         print(f"build.py: error: {e}", file=sys.stderr)
         return 1
