@@ -138,14 +138,17 @@ def build_loader(
     seed: Optional[int] = None,
     train: bool = True,
     max_frames: Optional[int] = None,
+    pin_memory: bool = False,
 ) -> ResumableDataLoader:
     """DataLoader over a packed jsonl for DDP ``rank`` of ``world_size``.
 
     ``train=True``: language sampling, buckets, shuffled batches, SpecAugment when enabled.
     ``train=False`` (dev/decoding): every utterance once in length order, no augmentation.
     ``seed`` (default ``cfg.seed``) fixes the batches and augmentation; ``max_frames``
-    overrides ``cfg.max_frames`` (e.g. a larger budget for evaluation). Workers only load
-    and collate, so the batches do not depend on ``cfg.num_workers``.
+    overrides ``cfg.max_frames`` (e.g. a larger budget for evaluation); ``pin_memory`` for
+    faster copies to a GPU. Workers only load and collate, so the batches do not depend on
+    ``cfg.num_workers``. Relative feats paths in the jsonl resolve against the working
+    directory (the recipe dir, as run.sh runs every stage there).
     """
     seed = cfg.seed if seed is None else int(seed)
     specaug = cfg.specaug if train and cfg.specaug.enabled else None
@@ -170,4 +173,5 @@ def build_loader(
         num_workers=cfg.num_workers,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
