@@ -1,0 +1,91 @@
+"""Decoding speed: greedy vs Graves beam vs modified beam search, batched and one by one; prints a table.
+
+    tools/venv/bin/python benchmarks/bench_decode.py                     # mini model, random weights
+    tools/venv/bin/python benchmarks/bench_decode.py --model egs/mini_enpl/exp/smoke/model_avg.pt \
+        --packed egs/mini_enpl/dump/packed/test_en.jsonl --cmvn egs/mini_enpl/dump/fbank/train/cmvn.ark
+
+RTF = search wall time (encoder included) / audio duration (frames x 10 ms). Random
+weights emit many labels, a trained model mostly blanks: the two load the searches differently.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from justkit.data.loader import Collate
+from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.greedy import GreedyConfig, greedy_search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(args):
+    if args.model:
+        from justkit.data.dataset import PackedDataset
+        from justkit.train.checkpoint import load_model
+
+        model, _ = load_model(args.model, args.device)
+        ds = PackedDataset(args.packed, cmvn=args.cmvn)
+        items = [ds[i] for i in range(min(len(ds), args.num))]
+        batch = Collate()(items)
+        return model, batch["feats"], batch["feat_lens"]
+    from justkit.models.just import JUSTConfig, JUSTModel
+
+    cfg = yaml.safe_load((ROOT / "egs/mls/conf/model/mini.yaml").read_text())["model"]
+    cfg.update(mode="supervised", vocab_size=256)
+    torch.manual_seed(0)
+    model = JUSTModel(JUSTConfig.from_dict(cfg)).to(args.device).eval()
+    lens = torch.randint(200, 600, (args.num,))
+    feats = torch.randn(args.num, int(lens.max()), 80)
+    return model, feats, lens
+
+
+def run(model, feats, lens, search, batch: bool, device) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if batch:
+            enc, el = model.encode(feats.to(device), lens.to(device))
+            search(model, enc, el)
+        else:
+            for i in range(len(lens)):
+                enc, el = model.encode(feats[i : i + 1, : lens[i]].to(device), lens[i : i + 1].to(device))
+                search(model, enc, el)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model")
+    p.add_argument("--packed")
+    p.add_argument("--cmvn")
+    p.add_argument("--num", type=int, default=16, help="utterances")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, feats, lens = load(args)
+    audio = float(lens.sum()) * 0.01
+    searches = {
+        "greedy (max 3 sym/frame)": lambda m, e, l: greedy_search(m, e, l, GreedyConfig(3)),
+        "beam graves, beam 4": lambda m, e, l: beam_search(m, e, l, BeamConfig(4, algorithm="graves")),
+        "beam modified, beam 4": lambda m, e, l: beam_search(m, e, l, BeamConfig(4, algorithm="modified")),
+    }
+    print(f"{len(lens)} utterances, {audio:.1f} s of audio, device {device}, {args.threads} thread(s)")
+    print(f"| {'search':28s} | {'batched':8s} | {'wall s':>7s} | {'RTF':>7s} |")
+    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 9}|{'-' * 9}|")
+    run(model, feats[:1, : lens[0]], lens[:1], searches["greedy (max 3 sym/frame)"], True, device)  # warm-up
+    for name, fn in searches.items():
+        for batched in (True, False):
+            s = run(model, feats, lens, fn, batched, device)
+            print(f"| {name:28s} | {str(batched):8s} | {s:7.2f} | {s / audio:7.4f} |")
+
+
+if __name__ == "__main__":
+    main()
