@@ -36,8 +36,15 @@ def _id_problem(utt: str) -> Optional[str]:
 
 
 def is_complete(out: str, src: str, utt: str, fs: int) -> Optional[int]:
-    """Number of samples of ``out`` if it is a finished resampling of ``src``, else None."""
-    if not Path(out).is_file():
+    """Number of samples of ``out`` if it is a finished resampling of ``src``, else None.
+
+    Finished = newer than ``src``, mono, at ``fs``, with the length the length rule gives
+    (files appear only complete, by rename; this also catches a changed source or --fs).
+    """
+    try:
+        if Path(out).stat().st_mtime < Path(src).stat().st_mtime:
+            return None
+    except OSError:
         return None
     try:
         n_out, sr_out, ch_out = audio_info(out, utt)

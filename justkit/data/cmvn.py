@@ -5,17 +5,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 
 import kaldiio
 import numpy as np
-import torch
 
 from justkit.data.datadir import read_table
 from justkit.fileio import atomic_open
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
-Array = Union[np.ndarray, torch.Tensor]
+Array = Union[np.ndarray, "torch.Tensor"]
 
 # Kaldi's ApplyCmvn floors the variance at this value.
 VAR_FLOOR = 1.0e-20
@@ -133,8 +135,10 @@ def stats_to_mean_std(stats: np.ndarray, var_floor: float = VAR_FLOOR) -> Tuple[
     return mean, np.sqrt(np.maximum(var, var_floor))
 
 
-def load_cmvn(path: str | Path, var_floor: float = VAR_FLOOR) -> Tuple[torch.Tensor, torch.Tensor]:
+def load_cmvn(path: str | Path, var_floor: float = VAR_FLOOR) -> Tuple["torch.Tensor", "torch.Tensor"]:
     """``(mean, std)`` float32 tensors ``[D]`` from a stats file, for the data loader."""
+    import torch  # here, so that compute_cmvn (numpy only) does not pay torch's import time
+
     mean, std = stats_to_mean_std(read_cmvn(path), var_floor)
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
