@@ -1,8 +1,8 @@
 """Decoding speed: greedy vs Graves beam vs modified beam search, batched and one by one; prints a table.
 
     tools/venv/bin/python benchmarks/bench_decode.py                     # mini model, random weights
-    tools/venv/bin/python benchmarks/bench_decode.py --model egs/mini_enpl/exp/smoke/model_avg.pt \
-        --packed egs/mini_enpl/dump/packed/test_en.jsonl --cmvn egs/mini_enpl/dump/fbank/train/cmvn.ark
+    cd egs/mini_enpl && ../../tools/venv/bin/python ../../benchmarks/bench_decode.py \
+        --model exp/smoke/model_avg.pt --packed dump/packed/test_en.jsonl --cmvn dump/fbank/train/cmvn.ark
 
 RTF = search wall time (encoder included) / audio duration (frames x 10 ms). Random
 weights emit many labels, a trained model mostly blanks: the two load the searches differently.
