@@ -6,6 +6,7 @@ stage reads; re-runs are safe and give identical outputs.
 """
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -190,7 +191,7 @@ def test_stage2_outputs_bad_utts_and_skip_on_rerun(recipe, stage2):
     assert bad[CORRUPT].startswith(f"test {CORRUPT} {recipe['wav'][CORRUPT]} unreadable or corrupt audio")
     # The re-run skipped what the killed run had finished.
     logs = (dst / "log/resample.1.log").read_text() + (dst / "log/resample.2.log").read_text()
-    skipped = sum(int(w) for w in __import__("re").findall(r"(\d+) already done \(skipped\)", logs))
+    skipped = sum(int(w) for w in re.findall(r"(\d+) already done \(skipped\)", logs))
     assert skipped == len(stage2["after_kill"]["flacs"])
     dur = read_table(dst / "utt2dur")
     for u, path in wav.items():
