@@ -139,6 +139,10 @@ def test_unlabelled_rows_contribute_only_unsupervised_terms():
     assert both.item() == pytest.approx(alone.item(), rel=1e-5)
     none = model(make_batch(labelled=(False, False)))
     assert none["rnnt"].item() == 0.0 and none["loss"].item() == 0.0
+    # a labelled row with an empty transcript (U = 0) is a valid RNN-T target
+    empty = make_batch()
+    empty["token_lens"] = torch.tensor([0, 0])
+    assert torch.isfinite(model(empty)["rnnt"]) and model(empty)["rnnt"] > 0
 
 
 def test_feats_sup_and_single_pass_flag():
