@@ -145,20 +145,29 @@ def test_unlabelled_rows_contribute_only_unsupervised_terms():
     assert torch.isfinite(model(empty)["rnnt"]) and model(empty)["rnnt"] > 0
 
 
-def test_feats_sup_and_single_pass_flag():
+@pytest.mark.parametrize("on_masked", [False, True])
+@pytest.mark.parametrize("with_sup", [False, True])
+def test_feats_sup_and_single_pass_flag(on_masked, with_sup):
+    # just mode: the RNN-T branch runs a second (unmasked) pass through the conformer
+    # blocks, reading feats_sup when given, unless rnnt_on_masked makes it one pass
     torch.manual_seed(0)
-    calls = []
-    for on_masked, n_pass in ((False, 2), (True, 1)):
-        model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked))
-        h = model.frontend.register_forward_hook(lambda m, i, o: calls.append(i[0]))
-        calls.clear()
-        b = make_batch()
+    model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked))
+    front, blocks = [], []
+    model.frontend.register_forward_hook(lambda m, i, o: front.append(i[0]))
+    model.contrastive_blocks.register_forward_hook(lambda m, i, o: blocks.append(i[0]))
+    b = make_batch()
+    if with_sup:
         b["feats_sup"] = b["feats"] * 0.5
-        model(b)
-        h.remove()
-        assert len(calls) == n_pass
-        if n_pass == 2:
-            assert calls[0] is b["feats"] and calls[1] is b["feats_sup"]
+    model(b)
+    assert len(blocks) == (1 if on_masked else 2)
+    assert front[0] is b["feats"]
+    if with_sup and not on_masked:
+        assert len(front) == 2 and front[1] is b["feats_sup"]
+    else:
+        assert len(front) == 1
+    if not on_masked:  # the second pass reads unmasked frames
+        emb = model.masker.embedding
+        assert (blocks[0] == emb).all(-1).any() and not (blocks[1] == emb).all(-1).any()
 
 
 def test_load_pretrained_encoder_for_finetuning():

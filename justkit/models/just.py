@@ -52,8 +52,9 @@ class JUSTConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     rnnt_backend: str = "torchaudio"
-    # just mode: False = RNN-T reads a second, unmasked encoder pass (train = decode input
-    # distribution, at the cost of a second forward/backward through the encoder);
+    # just mode: False = RNN-T reads a second, unmasked pass through the conformer blocks
+    # (train = decode input distribution, at the cost of a second forward/backward through
+    # the conformer stack; the frontend output is shared unless feats_sup is given);
     # True = RNN-T reads the masked pass (one pass, cheaper, but trains on inputs with
     # ~half the frames replaced by the mask embedding, which decoding never sees).
     rnnt_on_masked: bool = False
@@ -150,7 +151,7 @@ class JUSTModel(nn.Module):
         zero = torch.zeros((), device=dev)
         out = {k: zero for k in ("rnnt", "contrastive", "diversity", "mlm", "codebook_perplexity", "gumbel_temperature")}
         l_rnnt = l_unsup = zero
-        enc_masked = None
+        enc_masked = front = None
         num_frames = None
         if self.unsupervised:
             x, lens = self.frontend(feats, feat_lens)
@@ -170,15 +171,19 @@ class JUSTModel(nn.Module):
                 codebook_perplexity=qo.code_perplexity.detach(),
                 gumbel_temperature=torch.tensor(qo.temperature, device=dev),
             )
-            enc_masked, num_frames = (m, lens), lens.sum()
+            enc_masked, front, num_frames = (m, lens), (x, lens, valid), lens.sum()
         if self.supervised:
             labelled = batch.get("labelled")
             rows = torch.ones(feats.size(0), dtype=torch.bool, device=dev) if labelled is None else labelled.to(dev).bool()
             if rows.any():
+                sup = batch.get("feats_sup")
                 if cfg.rnnt_on_masked and enc_masked is not None:
                     enc, enc_lens = enc_masked
+                elif sup is None and front is not None:
+                    # second pass on the unmasked frontend output (the frontend is shared)
+                    x, enc_lens, valid = front
+                    enc = self.mlm_blocks(self.contrastive_blocks(x, valid), valid)
                 else:
-                    sup = batch.get("feats_sup")
                     enc, enc_lens = self.encode(feats if sup is None else sup, feat_lens)
                     if num_frames is None:
                         num_frames = enc_lens.sum()
