@@ -42,7 +42,8 @@ def make_batch(seed: int = 0, labelled=(True, True), smooth: bool = False) -> di
     }
 
 
-KEYS = {"loss", "rnnt", "contrastive", "diversity", "mlm", "num_frames", "codebook_perplexity", "gumbel_temperature"}
+KEYS = {"loss", "rnnt", "contrastive", "diversity", "mlm", "num_frames", "codebook_perplexity", "gumbel_temperature",
+        "contrastive_acc", "mlm_acc"}
 
 
 @pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])

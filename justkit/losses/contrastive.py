@@ -45,7 +45,7 @@ def contrastive_loss(
     context [B, T, D] (context vectors projected to the code dimension), targets [B, T, D]
     (quantized vectors of the unmasked input), mask [B, T] bool. A distractor equal to the
     positive (same code) is excluded from the softmax, as in fairseq. Returns (loss,
-    info) with info["num"] (frames scored) and info["accuracy"]; the loss is 0 (with a
+    info) with info["num"] (frames scored) and info["accuracy"] (a 0-dim tensor); the loss is 0 (with a
     graph) when no utterance has two masked frames.
     """
     if context.shape[:2] != mask.shape or targets.shape[:2] != mask.shape:
@@ -64,5 +64,5 @@ def contrastive_loss(
     target = torch.zeros(anchors.numel(), dtype=torch.long, device=logits.device)
     loss = F.cross_entropy(logits, target)
     with torch.no_grad():
-        acc = (logits.argmax(-1) == 0).float().mean().item()
+        acc = (logits.argmax(-1) == 0).float().mean()
     return loss, {"num": int(anchors.numel()), "accuracy": acc, "distractors": neg, "anchors": anchors}

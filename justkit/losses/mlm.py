@@ -20,5 +20,5 @@ def mlm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tup
     tgt = ids[mask]  # [N, G]
     loss = F.cross_entropy(sel.reshape(-1, sel.size(-1)), tgt.reshape(-1))
     with torch.no_grad():
-        acc = (sel.argmax(-1) == tgt).float().mean().item()
+        acc = (sel.argmax(-1) == tgt).float().mean()
     return loss, {"num": n, "accuracy": acc}

@@ -149,7 +149,8 @@ class JUSTModel(nn.Module):
             raise ValueError(f"batch: feats has {feats.size(0)} rows but feat_lens {feat_lens.numel()}")
         dev = feats.device
         zero = torch.zeros((), device=dev)
-        out = {k: zero for k in ("rnnt", "contrastive", "diversity", "mlm", "codebook_perplexity", "gumbel_temperature")}
+        out = {k: zero for k in ("rnnt", "contrastive", "diversity", "mlm", "codebook_perplexity",
+                                 "gumbel_temperature", "contrastive_acc", "mlm_acc")}
         l_rnnt = l_unsup = zero
         enc_masked = front = None
         num_frames = None
@@ -161,15 +162,17 @@ class JUSTModel(nn.Module):
             mask = mask & valid
             c = self.contrastive_blocks(xm, valid)
             m = self.mlm_blocks(c, valid)
-            l_c, _ = contrastive_loss(self.contrastive_proj(c), qo.quantized, mask, cfg.num_distractors, cfg.kappa)
+            l_c, c_info = contrastive_loss(self.contrastive_proj(c), qo.quantized, mask, cfg.num_distractors, cfg.kappa)
             q = cfg.quantizer
             logits = self.mlm_head(m).view(m.size(0), m.size(1), q.groups, q.entries)
-            l_m, _ = mlm_loss(logits, qo.ids, mask)
+            l_m, m_info = mlm_loss(logits, qo.ids, mask)
             l_unsup = l_c + cfg.w_div * qo.diversity_loss + cfg.w_mlm * l_m
             out.update(
                 contrastive=l_c.detach(), diversity=qo.diversity_loss.detach(), mlm=l_m.detach(),
                 codebook_perplexity=qo.code_perplexity.detach(),
                 gumbel_temperature=torch.tensor(qo.temperature, device=dev),
+                contrastive_acc=torch.as_tensor(c_info["accuracy"], device=dev),
+                mlm_acc=torch.as_tensor(m_info["accuracy"], device=dev),
             )
             enc_masked, front, num_frames = (m, lens), (x, lens, valid), lens.sum()
         if self.supervised:
