@@ -140,6 +140,8 @@ def test_unlabelled_rows_contribute_only_unsupervised_terms():
     assert both.item() == pytest.approx(alone.item(), rel=1e-5)
     none = model(make_batch(labelled=(False, False)))
     assert none["rnnt"].item() == 0.0 and none["loss"].item() == 0.0
+    none["loss"].backward()  # every parameter gets a (zero) gradient: DDP needs no unused-parameter search
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
     # a labelled row with an empty transcript (U = 0) is a valid RNN-T target
     empty = make_batch()
     empty["token_lens"] = torch.tensor([0, 0])

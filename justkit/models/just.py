@@ -137,9 +137,12 @@ class JUSTModel(nn.Module):
         )
 
     def _rnnt_unused(self) -> torch.Tensor:
-        # A batch without labelled rows: a zero that still touches every RNN-T parameter,
-        # so DDP sees gradients (zeros) for all of them.
-        return sum(p.sum() for p in list(self.predictor.parameters()) + list(self.joint.parameters())) * 0.0
+        # A batch without labelled rows: a zero that still touches every parameter the
+        # unsupervised terms do not (all of them in supervised mode), so DDP sees
+        # gradients (zeros) for all parameters.
+        params = self.parameters() if not self.unsupervised else (
+            list(self.predictor.parameters()) + list(self.joint.parameters()))
+        return sum(p.sum() for p in params) * 0.0
 
     def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
         """Training losses for one batch; see JUSTConfig for the loss and the modes."""
@@ -179,6 +182,9 @@ class JUSTModel(nn.Module):
             labelled = batch.get("labelled")
             rows = torch.ones(feats.size(0), dtype=torch.bool, device=dev) if labelled is None else labelled.to(dev).bool()
             if rows.any():
+                missing = [k for k in ("tokens", "token_lens") if k not in batch]
+                if missing:
+                    raise KeyError(f"batch has labelled rows but no {missing}")
                 sup = batch.get("feats_sup")
                 if cfg.rnnt_on_masked and enc_masked is not None:
                     enc, enc_lens = enc_masked
