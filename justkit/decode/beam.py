@@ -20,7 +20,7 @@ class BeamConfig:
     beam_size: int = 4
     nbest: int = 1                   # final hypotheses kept in Hypothesis.nbest (best first)
     algorithm: str = "graves"        # graves: the RNN-T topology of the loss; modified: batched, 1 label/frame
-    max_symbols_per_frame: int = 3   # graves: labels emitted at one frame at most
+    max_symbols_per_frame: int = 10  # graves: labels emitted at one frame at most (3 lost accuracy on an under-trained model)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
