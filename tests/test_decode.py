@@ -216,3 +216,18 @@ def test_decode_cli_writes_decode_dirs(tmp_path):
     rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),
                "--cmvn", str(tmp_path / "cmvn.ark"), "--exp", str(exp), str(tmp_path / "test_bad.jsonl")])
     assert rc == 1 and not (exp / "decode_greedy_test_bad").exists()
+
+
+def test_wide_graves_beam_finds_the_exhaustive_best(trained):
+    """On the shortest utterance, every label sequence of up to 3 labels is scored exactly
+    (RNN-T loss); a wide Graves beam must find one at least as likely as the best of them."""
+    import itertools
+
+    model, _, _, enc, enc_lens = trained
+    b = int(enc_lens.argmin())
+    n = int(enc_lens[b])
+    seqs = [list(s) for k in range(4) for s in itertools.product(range(1, V), repeat=k)]
+    best = max(_log_likelihood(model, enc[b], n, s) for s in seqs)
+    hyp = beam_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1],
+                      BeamConfig(beam_size=16, algorithm="graves", max_symbols_per_frame=10))[0]
+    assert _log_likelihood(model, enc[b], n, hyp.tokens) >= best - 1e-4
