@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Sequence
+from typing import Any, List
 
 import torch
 
@@ -44,7 +44,3 @@ def check_model(model: Any) -> None:
     missing = [a for a in ("encode", "predictor", "joint", "blank_id") if not hasattr(model, a)]
     if missing:
         raise TypeError(f"{type(model).__name__} lacks {missing}; see docs/interfaces.md (Model)")
-
-
-def to_list(hyps: Sequence[Hypothesis]) -> List[List[int]]:
-    return [h.tokens for h in hyps]
