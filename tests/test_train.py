@@ -335,6 +335,13 @@ def test_csv_plots_and_config_errors(data, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     with pytest.raises(ConfigError, match="max_steps"):
         Trainer(tiny_config(max_steps=0), tmp_path / "e2", data, None, None)
+    from justkit.config import from_dict
+    from justkit.train.trainer import TrainConfig
+
+    tc = from_dict(TrainConfig, {"max_steps": "1e3", "optim": {"peak_lr": "3e-3"}})  # YAML reads 3e-3 as str
+    assert tc.max_steps == 1000 and tc.optim.peak_lr == 3e-3
+    with pytest.raises(ConfigError, match="train.optim.peak_lr"):
+        from_dict(TrainConfig, {"max_steps": 1, "optim": {"peak_lr": "fast"}})
     bad = tiny_config()
     bad["trian"] = {}
     with pytest.raises(ConfigError, match="trian"):
