@@ -85,7 +85,8 @@ class TrainCurves:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, style, label=split, markersize=4)
                     any_line = True
-            if not any_line:
+            vals = [r[term] for r in self.rows if _finite(r.get(term))]
+            if not any_line or not any(vals):  # absent, or a term this mode never computes (all 0)
                 continue
             ax.set_xlabel("step")
             ax.set_ylabel(term)
