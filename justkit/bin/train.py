@@ -9,6 +9,7 @@ from pathlib import Path
 
 from justkit.config import ConfigError, apply_overrides, dump_yaml, load_yaml
 from justkit.log import setup_logging
+from justkit.train.checkpoint import CheckpointError
 
 logger = logging.getLogger("justkit.bin.train")
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train"] + list(argv or sys.argv[1:])))
         trainer = Trainer(cfg, exp, args.train, args.dev or None, args.cmvn or None, dist)
         trainer.train()
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:
         logger.error("%s", e)
         return 2
     finally:
