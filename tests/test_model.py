@@ -42,7 +42,7 @@ def make_batch(seed: int = 0, labelled=(True, True), smooth: bool = False) -> di
     }
 
 
-KEYS = {"loss", "rnnt", "contrastive", "diversity", "mlm", "num_frames", "codebook_perplexity", "gumbel_temperature",
+KEYS = {"loss", "rnnt", "ctc", "contrastive", "diversity", "mlm", "num_frames", "codebook_perplexity", "gumbel_temperature",
         "contrastive_acc", "mlm_acc"}
 
 
@@ -233,3 +233,30 @@ def test_overfits_a_fixed_batch(mode):
     terms = {"supervised": ["rnnt"], "pretrain": ["contrastive", "mlm"], "just": ["rnnt", "contrastive", "mlm"]}
     for k in terms[mode]:
         assert last[k] < 0.8 * first[k], f"{mode}: {k} {first[k]:.3f} -> {last[k]:.3f}"
+
+
+@pytest.mark.parametrize("mode", ["supervised", "just"])
+def test_auxiliary_ctc_head(mode):
+    """w_ctc > 0 adds w_ctc * CTC(encoder) to the loss; the head gets gradient, is skipped by
+    load_pretrained_encoder, and absent (no parameters, ctc term 0) when w_ctc = 0."""
+    torch.manual_seed(0)
+    batch = make_batch()
+    plain = JUSTModel(tiny_cfg(mode))
+    assert plain.ctc_head is None and float(plain(batch)["ctc"]) == 0.0
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg(mode, w_ctc=0.5))
+    model.eval()  # no dropout/masking randomness between the two evaluations below
+    out = model(batch, step=0)
+    enc, lens = model.encode(batch["feats"], batch["feat_lens"])
+    logp = model.ctc_head(enc).log_softmax(-1).transpose(0, 1)
+    ref = torch.nn.functional.ctc_loss(logp, batch["tokens"], lens, batch["token_lens"], reduction="sum") / 2
+    assert torch.allclose(out["ctc"], ref, atol=1e-4)
+    expected = out["rnnt"] + 0.5 * out["ctc"]
+    if mode == "just":
+        expected = expected + (out["contrastive"] + 0.1 * out["diversity"] + out["mlm"])
+    assert torch.allclose(out["loss"], expected, atol=1e-4)
+    model.train()
+    grads = _grads(model, batch)
+    assert grads["ctc_head.weight"] and grads["frontend.proj.weight"]
+    donor = JUSTModel(tiny_cfg(mode, w_ctc=0.5))
+    assert not any(k.startswith("ctc_head.") for k in model.load_pretrained_encoder(donor.state_dict()))

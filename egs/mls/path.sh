@@ -1,6 +1,7 @@
 # Sourced by run.sh and every stage script: puts justkit's venv and utils/ on PATH.
 # Makes the venv on first use (tools/install.sh is idempotent and quick when up to date).
-JUSTKIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# A recipe copied outside the checkout (tests do this) sets JUSTKIT_ROOT itself.
+JUSTKIT_ROOT=${JUSTKIT_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 export JUSTKIT_ROOT
 if [ -z "${JUSTKIT_NO_INSTALL:-}" ]; then
   bash "$JUSTKIT_ROOT/tools/install.sh" || { echo "path.sh: tools/install.sh failed" >&2; return 1 2>/dev/null || exit 1; }
