@@ -1,0 +1,45 @@
+"""Every shipped recipe config builds its dataclasses (unknown keys are errors) and the mini models build."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from justkit.config import from_dict, load_yaml
+from justkit.data.loader import DataConfig
+from justkit.decode.decoder import DecodeConfig
+from justkit.models.just import JUSTConfig, JUSTModel
+from justkit.text.tokenizer import TokenizerConfig
+from justkit.train.trainer import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_CONFIGS = sorted(ROOT.glob("egs/*/conf/train_*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.name for p in TRAIN_CONFIGS}
+    for mode in ("baseline", "pretrain", "finetune", "just", "just_finetune", "just_local"):
+        for size in ("mini", "paper"):
+            assert f"train_{mode}_{size}.yaml" in names
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: f"{p.parts[-3]}/{p.name}")
+def test_train_config_builds(path):
+    cfg = load_yaml(path)
+    model_cfg = JUSTConfig.from_dict({**cfg["model"], "vocab_size": 64})
+    train_cfg = from_dict(TrainConfig, cfg.get("train"), "train")
+    from_dict(DataConfig, cfg.get("data"), "data")
+    assert train_cfg.max_epochs > 0 or train_cfg.max_steps > 0
+    if "paper" not in path.name:  # the paper model is 0.6B parameters: config check only
+        model = JUSTModel(model_cfg)
+        assert model.num_parameters()["total"] < 5_000_000
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/decode.yaml")), ids=lambda p: p.parts[-3])
+def test_decode_config_builds(path):
+    DecodeConfig.from_dict(load_yaml(path))
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/tokenizer*.yaml")), ids=lambda p: f"{p.parts[-3]}/{p.name}")
+def test_tokenizer_config_builds(path):
+    from_dict(TokenizerConfig, load_yaml(path), str(path))
