@@ -148,6 +148,8 @@ class Trainer:
         self.skipped_total = 0
         self.consecutive_skips = 0
         self.last_saved_step = -1
+        self.last_eval_step = -1
+        self.last_plot_step = -1
         self.ddp_model: torch.nn.Module = self.model
 
     # ------------------------------------------------------------------ set-up
@@ -290,10 +292,12 @@ class Trainer:
             last_row = row or last_row
             if stopped:
                 break
-        # End of training: one dev pass and a final checkpoint unless the epoch end just did it.
-        if self.last_saved_step != self.step:
+        # End of training: a dev pass, a final checkpoint and the plots, each unless the epoch
+        # end just did it (a periodic save at the last step must not skip the dev pass or plots).
+        if self.last_eval_step != self.step:
             self._evaluate()
-            self._save()
+        self._save()
+        if self.last_plot_step != self.step:
             self._plot()
         self._check_replicas()
         logger.info("training done: step %d, epoch %d, %d batches skipped, %.1f s",
@@ -440,6 +444,7 @@ class Trainer:
         return {k: vals[i].item() / total for i, k in enumerate(keys)}
 
     def _evaluate(self) -> None:
+        self.last_eval_step = self.step
         if self.dev_loader is None:
             return
         t0 = time.time()
@@ -493,6 +498,7 @@ class Trainer:
 
     def _plot(self) -> None:
         """Rewrite plots/*.png (rank 0; at epoch ends and at the end: matplotlib takes seconds)."""
+        self.last_plot_step = self.step
         if self.dist.is_main and self.cfg.plots:
             t0 = time.time()
             self.curves.plot()
