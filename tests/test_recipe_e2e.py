@@ -46,8 +46,11 @@ def _recipe_copy(tmp_path: Path) -> Path:
     egs = tmp_path / "egs" / "mls"
     shutil.copytree(ROOT / "egs/mls", egs, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    # the recipe's links point at ../../utils and ../TEMPLATE/asr.sh: re-point them at the checkout
     (egs / "utils").unlink()
     (egs / "utils").symlink_to(ROOT / "utils")
+    (egs / "asr.sh").unlink()
+    (egs / "asr.sh").symlink_to(ROOT / "egs/TEMPLATE/asr.sh")
     (egs / "conf/train_e2e.yaml").write_text(TINY_CONFIG)
     return egs
 

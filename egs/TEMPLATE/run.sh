@@ -1,136 +1,29 @@
 #!/usr/bin/env bash
 # Recipe template: stages 1-8 for a new corpus or language set (see ../../docs/new_recipe.md).
-# Copy this directory to egs/<name>/, make local/data.sh prepare your corpus, set `langs`.
-#   ./run.sh --corpus_root /data/mycorpus --langs "xx yy"
+# Copy this directory to egs/<name>/ (then `ln -sf ../TEMPLATE/asr.sh egs/<name>/asr.sh`),
+# make local/data.sh prepare your corpus, and set the defaults below.
+#   ./run.sh --corpus_root /data/mycorpus
 #   ./run.sh --stage 6 --stop_stage 8 --config conf/train_baseline.yaml
+# Stage 1 (local/data.sh) is the recipe's own; stages 2-8 are the shared ./asr.sh
+# (./asr.sh --help lists every option it takes: --langs, --nj, --ngpu, --config, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-stage=1
-stop_stage=8
-nj=2                      # parallel jobs for stages 2-3
-ngpu=0                    # GPUs for training (torchrun when > 1); 0 = CPU
-langs=""                  # ISO codes of your corpus' languages, e.g. "en pl" (required)
+# This recipe's own options (stage 1); every other option is handed to asr.sh.
 corpus_root=""            # your corpus; local/data.sh reads it
-config=conf/train_just.yaml
-tag=""                    # experiment name; default: basename of $config
-fbank_config=conf/fbank.yaml
-token_config=conf/tokenizer.yaml
-decode_config=conf/decode.yaml
-codeswitch=true           # with >= 2 languages: also make and score a code-switching test set
-cs_num=20                 # its number of utterances
-init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
-paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
-help_message="Usage: $0 [--stage N] [--stop_stage M] [--nj N] [--ngpu N] --langs 'xx yy'
-  [--corpus_root DIR] [--config conf/X.yaml] [--tag NAME] [--codeswitch false] [--init ckpt.pt]"
+rest=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus_root|--corpus-root) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
+      corpus_root=$2; shift 2 ;;
+    --corpus_root=*|--corpus-root=*) corpus_root=${1#*=}; shift ;;
+    *) rest+=("$1"); shift ;;
+  esac
+done
+case "$corpus_root" in *" "*) echo "$0: --corpus_root must not contain spaces: $corpus_root" >&2; exit 1 ;; esac
 
-. ./path.sh
-. ./cmd.sh
-. utils/parse_options.sh
-
-[ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of your corpus, e.g. --langs 'en pl')" >&2; exit 1; }
-[ -n "$tag" ] || tag=$(basename "$config" .yaml)
-exp=exp/$tag
-train_sets="train"
-dev_sets="dev"
-test_sets=""
-for l in $langs; do test_sets="$test_sets test_$l"; done
-test_sets="${test_sets# }"
-n_langs=$(echo $langs | wc -w)
-[ "$codeswitch" = true ] && [ "$n_langs" -ge 2 ] && test_sets="$test_sets test_cs"
-
-log() { echo "$(date '+%F %T') [run.sh] $*"; }
-stage_time() { log "stage $1 done in $(( $(date +%s) - $2 )) s"; }
-
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  t0=$(date +%s)
-  log "stage 1: data preparation (langs: $langs)"
-  # Must write data/{train,dev,test}_<lang>/ and data/{train,dev} (docs/interfaces.md, stage 1).
-  local/data.sh --corpus_root "$corpus_root" --langs "$langs" --nj "$nj" data
-  for l in $langs; do
-    utils/validate_data_dir.py --known-langs "$langs" data/test_$l
-  done
-  utils/validate_data_dir.py --known-langs "$langs" data/train
-  utils/validate_data_dir.py --known-langs "$langs" data/dev
-  stage_time 1 $t0
-fi
-
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  t0=$(date +%s)
-  log "stage 2: resample to 16 kHz"
-  for set in $train_sets $dev_sets ${test_sets/test_cs/}; do
-    utils/resample_data_dir.sh --nj "$nj" --cmd "$cmd" --fs 16000 data/$set dump/raw/$set
-  done
-  if [[ " $test_sets " == *" test_cs "* ]]; then
-    python -m justkit.bin.make_codeswitch --seed 0 --num "$cs_num" \
-      $(for l in $langs; do echo dump/raw/test_$l; done) dump/raw/test_cs
-  fi
-  stage_time 2 $t0
-fi
-
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  t0=$(date +%s)
-  log "stage 3: fbank + global CMVN"
-  for set in $train_sets $dev_sets $test_sets; do
-    utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set dump/fbank/$set
-  done
-  python -m justkit.bin.compute_cmvn dump/fbank/train dump/fbank/train/cmvn.ark
-  stage_time 3 $t0
-fi
-
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  t0=$(date +%s)
-  log "stage 4: sentencepiece over the corpus' languages"
-  python -m justkit.bin.train_tokenizer --config "$token_config" \
-    --text data/train/text --utt2lang data/train/utt2lang --out data/token
-  stage_time 4 $t0
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  t0=$(date +%s)
-  log "stage 5: pack examples"
-  for set in $train_sets $dev_sets $test_sets; do
-    python -m justkit.bin.pack --tokenizer data/token/spm.model dump/fbank/$set dump/packed/$set.jsonl
-  done
-  stage_time 5 $t0
-fi
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  t0=$(date +%s)
-  log "stage 6: train $config -> $exp"
-  mkdir -p $exp/log
-  train_args=(--config "$config" --exp "$exp" --train dump/packed/train.jsonl --dev dump/packed/dev.jsonl
-              --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark)
-  [ -n "$init" ] && train_args+=(--init "$init")
-  if [ "$ngpu" -gt 1 ]; then
-    $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
-      -m justkit.bin.train "${train_args[@]}" --device cuda
-  elif [ "$ngpu" -eq 1 ]; then
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cuda
-  else
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cpu
-  fi
-  stage_time 6 $t0
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  t0=$(date +%s)
-  log "stage 7: average checkpoints, decode ($test_sets)"
-  python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt"
-  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
-  python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
-    --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
-    --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
-  stage_time 7 $t0
-fi
-
-if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  t0=$(date +%s)
-  log "stage 8: score"
-  python -m justkit.bin.score --exp "$exp"
-  cat "$exp/RESULTS.md"
-  if [ "$paper_table" = true ]; then
-    python -m justkit.bin.paper_table "$exp" | tee "$exp/paper_table.md"
-  fi
-  stage_time 8 $t0
-fi
+# Set your corpus' languages here (or pass --langs 'xx yy'): asr.sh requires them.
+exec ./asr.sh \
+  --config conf/train_just.yaml \
+  --local_data_opts "${corpus_root:+--corpus_root $corpus_root}" \
+  "${rest[@]}"

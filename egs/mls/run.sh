@@ -1,132 +1,36 @@
 #!/usr/bin/env bash
 # JUST on Multilingual LibriSpeech: stages 1-8 (see README and ../../docs/interfaces.md).
 #   ./run.sh                                  # the embedded mini-MLS corpus, all stages
-#   ./run.sh --mls_root /data/mls --config conf/train_just_paper.yaml --ngpu 8
+#   ./run.sh --mls_root /data/mls --download true --config conf/train_just_paper.yaml \
+#            --token_config conf/tokenizer_paper.yaml --ngpu 8 --nj 32
 #   ./run.sh --stage 6 --stop_stage 8 --config conf/train_baseline_mini.yaml
+#   ./run.sh --langs "en pl" --labelled_subset 9h
+# Stage 1 (local/data.sh) is this recipe's own; stages 2-8 are the shared ./asr.sh
+# (a link to ../TEMPLATE/asr.sh: ./asr.sh --help lists every option it takes).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-stage=1
-stop_stage=8
-nj=2                      # parallel jobs for stages 2-3 (and decoding)
-ngpu=0                    # GPUs for training (torchrun when > 1); 0 = CPU
-langs="en de nl es fr pt it pl"
+# This recipe's own options (stage 1); every other option is handed to asr.sh.
 mls_root=""               # MLS release root (mls_<language>_opus/ below it); empty = embedded mini corpus
 download=false            # stage 1 downloads missing MLS languages from OpenSLR into $mls_root
-config=conf/train_just_mini.yaml
-tag=""                    # experiment name; default: basename of $config
-fbank_config=conf/fbank.yaml
-token_config=conf/tokenizer_mini.yaml
-decode_config=conf/decode.yaml
-labelled_subset=""        # e.g. 9h: only MLS limited-supervision utterances keep labels
-init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
-paper_compare=""          # more exp dirs to print beside this one in the paper table
-help_message="Usage: $0 [--stage N] [--stop_stage M] [--nj N] [--ngpu N] [--langs 'en pl']
-  [--mls_root DIR] [--download true] [--config conf/X.yaml] [--tag NAME] [--labelled_subset 9h]
-  [--init exp/pretrain/model_avg.pt] [--paper_compare 'exp/a exp/b']"
+rest=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mls_root|--mls-root|--download) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
+      opt=${1#--}; printf -v "${opt//-/_}" '%s' "$2"; shift 2 ;;
+    --mls_root=*|--mls-root=*) mls_root=${1#*=}; shift ;;
+    --download=*) download=${1#*=}; shift ;;
+    *) rest+=("$1"); shift ;;
+  esac
+done
+case "$mls_root" in *" "*) echo "$0: --mls_root must not contain spaces: $mls_root" >&2; exit 1 ;; esac
+data_opts="--download $download"
+[ -n "$mls_root" ] && data_opts="$data_opts --mls_root $mls_root"
 
-. ./path.sh
-. ./cmd.sh
-. utils/parse_options.sh
-
-[ -n "$tag" ] || tag=$(basename "$config" .yaml)
-exp=exp/$tag
-train_sets="train"
-dev_sets="dev"
-test_sets=""
-for l in $langs; do test_sets="$test_sets test_$l"; done
-test_sets="${test_sets# }"
-# Code-switching test set: utterance pairs of two languages, made after stage 2.
-n_langs=$(echo $langs | wc -w)
-[ "$n_langs" -ge 2 ] && test_sets="$test_sets test_cs"
-
-log() { echo "$(date '+%F %T') [run.sh] $*"; }
-stage_time() { log "stage $1 done in $(( $(date +%s) - $2 )) s"; }
-
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  t0=$(date +%s)
-  log "stage 1: data preparation (langs: $langs)"
-  local/data.sh --mls_root "$mls_root" --download "$download" --langs "$langs" --nj "$nj" data
-  stage_time 1 $t0
-fi
-
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  t0=$(date +%s)
-  log "stage 2: resample to 16 kHz"
-  for set in $train_sets $dev_sets ${test_sets/test_cs/}; do
-    utils/resample_data_dir.sh --nj "$nj" --cmd "$cmd" --fs 16000 data/$set dump/raw/$set
-  done
-  if [[ " $test_sets " == *" test_cs "* ]]; then
-    python -m justkit.bin.make_codeswitch --seed 0 --num 20 \
-      $(for l in $langs; do echo dump/raw/test_$l; done) dump/raw/test_cs
-  fi
-  stage_time 2 $t0
-fi
-
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  t0=$(date +%s)
-  log "stage 3: fbank + global CMVN"
-  for set in $train_sets $dev_sets $test_sets; do
-    utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set dump/fbank/$set
-  done
-  python -m justkit.bin.compute_cmvn dump/fbank/train dump/fbank/train/cmvn.ark
-  stage_time 3 $t0
-fi
-
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  t0=$(date +%s)
-  log "stage 4: multilingual sentencepiece"
-  python -m justkit.bin.train_tokenizer --config "$token_config" \
-    --text data/train/text --utt2lang data/train/utt2lang --out data/token
-  stage_time 4 $t0
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  t0=$(date +%s)
-  log "stage 5: pack examples"
-  for set in $train_sets $dev_sets $test_sets; do
-    opts=""
-    if [ "$set" = train ] && [ -n "$labelled_subset" ]; then
-      opts="--labelled_subset $(for l in $langs; do echo data/train_${l}_${labelled_subset}; done | tr '\n' ' ')"
-    fi
-    python -m justkit.bin.pack --tokenizer data/token/spm.model $opts dump/fbank/$set dump/packed/$set.jsonl
-  done
-  stage_time 5 $t0
-fi
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  t0=$(date +%s)
-  log "stage 6: train $config -> $exp"
-  mkdir -p $exp/log
-  train_args=(--config "$config" --exp "$exp" --train dump/packed/train.jsonl --dev dump/packed/dev.jsonl
-              --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark)
-  [ -n "$init" ] && train_args+=(--init "$init")
-  if [ "$ngpu" -gt 1 ]; then
-    $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
-      -m justkit.bin.train "${train_args[@]}" --device cuda
-  elif [ "$ngpu" -eq 1 ]; then
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cuda
-  else
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cpu
-  fi
-  stage_time 6 $t0
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  t0=$(date +%s)
-  log "stage 7: average checkpoints, decode ($test_sets)"
-  python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt"
-  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
-  python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
-    --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
-    --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
-  stage_time 7 $t0
-fi
-
-if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  t0=$(date +%s)
-  log "stage 8: score"
-  python -m justkit.bin.score --exp "$exp"
-  python -m justkit.bin.paper_table "$exp" $paper_compare | tee "$exp/paper_table.md"
-  stage_time 8 $t0
-fi
+exec ./asr.sh \
+  --langs "en de nl es fr pt it pl" \
+  --config conf/train_just_mini.yaml \
+  --token_config conf/tokenizer_mini.yaml \
+  --paper_table true \
+  --local_data_opts "$data_opts" \
+  "${rest[@]}"

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The stages every justkit recipe shares (as ESPnet's egs2/TEMPLATE/asr1/asr.sh): each recipe
+# links this file as ./asr.sh and its run.sh calls it with the recipe's defaults; only
+# stage 1 (local/data.sh) is the recipe's own. Stages (docs/interfaces.md):
+#   1 local/data.sh -> data/   2 16 kHz audio + code-switch set -> dump/raw/   3 fbank, CMVN -> dump/fbank/
+#   4 sentencepiece -> data/token/   5 pack -> dump/packed/   6 train -> exp/<tag>/
+#   7 average + decode -> exp/<tag>/decode_*/   8 score -> exp/<tag>/RESULTS.md (+ paper table)
+set -euo pipefail
+
+stage=1
+stop_stage=8
+nj=2                      # parallel jobs for stages 2-3
+ngpu=0                    # GPUs for training (torchrun when > 1); 0 = CPU
+langs=""                  # ISO codes of the corpus' languages, e.g. "en pl" (required)
+local_data_opts=""        # options for local/data.sh besides --langs/--nj (split on spaces)
+config=""                 # experiment config, e.g. conf/train_just.yaml (required)
+tag=""                    # experiment name; default: basename of $config
+fbank_config=conf/fbank.yaml
+token_config=conf/tokenizer.yaml
+decode_config=conf/decode.yaml
+codeswitch=true           # with >= 2 languages: also make and score a code-switching test set
+cs_num=20                 # its number of utterances
+labelled_subset=""        # e.g. 9h: only data/train_<lang>_9h keep labels (the rest: unsupervised terms only)
+init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
+paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
+paper_compare=""          # more exp dirs to print beside this one in the paper table
+help_message="Usage: $0 --langs 'xx yy' --config conf/X.yaml [--stage N] [--stop_stage M] [--nj N] [--ngpu N]
+  [--local_data_opts '--corpus_root DIR'] [--tag NAME] [--fbank_config F] [--token_config F] [--decode_config F]
+  [--codeswitch false] [--cs_num N] [--labelled_subset 9h] [--init ckpt.pt] [--paper_table true]
+  [--paper_compare 'exp/a exp/b']"
+
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+[ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
+[ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
+[ -n "$tag" ] || tag=$(basename "$config" .yaml)
+exp=exp/$tag
+train_sets="train"
+dev_sets="dev"
+test_sets=""
+for l in $langs; do test_sets="$test_sets test_$l"; done
+test_sets="${test_sets# }"
+n_langs=$(echo $langs | wc -w)
+[ "$codeswitch" = true ] && [ "$n_langs" -ge 2 ] && test_sets="$test_sets test_cs"
+
+log() { echo "$(date '+%F %T') [asr.sh] $*"; }
+stage_time() { log "stage $1 done in $(( $(date +%s) - $2 )) s"; }
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  t0=$(date +%s)
+  log "stage 1: data preparation (langs: $langs)"
+  # Must write data/{train,dev,test}_<lang>/ and data/{train,dev} (docs/interfaces.md, stage 1).
+  # shellcheck disable=SC2086  # local_data_opts is a list of options, split on spaces
+  local/data.sh $local_data_opts --langs "$langs" --nj "$nj" data
+  for l in $langs; do
+    utils/validate_data_dir.py --known-langs "$langs" data/test_$l
+  done
+  utils/validate_data_dir.py --known-langs "$langs" data/train
+  utils/validate_data_dir.py --known-langs "$langs" data/dev
+  stage_time 1 $t0
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  t0=$(date +%s)
+  log "stage 2: resample to 16 kHz"
+  for set in $train_sets $dev_sets ${test_sets/test_cs/}; do
+    utils/resample_data_dir.sh --nj "$nj" --cmd "$cmd" --fs 16000 data/$set dump/raw/$set
+  done
+  if [[ " $test_sets " == *" test_cs "* ]]; then
+    python -m justkit.bin.make_codeswitch --seed 0 --num "$cs_num" \
+      $(for l in $langs; do echo dump/raw/test_$l; done) dump/raw/test_cs
+  fi
+  stage_time 2 $t0
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  t0=$(date +%s)
+  log "stage 3: fbank + global CMVN"
+  for set in $train_sets $dev_sets $test_sets; do
+    utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set dump/fbank/$set
+  done
+  python -m justkit.bin.compute_cmvn dump/fbank/train dump/fbank/train/cmvn.ark
+  stage_time 3 $t0
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  t0=$(date +%s)
+  log "stage 4: sentencepiece over the corpus' languages"
+  python -m justkit.bin.train_tokenizer --config "$token_config" \
+    --text data/train/text --utt2lang data/train/utt2lang --out data/token
+  stage_time 4 $t0
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  t0=$(date +%s)
+  log "stage 5: pack examples"
+  for set in $train_sets $dev_sets $test_sets; do
+    opts=()
+    if [ "$set" = train ] && [ -n "$labelled_subset" ]; then
+      opts=(--labelled_subset)
+      for l in $langs; do
+        [ -d data/train_${l}_${labelled_subset} ] || { echo "$0: --labelled_subset $labelled_subset: no data/train_${l}_${labelled_subset}" >&2; exit 1; }
+        opts+=(data/train_${l}_${labelled_subset})
+      done
+    fi
+    python -m justkit.bin.pack --tokenizer data/token/spm.model "${opts[@]}" dump/fbank/$set dump/packed/$set.jsonl
+  done
+  stage_time 5 $t0
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  t0=$(date +%s)
+  log "stage 6: train $config -> $exp"
+  mkdir -p $exp/log
+  train_args=(--config "$config" --exp "$exp" --train dump/packed/train.jsonl --dev dump/packed/dev.jsonl
+              --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark)
+  [ -n "$init" ] && train_args+=(--init "$init")
+  if [ "$ngpu" -gt 1 ]; then
+    $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
+      -m justkit.bin.train "${train_args[@]}" --device cuda
+  elif [ "$ngpu" -eq 1 ]; then
+    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cuda
+  else
+    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cpu
+  fi
+  stage_time 6 $t0
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  t0=$(date +%s)
+  log "stage 7: average checkpoints, decode ($test_sets)"
+  python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt"
+  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
+  python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
+    --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
+    --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
+  stage_time 7 $t0
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  t0=$(date +%s)
+  log "stage 8: score"
+  python -m justkit.bin.score --exp "$exp"
+  cat "$exp/RESULTS.md"
+  if [ "$paper_table" = true ]; then
+    # shellcheck disable=SC2086
+    python -m justkit.bin.paper_table "$exp" $paper_compare | tee "$exp/paper_table.md"
+  fi
+  stage_time 8 $t0
+fi
