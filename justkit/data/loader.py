@@ -57,7 +57,9 @@ def _pad(arrays: Sequence[np.ndarray], length: int) -> torch.Tensor:
     dim = arrays[0].shape[1]
     out = torch.zeros(len(arrays), length, dim, dtype=torch.float32)
     for i, a in enumerate(arrays):
-        out[i, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        # Copy into the padded tensor through numpy: the arrays may be read-only views
+        # (kaldiio/mmap), which torch.from_numpy warns about.
+        out[i, : a.shape[0]].numpy()[...] = a
     return out
 
 
