@@ -231,3 +231,14 @@ def test_wide_graves_beam_finds_the_exhaustive_best(trained):
     hyp = beam_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1],
                       BeamConfig(beam_size=16, algorithm="graves", max_symbols_per_frame=10))[0]
     assert _log_likelihood(model, enc[b], n, hyp.tokens) >= best - 1e-4
+
+
+def test_pretrain_model_cannot_be_decoded_with_a_clear_error():
+    d = _model_config()
+    d.update(mode="pretrain")
+    model = JUSTModel(JUSTConfig.from_dict(d)).eval()
+    enc, lens = model.encode(torch.randn(1, 60, F), torch.tensor([60]))
+    with pytest.raises(TypeError, match="no RNN-T decoder"):
+        greedy_search(model, enc, lens, GreedyConfig())
+    with pytest.raises(TypeError, match="no RNN-T decoder"):
+        beam_search(model, enc, lens, BeamConfig())

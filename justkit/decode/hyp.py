@@ -44,3 +44,8 @@ def check_model(model: Any) -> None:
     missing = [a for a in ("encode", "predictor", "joint", "blank_id") if not hasattr(model, a)]
     if missing:
         raise TypeError(f"{type(model).__name__} lacks {missing}; see docs/interfaces.md (Model)")
+    if model.predictor is None or model.joint is None:
+        raise TypeError(
+            f"{type(model).__name__} has no RNN-T decoder (a mode 'pretrain' model?): nothing to "
+            "decode; fine-tune it first (--init) with a supervised or just config"
+        )
