@@ -52,6 +52,7 @@ def _recipe_copy(tmp_path: Path) -> Path:
     (egs / "asr.sh").unlink()
     (egs / "asr.sh").symlink_to(ROOT / "egs/TEMPLATE/asr.sh")
     (egs / "conf/train_e2e.yaml").write_text(TINY_CONFIG)
+    (egs / "conf/pretrain_e2e.yaml").write_text(TINY_CONFIG.replace("mode: just", "mode: pretrain"))
     return egs
 
 
@@ -105,6 +106,18 @@ def test_run_sh_stages_1_to_8(tmp_path):
     results = (exp / "RESULTS.md").read_text()
     assert "| method | en | pl | avg | cs |" in results and "| greedy |" in results and "| beam |" in results
     assert (exp / "paper_table.md").read_text().strip()
+
+    # w2v-BERT pre-training through the recipe: stage 7 averages and skips decoding, stage 8
+    # skips scoring; then JUST+finetune from its model_avg.pt (--init) trains and decodes
+    r = _run(egs, "--langs", "en pl", "--stage", "6", "--config", "conf/pretrain_e2e.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "nothing to decode" in r.stdout and (egs / "exp/pretrain_e2e/model_avg.pt").is_file()
+    assert not list((egs / "exp/pretrain_e2e").glob("decode_*"))
+    r = _run(egs, "--langs", "en pl", "--stage", "6", "--stop_stage", "7", "--config", "conf/train_e2e.yaml",
+             "--tag", "just_ft", "--init", "exp/pretrain_e2e/model_avg.pt")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "initialised the encoder from exp/pretrain_e2e/model_avg.pt" in (egs / "exp/just_ft/log/train.log").read_text()
+    assert (egs / "exp/just_ft/decode_beam_test_pl/hyp.txt").is_file()
 
     # re-running a finished stage is safe: stage 5 again gives byte-identical packs
     before = (egs / "dump/packed/train.jsonl").read_bytes()

@@ -48,6 +48,10 @@ n_langs=$(echo $langs | wc -w)
 
 log() { echo "$(date '+%F %T') [asr.sh] $*"; }
 stage_time() { log "stage $1 done in $(( $(date +%s) - $2 )) s"; }
+# model.mode of the experiment (from its resolved config.yaml written by stage 6)
+model_mode() {
+  python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["model"]["mode"])' "$exp/config.yaml"
+}
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   t0=$(date +%s)
@@ -137,16 +141,26 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   t0=$(date +%s)
   log "stage 7: average checkpoints, decode ($test_sets)"
   python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt"
-  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
-  python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
-    --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
-    --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
+  if [ "$(model_mode)" = pretrain ]; then
+    log "stage 7: $exp is a pretrain (w2v-BERT) model without an RNN-T decoder: nothing to decode;" \
+        "fine-tune it with --init $exp/model_avg.pt"
+  else
+    device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
+    python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
+      --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
+      --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
+  fi
   stage_time 7 $t0
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   t0=$(date +%s)
   log "stage 8: score"
+  if [ "$(model_mode)" = pretrain ]; then
+    log "stage 8: $exp is a pretrain model: nothing to score"
+    stage_time 8 $t0
+    exit 0
+  fi
   python -m justkit.bin.score --exp "$exp"
   cat "$exp/RESULTS.md"
   if [ "$paper_table" = true ]; then
