@@ -101,10 +101,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     kwargs = {}
     for name, val in data.items():
         typ = hints.get(name)
+        key = f"{where or cls.__name__}.{name}"
         if dataclasses.is_dataclass(typ) and isinstance(val, Mapping):
-            val = from_dict(typ, val, f"{where or cls.__name__}.{name}")
+            val = from_dict(typ, val, key)
+        elif typ in (int, float):
+            val = _number(val, typ, key)
         kwargs[name] = val
     return cls(**kwargs)
+
+
+def _number(val: Any, typ: type, key: str) -> int | float:
+    """An int/float field's value; strings are parsed, since YAML 1.1 reads ``3e-3`` as a string."""
+    if isinstance(val, bool) or not isinstance(val, (int, float, str)):
+        raise ConfigError(f"{key}: expected {'an integer' if typ is int else 'a number'}, got {val!r}")
+    try:
+        num = float(val)
+        if typ is int:
+            if not num.is_integer():
+                raise ValueError
+            return int(num)
+        return num
+    except ValueError:
+        raise ConfigError(f"{key}: expected {'an integer' if typ is int else 'a number'}, got {val!r}") from None
 
 
 def to_dict(obj: Any) -> dict:

@@ -43,3 +43,16 @@ def test_decode_config_builds(path):
 @pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/tokenizer*.yaml")), ids=lambda p: f"{p.parts[-3]}/{p.name}")
 def test_tokenizer_config_builds(path):
     from_dict(TokenizerConfig, load_yaml(path), str(path))
+
+
+def test_numbers_given_as_strings_are_parsed_for_every_config():
+    """YAML 1.1 reads ``3e-3`` as a string: from_dict parses int/float fields in any section."""
+    cfg = from_dict(TrainConfig, {"max_epochs": "2", "optim": {"peak_lr": "3e-3"}}, "train")
+    assert cfg.max_epochs == 2 and cfg.optim.peak_lr == 0.003
+    assert from_dict(DataConfig, {"lang_alpha": "5e-1"}, "data").lang_alpha == 0.5
+    from justkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.optim\.peak_lr: expected a number, got 'fast'"):
+        from_dict(TrainConfig, {"optim": {"peak_lr": "fast"}}, "train")
+    with pytest.raises(ConfigError, match=r"train\.max_epochs: expected an integer"):
+        from_dict(TrainConfig, {"max_epochs": 2.5}, "train")

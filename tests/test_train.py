@@ -341,7 +341,7 @@ def test_csv_plots_and_config_errors(data, tmp_path):
     tc = from_dict(TrainConfig, {"max_steps": "1e3", "optim": {"peak_lr": "3e-3"}})  # YAML reads 3e-3 as str
     assert tc.max_steps == 1000 and tc.optim.peak_lr == 3e-3
     with pytest.raises(ConfigError, match="train.optim.peak_lr"):
-        from_dict(TrainConfig, {"max_steps": 1, "optim": {"peak_lr": "fast"}})
+        from_dict(TrainConfig, {"max_steps": 1, "optim": {"peak_lr": "fast"}}, "train")
     bad = tiny_config()
     bad["trian"] = {}
     with pytest.raises(ConfigError, match="trian"):

@@ -31,35 +31,11 @@ class OptimConfig:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        coerce_numbers(self, "train.optim")
         if len(self.betas) != 2:
             raise ConfigError(f"train.optim.betas must be two numbers, got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.peak_lr <= 0 or self.eps <= 0:
             raise ConfigError("train.optim.peak_lr and eps must be > 0")
-
-
-def coerce_numbers(obj, where: str) -> None:
-    """Turn int/float fields given as strings (YAML reads ``3e-3`` as a string) into numbers.
-
-    Raises ConfigError naming ``where.field`` when a value is not a number.
-    """
-    for f in dataclasses.fields(obj):
-        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        if typ not in ("int", "float"):
-            continue
-        val = getattr(obj, f.name)
-        if isinstance(val, bool) or not isinstance(val, (int, float, str)):
-            raise ConfigError(f"{where}.{f.name}: expected a number, got {val!r}")
-        try:
-            num = float(val)
-            if typ == "int":
-                if not num.is_integer():
-                    raise ValueError
-                num = int(num)
-        except ValueError:
-            raise ConfigError(f"{where}.{f.name}: expected {'an integer' if typ == 'int' else 'a number'}, got {val!r}") from None
-        setattr(obj, f.name, num)
 
 
 class WarmupSchedule:

@@ -17,7 +17,7 @@ from justkit.config import ConfigError, from_dict
 from justkit.train import checkpoint as ckpt_lib
 from justkit.train.curves import TrainCurves
 from justkit.train.distributed import DistInfo, all_reduce_, gather_objects
-from justkit.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients, coerce_numbers
+from justkit.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
             self.optim = from_dict(OptimConfig, self.optim, "train.optim")
-        coerce_numbers(self, "train")
         if self.max_steps <= 0 and self.max_epochs <= 0:
             raise ConfigError("train: set max_steps and/or max_epochs (both are 0: training would never stop)")
         if self.accum_grad < 1:
