@@ -66,7 +66,7 @@ def test_graves_beam_at_least_as_good_as_greedy(trained):
     """Same topology as the loss: rescore both outputs with the model's RNN-T loss (log P(y|x))."""
     model, _, _, enc, enc_lens = trained
     greedy = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=3))
-    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="graves"))
+    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="graves", length_norm=False))
     assert any(h.tokens for h in greedy), "greedy found only empty hypotheses: model untrained"
     for b in range(B):
         n = int(enc_lens[b])
@@ -83,7 +83,7 @@ def test_modified_beam_at_least_as_good_as_greedy(trained):
     frame), both scored by the searches themselves (greedy: its path; beam: merged paths)."""
     model, _, _, enc, enc_lens = trained
     greedy = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=1))
-    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="modified"))
+    beam = beam_search(model, enc, enc_lens, BeamConfig(beam_size=4, nbest=4, algorithm="modified", length_norm=False))
     for b in range(B):
         assert beam[b].score >= greedy[b].score - 1e-6, f"utt {b}: {beam[b]} < {greedy[b]}"
         _check_nbest(beam[b])
@@ -133,7 +133,7 @@ def test_batched_beam_equals_unbatched(trained, algorithm):
 def test_beam_size_one_is_greedy_with_one_symbol_per_frame(trained):
     model, _, _, enc, enc_lens = trained
     g = greedy_search(model, enc, enc_lens, GreedyConfig(max_symbols_per_frame=1))
-    b1 = beam_search(model, enc, enc_lens, BeamConfig(beam_size=1, algorithm="modified"))
+    b1 = beam_search(model, enc, enc_lens, BeamConfig(beam_size=1, algorithm="modified", length_norm=False))
     for x, y in zip(g, b1):
         # Beam 1 takes the single best output of each frame and moves on, as greedy does
         # with one label per frame: same path, same score.
@@ -229,7 +229,7 @@ def test_wide_graves_beam_finds_the_exhaustive_best(trained):
     seqs = [list(s) for k in range(4) for s in itertools.product(range(1, V), repeat=k)]
     best = max(_log_likelihood(model, enc[b], n, s) for s in seqs)
     hyp = beam_search(model, enc[b : b + 1, :n], enc_lens[b : b + 1],
-                      BeamConfig(beam_size=16, algorithm="graves", max_symbols_per_frame=10))[0]
+                      BeamConfig(beam_size=16, algorithm="graves", max_symbols_per_frame=10, length_norm=False))[0]
     assert _log_likelihood(model, enc[b], n, hyp.tokens) >= best - 1e-4
 
 
@@ -242,3 +242,53 @@ def test_pretrain_model_cannot_be_decoded_with_a_clear_error():
         greedy_search(model, enc, lens, GreedyConfig())
     with pytest.raises(TypeError, match="no RNN-T decoder"):
         beam_search(model, enc, lens, BeamConfig())
+
+
+class _TableModel:
+    """An RNN-T stand-in whose output distribution depends only on (frame t, labels so far n):
+    enc[:, t, 0] = t, the prediction network's output and state count the labels emitted."""
+
+    blank_id = 0
+
+    def __init__(self, table: dict):
+        self.table = table  # {(t, n): [p(blank), p(1), p(2)]}
+
+    def encode(self, feats, lens):
+        return feats, lens
+
+    def predictor(self, tokens, state):
+        b = tokens.size(0)
+        n = torch.zeros(1, b, 1) if state is None else state + (tokens != 0).float().view(1, b, 1)
+        return n.view(b, 1, 1), n
+
+    def joint(self, frame, pred):
+        rows = [self.table.get((int(t), int(n)), [0.98, 0.01, 0.01])
+                for t, n in zip(frame.reshape(-1).tolist(), pred.reshape(-1).tolist())]
+        return torch.tensor(rows).log().view(frame.size(0), 1, 3)
+
+
+# Two frames; the reference is "1 2". Its probability is a little below that of the shorter
+# "1" (one label fewer to pay for), but per label it is the better hypothesis:
+# p("1 2") > p("1") ** 1.5, i.e. log p / (1 + labels) ranks it first.
+_COMMON = {(0, 0): [0.1, 0.8, 0.1], (1, 0): [0.5, 0.25, 0.25], (0, 1): [0.5, 0.05, 0.45],
+           (0, 2): [0.9, 0.05, 0.05], (1, 2): [0.9, 0.05, 0.05]}
+_TABLES = {
+    # one label per frame: "1" = 1 then blank (0.8 * 0.5), "1 2" = 1 then 2 (0.8 * 0.45)
+    "modified": {**_COMMON, (1, 1): [0.5, 0.05, 0.45]},
+    # Graves: every frame ends with blank; "1" = 0.8 * 0.5 * 0.9 = 0.36, "1 2" = 0.31
+    "graves": {**_COMMON, (1, 1): [0.9, 0.05, 0.05]},
+}
+
+
+@pytest.mark.parametrize("algorithm", ["graves", "modified"])
+def test_beam_length_normalisation_keeps_the_longer_better_hypothesis(algorithm):
+    model = _TableModel(_TABLES[algorithm])
+    enc, lens = torch.arange(2.0).view(1, 2, 1), torch.tensor([2])
+    raw = beam_search(model, enc, lens, BeamConfig(beam_size=4, nbest=4, algorithm=algorithm, length_norm=False))[0]
+    assert raw.tokens == [1], "the unnormalised search should pick the shorter hypothesis here"
+    p = {tuple(h.tokens): math.exp(h.score) for h in raw.nbest}
+    assert p[(1, 2)] < p[(1,)] and p[(1, 2)] > p[(1,)] ** 1.5
+    norm = beam_search(model, enc, lens, BeamConfig(beam_size=4, nbest=4, algorithm=algorithm))[0]
+    assert norm.tokens == [1, 2]
+    assert norm.score == pytest.approx(math.log(p[(1, 2)]))  # the score itself stays raw
+    assert [tuple(h.tokens) for h in norm.nbest][:2] == [(1, 2), (1,)]

@@ -21,6 +21,11 @@ class BeamConfig:
     nbest: int = 1                   # final hypotheses kept in Hypothesis.nbest (best first)
     algorithm: str = "graves"        # graves: the RNN-T topology of the loss; modified: batched, 1 label/frame
     max_symbols_per_frame: int = 10  # graves: labels emitted at one frame at most (3 lost accuracy on an under-trained model)
+    # Rank the final hypotheses by log-probability / (1 + number of labels), as icefall's
+    # beam_search and modified_beam_search do (their ys holds the start blank too): every
+    # label costs log-probability, so the raw sum favours short outputs (deletions).
+    # Hypothesis.score stays the raw log-probability.
+    length_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -96,10 +101,15 @@ def graves_beam_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: Be
                 if sum(1 for v in Bset.values() if v > best_a) >= K:
                     break
             hyps = dict(sorted(Bset.items(), key=lambda kv: -kv[1])[:K])
-        ranked = sorted(hyps.items(), key=lambda kv: -kv[1])
+        ranked = sorted(hyps.items(), key=lambda kv: -final_score(kv[0], kv[1], cfg))
         nbest = [Hypothesis(list(s), float(v)) for s, v in ranked[: max(cfg.nbest, 1)]]
         results.append(Hypothesis(nbest[0].tokens, nbest[0].score, nbest))
     return results
+
+
+def final_score(tokens, score: float, cfg: BeamConfig) -> float:
+    """What the final hypotheses are ranked by: ``score / (1 + len(tokens))`` with ``length_norm``."""
+    return score / (1 + len(tokens)) if cfg.length_norm else score
 
 
 @torch.no_grad()
@@ -190,7 +200,8 @@ def modified_beam_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: 
         seqs, scores = new_seqs, new_scores
     results = []
     for b in range(B):
-        order = [k for k in scores[b].argsort(descending=True).tolist() if scores[b, k] > -math.inf]
+        alive = [k for k in range(K) if scores[b, k] > -math.inf]
+        order = sorted(alive, key=lambda k: -final_score(seqs[b][k], float(scores[b, k]), cfg))
         nbest = [Hypothesis(list(seqs[b][k]), float(scores[b, k])) for k in order[: max(cfg.nbest, 1)]]
         best = nbest[0]
         results.append(Hypothesis(best.tokens, best.score, nbest))
