@@ -52,7 +52,9 @@ def test_forward_contract(mode):
     model = JUSTModel(tiny_cfg(mode))
     out = model(make_batch(), step=5)
     assert set(out) >= KEYS
+    weighted = out.pop("weighted")
     assert all(v.dim() == 0 for v in out.values())
+    assert torch.allclose(sum(weighted.values()), out["loss"])
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     assert not any(out[k].requires_grad for k in KEYS - {"loss"})
     assert out["num_frames"].item() == 21 + 16  # ((90-3)//2+1-3)//2+1, ((70-3)//2+1-3)//2+1
@@ -99,7 +101,7 @@ def _grads(model: JUSTModel, batch: dict) -> dict[str, float]:
     return {n: (p.grad.abs().sum().item() if p.grad is not None else None) for n, p in model.named_parameters()}
 
 
-UNSUP = ("masker.", "quantizer.", "contrastive_proj.", "mlm_head.")
+UNSUP = ("masker.", "quantizer.", "contrastive_proj.", "target_proj.", "mlm_head.")
 RNNT = ("predictor.", "joint.")
 
 
@@ -154,7 +156,8 @@ def test_feats_sup_and_single_pass_flag(on_masked, with_sup):
     # just mode: the RNN-T branch runs a second (unmasked) pass through the conformer
     # blocks, reading feats_sup when given, unless rnnt_on_masked makes it one pass
     torch.manual_seed(0)
-    model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked))
+    conformer = {**load_yaml(CONF / "tiny.yaml")["model"]["conformer"], "conv_norm": "layer"}
+    model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked, conformer=conformer))
     front, blocks = [], []
     model.frontend.register_forward_hook(lambda m, i, o: front.append(i[0]))
     model.contrastive_blocks.register_forward_hook(lambda m, i, o: blocks.append(i[0]))
@@ -249,8 +252,8 @@ def test_auxiliary_ctc_head(mode):
     out = model(batch, step=0)
     enc, lens = model.encode(batch["feats"], batch["feat_lens"])
     logp = model.ctc_head(enc).log_softmax(-1).transpose(0, 1)
-    ref = torch.nn.functional.ctc_loss(logp, batch["tokens"], lens, batch["token_lens"], reduction="sum") / 2
-    assert torch.allclose(out["ctc"], ref, atol=1e-4)
+    ref = torch.nn.functional.ctc_loss(logp, batch["tokens"], lens, batch["token_lens"], reduction="sum") / lens.sum()
+    assert torch.allclose(out["ctc"], ref, atol=1e-4)  # rnnt_norm: frame
     expected = out["rnnt"] + 0.5 * out["ctc"]
     if mode == "just":
         expected = expected + (out["contrastive"] + 0.1 * out["diversity"] + out["mlm"])
@@ -260,3 +263,79 @@ def test_auxiliary_ctc_head(mode):
     assert grads["ctc_head.weight"] and grads["frontend.proj.weight"]
     donor = JUSTModel(tiny_cfg(mode, w_ctc=0.5))
     assert not any(k.startswith("ctc_head.") for k in model.load_pretrained_encoder(donor.state_dict()))
+
+
+def _running_stats(model: JUSTModel) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+
+
+def test_masked_pass_leaves_batch_norm_running_statistics_alone():
+    """JUST's masked pass must not move the running statistics that decoding uses: after a
+    training-mode JUST forward they equal those of the unmasked pass alone (tiny.yaml has
+    no dropout, so JUST's unmasked RNN-T pass is exactly encode() in training mode)."""
+    torch.manual_seed(0)
+    just = JUSTModel(tiny_cfg("just"))
+    ref = JUSTModel(tiny_cfg("just"))
+    ref.load_state_dict(just.state_dict())
+    b = make_batch()
+    for _ in range(3):
+        just(b, step=0)
+        ref.encode(b["feats"], b["feat_lens"])
+    got, want = _running_stats(just), _running_stats(ref)
+    assert got and all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    # ... and the eval-mode encoder output of the two models is the same
+    just.eval(), ref.eval()
+    assert torch.allclose(just.encode(b["feats"], b["feat_lens"])[0], ref.encode(b["feats"], b["feat_lens"])[0], atol=1e-5)
+    # Pre-training has no unmasked pass: there the masked pass keeps the statistics moving.
+    pre = JUSTModel(tiny_cfg("pretrain"))
+    before = _running_stats(pre)
+    pre(b, step=0)
+    assert any(not torch.equal(before[k], v) for k, v in _running_stats(pre).items())
+
+
+def test_rnnt_on_masked_with_batch_norm_is_refused():
+    with pytest.raises(ValueError, match="conv_norm: layer"):
+        tiny_cfg("just", rnnt_on_masked=True)
+
+
+@pytest.mark.parametrize("norm", ["frame", "token", "utterance"])
+def test_rnnt_normalisation(norm):
+    """rnnt_norm divides the summed RNN-T NLL of the labelled rows by their encoder frames,
+    tokens or number; the unsupervised terms stay per-masked-frame means."""
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("supervised", rnnt_norm=norm)).eval()
+    b = make_batch()
+    out = model(b)
+    enc, lens = model.encode(b["feats"], b["feat_lens"])
+    pred, _ = model.predictor(torch.cat([torch.zeros(2, 1, dtype=torch.long), b["tokens"]], 1))
+    from justkit.losses.rnnt import rnnt_loss
+    nll = rnnt_loss(model.joint(enc[:, :, None], pred[:, None]), b["tokens"], lens, b["token_lens"], reduction="sum")
+    n = {"frame": lens.sum(), "token": b["token_lens"].sum(), "utterance": 2}[norm]
+    assert out["rnnt"].item() == pytest.approx((nll / n).item(), rel=1e-5)
+
+
+def test_contrastive_targets_are_projected():
+    """Quantized targets pass through their own projection (fairseq project_q) before the cosine."""
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("pretrain", contrastive_dim=24))
+    assert model.target_proj.in_features == model.cfg.quantizer.code_dim
+    assert model.target_proj.out_features == model.contrastive_proj.out_features == 24
+    model.zero_grad()
+    model(make_batch(), step=0)["loss"].backward()
+    assert model.target_proj.weight.grad.abs().sum() > 0
+
+
+def test_finetuning_continues_the_gumbel_temperature_schedule():
+    torch.manual_seed(0)
+    pre = JUSTModel(tiny_cfg("pretrain"))
+    t_end = pre.quantizer.temperature(5000)
+    just = JUSTModel(tiny_cfg("just"))
+    assert just.quantizer.temperature(0) == pre.cfg.quantizer.temp_max
+    just.load_pretrained_encoder({"model": pre.state_dict(), "step": 5000})
+    assert just.quantizer.temperature(0) == pytest.approx(t_end)
+    # the offset travels in the state dict (checkpoints, resume, a second fine-tuning)
+    again = JUSTModel(tiny_cfg("just"))
+    again.load_state_dict(just.state_dict())
+    assert again.quantizer.temperature(10) == pytest.approx(pre.quantizer.temperature(5010))
+    again.load_pretrained_encoder({"model": just.state_dict(), "step": 100})
+    assert again.quantizer.temperature(0) == pytest.approx(pre.quantizer.temperature(5100))

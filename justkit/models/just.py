@@ -1,6 +1,7 @@
 """The JUST model: conformer encoder + RNN-T, jointly trained with contrastive and MLM losses."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -12,7 +13,7 @@ from justkit.config import from_dict
 from justkit.losses.contrastive import contrastive_loss
 from justkit.losses.mlm import mlm_loss
 from justkit.losses.rnnt import BACKENDS, rnnt_loss
-from justkit.nn.conformer import ConformerConfig, ConformerStack, lengths_to_valid
+from justkit.nn.conformer import ConformerConfig, ConformerStack, frozen_running_stats, lengths_to_valid
 from justkit.nn.joint import Joint, JointConfig
 from justkit.nn.masking import MaskingConfig, SpanMasker
 from justkit.nn.predictor import Predictor, PredictorConfig
@@ -20,6 +21,7 @@ from justkit.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig
 from justkit.nn.subsampling import Conv2dSubsampling, SubsamplingConfig
 
 MODES = ("supervised", "pretrain", "just")
+RNNT_NORMS = ("frame", "token", "utterance")
 # Parameter-name prefixes of the RNN-T decoder; everything else is "the encoder" that
 # load_pretrained_encoder copies from a pre-trained (w2v-BERT or JUST) checkpoint.
 RNNT_PREFIXES = ("predictor.", "joint.", "ctc_head.")
@@ -31,6 +33,16 @@ class JUSTConfig:
 
     Loss (JUST.md): loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm),
     plus ``w_ctc * L_ctc`` when the optional auxiliary CTC head is on (not part of JUST).
+
+    Normalisation (the paper does not give it): the contrastive, diversity and MLM terms
+    are means over masked frames (wav2vec 2.0 / w2v-BERT); ``rnnt_norm`` says what the
+    RNN-T (and CTC) negative log-likelihood, summed over the labelled utterances of the
+    batch, is divided by: ``frame`` (default) = their encoder frames, so every term is a
+    per-frame quantity and ``w_u`` weighs the unsupervised frames against the supervised
+    ones one to one; ``token`` = their label tokens (fairseq's CTC/ASR convention);
+    ``utterance`` = their number (torchaudio's "mean", ESPnet). With ``utterance`` the
+    RNN-T gradient on the shared encoder is ~T' (tens to hundreds) times that of the
+    unsupervised terms, and JUST is RNN-T alone in all but name (docs/training.md).
     Modes: ``supervised`` (RNN-T only; encoder = contrastive + MLM blocks, no quantizer,
     masking or unsupervised heads are built), ``pretrain`` (w2v-BERT: unsupervised terms
     only, no predictor/joint built), ``just`` (both).
@@ -42,18 +54,23 @@ class JUSTConfig:
     d_model: int = 256
     subsampling: SubsamplingConfig = field(default_factory=SubsamplingConfig)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
-    num_contrastive_blocks: int = 4  # w2v-BERT XL: 8
-    num_mlm_blocks: int = 4  # w2v-BERT XL: 16
+    num_contrastive_blocks: int = 4  # w2v-BERT XL (Table 1): 12
+    num_mlm_blocks: int = 4  # w2v-BERT XL (Table 1): 12
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     num_distractors: int = 100  # K (wav2vec 2.0: 100)
     kappa: float = 0.1  # contrastive temperature (wav2vec 2.0: 0.1)
-    w_u: float = 1.0  # weight of the unsupervised loss in JUST
+    # Dimension both sides of the contrastive loss are projected to before the cosine:
+    # context -> contrastive_proj, quantized target -> target_proj (fairseq's final_proj /
+    # project_q, fairseq2's final_proj / final_target_proj). 0 = quantizer.code_dim.
+    contrastive_dim: int = 0
+    w_u: float = 1.0  # weight of the unsupervised loss in JUST (per frame, see rnnt_norm)
     w_div: float = 0.1  # diversity loss weight (wav2vec 2.0: alpha = 0.1)
     w_mlm: float = 1.0  # MLM weight relative to contrastive (w2v-BERT: beta = 1)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     rnnt_backend: str = "torchaudio"
+    rnnt_norm: str = "frame"  # frame | token | utterance: what the summed RNN-T/CTC NLL is divided by
     # Auxiliary CTC loss on the RNN-T encoder output (a linear head over the same word
     # pieces), added as w_ctc * L_ctc. Not part of JUST (0 in the paper configs); ESPnet's
     # transducer and icefall's recipes offer the same option because it speeds up the
@@ -65,12 +82,23 @@ class JUSTConfig:
     # (train = decode input distribution, at the cost of a second forward/backward through
     # the conformer stack; the frontend output is shared unless feats_sup is given);
     # True = RNN-T reads the masked pass (one pass, cheaper, but trains on inputs with
-    # ~half the frames replaced by the mask embedding, which decoding never sees).
+    # ~half the frames replaced by the mask embedding, which decoding never sees). Needs
+    # conformer.conv_norm: layer, since batch-norm running statistics would then be
+    # estimated on masked input only. The masked pass never updates running statistics
+    # when an unmasked pass exists (nn.conformer.frozen_running_stats).
     rnnt_on_masked: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
+        if self.rnnt_norm not in RNNT_NORMS:
+            raise ValueError(f"model.rnnt_norm must be one of {RNNT_NORMS}, got {self.rnnt_norm!r}")
+        if self.contrastive_dim < 0:
+            raise ValueError(f"model.contrastive_dim must be >= 0, got {self.contrastive_dim}")
+        if self.mode == "just" and self.rnnt_on_masked and self.conformer.conv_norm == "batch":
+            raise ValueError(
+                "model.rnnt_on_masked: true needs model.conformer.conv_norm: layer (with batch norm the "
+                "running statistics that decoding uses would come from masked input only)")
         if self.rnnt_backend not in BACKENDS:
             raise ValueError(f"model.rnnt_backend must be one of {BACKENDS}, got {self.rnnt_backend!r}")
         if self.vocab_size < 2:
@@ -115,10 +143,12 @@ class JUSTModel(nn.Module):
             q = cfg.quantizer
             self.masker = SpanMasker(d, cfg.masking)
             self.quantizer = GumbelVectorQuantizer(d, q)
-            self.contrastive_proj = nn.Linear(d, q.code_dim)  # context -> code space
+            final = cfg.contrastive_dim or q.code_dim
+            self.contrastive_proj = nn.Linear(d, final)  # context -> contrastive space
+            self.target_proj = nn.Linear(q.code_dim, final)  # quantized target -> contrastive space
             self.mlm_head = nn.Linear(d, q.groups * q.entries)
         else:
-            self.masker = self.quantizer = self.contrastive_proj = self.mlm_head = None
+            self.masker = self.quantizer = self.contrastive_proj = self.target_proj = self.mlm_head = None
         if self.supervised:
             self.predictor = Predictor(cfg.vocab_size, cfg.predictor)
             self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint)
@@ -134,6 +164,17 @@ class JUSTModel(nn.Module):
         return self.mlm_blocks(self.contrastive_blocks(x, valid), valid), lens
 
     # ---------------------------------------------------------------- losses
+    def _normaliser(self, enc_lens: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor:
+        """What the summed RNN-T/CTC NLL of the labelled rows is divided by (``rnnt_norm``)."""
+        norm = self.cfg.rnnt_norm
+        if norm == "frame":
+            n = enc_lens.sum()
+        elif norm == "token":
+            n = token_lens.sum()
+        else:
+            n = torch.tensor(enc_lens.numel(), device=enc_lens.device)
+        return n.clamp(min=1).to(torch.float32)
+
     def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
         tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
         enc, enc_lens = enc[rows], enc_lens[rows]
@@ -142,21 +183,23 @@ class JUSTModel(nn.Module):
         tokens = tokens[:, :u]
         pred_in = torch.cat([self.predictor.initial_tokens(tokens.size(0), tokens.device), tokens], dim=1)
         pred, _ = self.predictor(pred_in)
-        logits = self.joint(enc[:, :, None, :], pred[:, None, :, :])  # [B, T', U+1, V]
-        return rnnt_loss(
-            logits.float(), tokens, enc_lens, token_lens, blank=self.blank_id,
-            reduction="mean", backend=self.cfg.rnnt_backend,
-        )
+        # The joint and the loss run in fp32 even under autocast: bf16 logits would lose
+        # the small probability differences the RNN-T lattice sums over.
+        with torch.autocast(enc.device.type, enabled=False):
+            logits = self.joint(enc.float()[:, :, None, :], pred.float()[:, None, :, :])  # [B, T', U+1, V]
+            nll = rnnt_loss(logits, tokens, enc_lens, token_lens, blank=self.blank_id,
+                            reduction="sum", backend=self.cfg.rnnt_backend)
+        return nll / self._normaliser(enc_lens, token_lens)
 
     def _ctc(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
-        """Auxiliary CTC (blank 0) on the labelled rows, summed per utterance, mean over rows
-        (the same scale as the RNN-T loss); utterances too short for their labels count 0."""
+        """Auxiliary CTC (blank 0) on the labelled rows, normalised as the RNN-T loss
+        (``rnnt_norm``); utterances too short for their labels count 0."""
         tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
         enc, enc_lens = enc[rows], enc_lens[rows]
         logp = self.ctc_head(enc).float().log_softmax(-1).transpose(0, 1)  # [T, B, V]
         loss = F.ctc_loss(logp, tokens, enc_lens, token_lens, blank=self.blank_id,
                           reduction="sum", zero_infinity=True)
-        return loss / tokens.size(0)
+        return loss / self._normaliser(enc_lens, token_lens)
 
     def _rnnt_unused(self) -> torch.Tensor:
         # A batch without labelled rows: a zero that still touches every parameter the
@@ -167,17 +210,24 @@ class JUSTModel(nn.Module):
             + (list(self.ctc_head.parameters()) if self.ctc_head is not None else []))
         return sum(p.sum() for p in params) * 0.0
 
-    def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
-        """Training losses for one batch; see JUSTConfig for the loss and the modes."""
+    def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, Any]:
+        """Training losses for one batch; see JUSTConfig for the loss, its normalisation and the modes.
+
+        Returns 0-dim detached tensors per term (docs/interfaces.md) and ``weighted``: the
+        terms as they enter ``loss`` (weights applied, graphs kept; they sum to ``loss``),
+        which the trainer differentiates one by one to log each term's share of the encoder
+        gradient.
+        """
         cfg = self.cfg
         feats, feat_lens = batch["feats"], batch["feat_lens"]
         if feats.size(0) != feat_lens.numel():
             raise ValueError(f"batch: feats has {feats.size(0)} rows but feat_lens {feat_lens.numel()}")
         dev = feats.device
         zero = torch.zeros((), device=dev)
-        out = {k: zero for k in ("rnnt", "ctc", "contrastive", "diversity", "mlm", "codebook_perplexity",
-                                 "gumbel_temperature", "contrastive_acc", "mlm_acc")}
-        l_rnnt = l_unsup = l_ctc = zero
+        out: dict[str, Any] = {k: zero for k in (
+            "rnnt", "ctc", "contrastive", "diversity", "mlm", "codebook_perplexity",
+            "gumbel_temperature", "contrastive_acc", "mlm_acc")}
+        weighted: dict[str, torch.Tensor] = {}
         enc_masked = front = None
         num_frames = None
         if self.unsupervised:
@@ -186,13 +236,19 @@ class JUSTModel(nn.Module):
             qo = self.quantizer(x, valid, step)  # reads the unmasked encoder output
             xm, mask = self.masker(x, lens)
             mask = mask & valid
-            c = self.contrastive_blocks(xm, valid)
-            m = self.mlm_blocks(c, valid)
-            l_c, c_info = contrastive_loss(self.contrastive_proj(c), qo.quantized, mask, cfg.num_distractors, cfg.kappa)
+            # The masked pass leaves the batch-norm running statistics to the unmasked pass
+            # that the RNN-T reads (decoding sees unmasked input). Pre-training has no other pass.
+            frozen = self.supervised and not cfg.rnnt_on_masked
+            with frozen_running_stats(self) if frozen else contextlib.nullcontext():
+                c = self.contrastive_blocks(xm, valid)
+                m = self.mlm_blocks(c, valid)
+            l_c, c_info = contrastive_loss(
+                self.contrastive_proj(c), self.target_proj(qo.quantized), mask, cfg.num_distractors, cfg.kappa)
             q = cfg.quantizer
             logits = self.mlm_head(m).view(m.size(0), m.size(1), q.groups, q.entries)
             l_m, m_info = mlm_loss(logits, qo.ids, mask)
-            l_unsup = l_c + cfg.w_div * qo.diversity_loss + cfg.w_mlm * l_m
+            weighted.update(contrastive=cfg.w_u * l_c, diversity=cfg.w_u * cfg.w_div * qo.diversity_loss,
+                            mlm=cfg.w_u * cfg.w_mlm * l_m)
             out.update(
                 contrastive=l_c.detach(), diversity=qo.diversity_loss.detach(), mlm=l_m.detach(),
                 codebook_perplexity=qo.code_perplexity.detach(),
@@ -220,27 +276,38 @@ class JUSTModel(nn.Module):
                     if num_frames is None:
                         num_frames = enc_lens.sum()
                 l_rnnt = self._rnnt(enc, enc_lens, batch, rows)
+                weighted["rnnt"] = l_rnnt
                 out["rnnt"] = l_rnnt.detach()
                 if self.ctc_head is not None:
                     l_ctc = self._ctc(enc, enc_lens, batch, rows)
+                    weighted["ctc"] = cfg.w_ctc * l_ctc
                     out["ctc"] = l_ctc.detach()
             else:
-                l_rnnt = self._rnnt_unused()
+                weighted["rnnt"] = self._rnnt_unused()
                 if num_frames is None:
                     num_frames = self.frontend.output_lengths(feat_lens).sum()
-        out["loss"] = l_rnnt + cfg.w_ctc * l_ctc + cfg.w_u * l_unsup
+        out["loss"] = sum(weighted.values())
         out["num_frames"] = num_frames.detach()
+        out["weighted"] = weighted
         return out
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The shared encoder every term trains: feature encoder + contrastive + MLM blocks."""
+        return [p for m in (self.frontend, self.contrastive_blocks, self.mlm_blocks) for p in m.parameters()]
+
     # ---------------------------------------------------------------- utilities
-    def load_pretrained_encoder(self, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    def load_pretrained_encoder(self, state_dict: Mapping[str, torch.Tensor], step: int | None = None) -> list[str]:
         """Copy every non-RNN-T weight present in ``state_dict`` (a model state dict or a
         checkpoint with a "model" entry; a DDP "module." prefix is stripped) into this model.
 
         Keys absent here (e.g. the quantizer when fine-tuning in supervised mode) are
         skipped; a shape mismatch or no key loaded at all is an error. Returns the loaded keys.
+        ``step`` (the checkpoint's, or its "step" entry): a loaded quantizer continues its
+        Gumbel temperature schedule after that many updates instead of restarting at temp_max.
         """
         if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+            if step is None and "step" in state_dict:
+                step = int(state_dict["step"])
             state_dict = state_dict["model"]
         own = self.state_dict()
         loaded, bad = [], []
@@ -258,6 +325,10 @@ class JUSTModel(nn.Module):
             raise ValueError("pre-trained encoder does not fit this model config:\n  " + "\n  ".join(bad))
         if not loaded:
             raise ValueError("no encoder weight of the pre-trained state dict matches this model")
+        if self.quantizer is not None and any(k.startswith("quantizer.") for k in loaded):
+            self.quantizer._sync_offset()
+            if step:
+                self.quantizer.set_step_offset(self.quantizer._offset + int(step))
         return loaded
 
     def num_parameters(self) -> dict[str, int]:
@@ -265,7 +336,7 @@ class JUSTModel(nn.Module):
         parts = {
             "frontend": self.frontend, "contrastive_blocks": self.contrastive_blocks,
             "mlm_blocks": self.mlm_blocks, "masker": self.masker, "quantizer": self.quantizer,
-            "contrastive_proj": self.contrastive_proj, "mlm_head": self.mlm_head,
+            "contrastive_proj": self.contrastive_proj, "target_proj": self.target_proj, "mlm_head": self.mlm_head,
             "predictor": self.predictor, "joint": self.joint, "ctc_head": self.ctc_head,
         }
         counts = {k: count_parameters(m) for k, m in parts.items() if m is not None}

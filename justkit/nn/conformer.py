@@ -1,7 +1,9 @@
 """Conformer blocks with relative-position self-attention (global or local) that honour padding."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -9,17 +11,20 @@ from torch import nn
 
 ATTENTION_TYPES = ("global", "local")
 CONV_NORMS = ("batch", "layer")
+POS_ENCODINGS = ("rel_bias", "none")
 
 
 @dataclass
 class ConformerConfig:
     """One Conformer block's hyper-parameters (shared by every block of a stack).
 
-    Relative positions: a learned scalar bias per head and clipped relative distance
-    (Shaw et al. 2018 / T5 style) added to the attention logits. It fits
+    ``pos_enc``: ``rel_bias`` = a learned scalar bias per head and clipped relative
+    distance (Shaw et al. 2018 / T5 style) added to the attention logits. It fits
     ``scaled_dot_product_attention``'s additive ``attn_mask``, costs H x (2P+1) parameters
     per layer, and, unlike Transformer-XL's content-dependent term, needs no extra
-    matmul. Distances beyond ``max_rel_pos`` share one bias.
+    matmul; distances beyond ``max_rel_pos`` share one bias. ``none`` = no position term
+    in attention (w2v-BERT, Table 1: the convolutions carry position); the mask is then a
+    boolean key mask only.
     """
 
     num_heads: int = 4
@@ -32,8 +37,11 @@ class ConformerConfig:
     left_window: int = 64  # local attention: frames to the left a query sees (encoder frames)
     right_window: int = 0  # local attention: frames to the right
     max_rel_pos: int = 64  # relative distances are clipped to [-max_rel_pos, max_rel_pos]
+    pos_enc: str = "rel_bias"  # "rel_bias" or "none" (w2v-BERT Table 1: no relative attention)
 
     def __post_init__(self) -> None:
+        if self.pos_enc not in POS_ENCODINGS:
+            raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {self.pos_enc!r}")
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {ATTENTION_TYPES}, got {self.attention!r}")
         if self.conv_norm not in CONV_NORMS:
@@ -69,7 +77,7 @@ def attention_allowed(valid: torch.Tensor, cfg: ConformerConfig) -> torch.Tensor
 
 
 class RelPosMultiHeadAttention(nn.Module):
-    """Multi-head self-attention with a learned per-head relative-position bias."""
+    """Multi-head self-attention, with a learned per-head relative-position bias unless ``pos_enc: none``."""
 
     def __init__(self, d_model: int, cfg: ConformerConfig) -> None:
         super().__init__()
@@ -80,15 +88,19 @@ class RelPosMultiHeadAttention(nn.Module):
         self.dropout = cfg.attention_dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.rel_bias = nn.Parameter(torch.zeros(2 * cfg.max_rel_pos + 1, cfg.num_heads))
+        self.rel_bias = (nn.Parameter(torch.zeros(2 * cfg.max_rel_pos + 1, cfg.num_heads))
+                         if cfg.pos_enc == "rel_bias" else None)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        idx = torch.arange(t, device=x.device)
-        rel = (idx[None, :] - idx[:, None]).clamp(-self.p, self.p) + self.p
-        bias = self.rel_bias[rel].permute(2, 0, 1).unsqueeze(0).to(q.dtype)  # [1, H, T, T]
-        mask = bias.masked_fill(~allowed, float("-inf"))
+        if self.rel_bias is None:
+            mask = allowed
+        else:
+            idx = torch.arange(t, device=x.device)
+            rel = (idx[None, :] - idx[:, None]).clamp(-self.p, self.p) + self.p
+            bias = self.rel_bias[rel].permute(2, 0, 1).unsqueeze(0).to(q.dtype)  # [1, H, T, T]
+            mask = bias.masked_fill(~allowed, float("-inf"))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -100,7 +112,11 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     Own code because torch's BatchNorm1d would include padded frames in the statistics,
     so a valid frame's output would change with the amount of padding in the batch.
+    ``update_stats = False`` (see :func:`frozen_running_stats`) normalises a training batch
+    with its own statistics but leaves the running statistics, which decoding uses, alone.
     """
+
+    update_stats: bool = True
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:  # x [B, C, T]
         if not self.training:
@@ -109,14 +125,37 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         n = m.sum().clamp(min=1.0)
         mean = (x * m).sum(dim=(0, 2)) / n
         var = (((x - mean[None, :, None]) ** 2) * m).sum(dim=(0, 2)) / n
+        if self.update_stats:
+            self._update_running(mean, var, n)
+        y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: torch.Tensor) -> None:
         with torch.no_grad():
             self.num_batches_tracked += 1
             mom = self.momentum if self.momentum is not None else 0.1
             unbiased = var * n / (n - 1).clamp(min=1.0)
             self.running_mean.mul_(1 - mom).add_(mom * mean.detach())
             self.running_var.mul_(1 - mom).add_(mom * unbiased.detach())
-        y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
-        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Inside the block, no :class:`MaskedBatchNorm1d` of ``module`` updates its running statistics.
+
+    JUST runs the conformer blocks twice per step: on the masked input (contrastive and MLM
+    terms) and on the unmasked input (RNN-T). Decoding normalises with the running
+    statistics, so they must describe the input decoding sees: the masked pass runs frozen.
+    """
+    norms = [m for m in module.modules() if isinstance(m, MaskedBatchNorm1d)]
+    saved = [m.update_stats for m in norms]
+    for m in norms:
+        m.update_stats = False
+    try:
+        yield
+    finally:
+        for m, s in zip(norms, saved):
+            m.update_stats = s
 
 
 class ConvModule(nn.Module):

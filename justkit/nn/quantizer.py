@@ -68,11 +68,27 @@ class GumbelVectorQuantizer(nn.Module):
         nn.init.normal_(self.logits.weight, mean=0.0, std=1.0)
         nn.init.zeros_(self.logits.bias)
         self.codebook = nn.Parameter(torch.rand(cfg.groups, cfg.entries, cfg.code_dim // cfg.groups))
+        # Updates this quantizer was trained for before the current run (set when a run starts
+        # from a pre-trained checkpoint), so that fine-tuning continues the temperature
+        # schedule where pre-training left it instead of restarting at temp_max.
+        # A buffer, so it travels in checkpoints; mirrored as a Python int (no device sync per step).
+        self.register_buffer("step_offset", torch.zeros((), dtype=torch.long))
+        self._offset = 0
+        self.register_load_state_dict_post_hook(lambda mod, _keys: mod._sync_offset())
+
+    def _sync_offset(self) -> None:
+        self._offset = int(self.step_offset)
+
+    def set_step_offset(self, steps: int) -> None:
+        """Continue the temperature schedule after ``steps`` earlier updates."""
+        self.step_offset.fill_(int(steps))
+        self._offset = int(steps)
 
     def temperature(self, step: int) -> float:
-        """max(temp_max * temp_decay**step, temp_min)."""
+        """max(temp_max * temp_decay**(step_offset + step), temp_min)."""
         c = self.cfg
-        return max(c.temp_max * c.temp_decay ** max(int(step), 0), c.temp_min)
+        s = max(int(step), 0) + self._offset
+        return max(c.temp_max * c.temp_decay ** s, c.temp_min)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, step: int = 0) -> QuantizerOutput:
         c = self.cfg

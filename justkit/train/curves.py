@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 # Columns that describe a row rather than being a curve of their own (lr gets its own plot).
 META = ("split", "step", "epoch", "lr", "grad_norm", "frames_per_s", "skipped", "elapsed_s")
 NOT_PLOTTED = ("split", "step", "epoch", "skipped", "elapsed_s", "num_frames")
+BALANCE = ("gnorm_", "gshare_")  # per-term encoder gradient norms and shares (trainer grad_balance_interval)
 
 
 class TrainCurves:
@@ -63,8 +64,9 @@ class TrainCurves:
         atomic_write_text(self.csv_path, buf.getvalue())
 
     def terms(self) -> list[str]:
-        """The curves to plot: every numeric column except row descriptors."""
-        return [c for c in self.columns() if c not in NOT_PLOTTED]
+        """The curves to plot one by one: every numeric column except row descriptors and the
+        gradient-balance columns (``gnorm_*``, ``gshare_*``: one figure together)."""
+        return [c for c in self.columns() if c not in NOT_PLOTTED and not c.startswith(BALANCE)]
 
     def plot(self) -> list[Path]:
         """One PNG per term (train line, dev points) plus ``lr.png``; returns the paths written."""
@@ -98,7 +100,43 @@ class TrainCurves:
             with atomic_open(path, "wb", encoding=None) as f:
                 fig.savefig(f, format="png")
             written.append(path)
-        return written
+        balance = self.plot_balance()
+        return written + ([balance] if balance else [])
+
+    def plot_balance(self) -> Path | None:
+        """``grad_balance.png``: each term's share of the shared-encoder gradient norm (top) and
+        the norms themselves on a log scale (bottom); None when nothing was measured."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        cols = self.columns()
+        names = [c[len("gshare_"):] for c in cols if c.startswith("gshare_")]
+        if not names:
+            return None
+        fig = Figure(figsize=(7, 6), dpi=100)
+        FigureCanvasAgg(fig)
+        top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+        for name in names:
+            for ax, col in ((top, f"gshare_{name}"), (bottom, f"gnorm_{name}")):
+                pts = [(r["step"], r[col]) for r in self.rows
+                       if r.get("split") == "train" and _finite(r.get(col)) and (ax is top or r[col] > 0)]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, "-", label=name)
+        top.set_ylabel("share of encoder grad norm")
+        top.set_ylim(0, 1)
+        top.set_title("gradient balance on the shared encoder")
+        bottom.set_ylabel("grad norm (weighted term)")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("step")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = self.plot_dir / "grad_balance.png"
+        with atomic_open(path, "wb", encoding=None) as f:
+            fig.savefig(f, format="png")
+        return path
 
 
 def _finite(v) -> bool:

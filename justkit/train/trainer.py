@@ -49,6 +49,10 @@ class TrainConfig:
     dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
     dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
     max_consecutive_skips: int = 20
+    # Steps between measurements of each loss term's share of the shared-encoder gradient
+    # (one extra forward and one backward per term, on that step's first batch, outside the
+    # update; 0 = never). Logged with the next log line, in train.csv and plots/grad_balance.png.
+    grad_balance_interval: int = 0
     find_unused_parameters: bool = True   # DDP: modes leave some modules unused
     num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
     plots: bool = True               # write plots/*.png at epoch ends and at the end
@@ -66,6 +70,8 @@ class TrainConfig:
             raise ConfigError(f"train.amp: {self.amp!r} is not one of {AMP_MODES}")
         if self.log_interval < 1:
             raise ConfigError(f"train.log_interval must be >= 1, got {self.log_interval}")
+        if self.grad_balance_interval < 0:
+            raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")
 
 
 def check_top_level(config: dict, where: str = "config") -> None:
@@ -150,6 +156,8 @@ class Trainer:
         self.last_eval_step = -1
         self.last_plot_step = -1
         self.ddp_model: torch.nn.Module = self.model
+        self._buffers_before: dict[str, torch.Tensor] | None = None  # restored if the update is skipped
+        self.balance: dict[str, float] = {}  # latest gradient-balance measurement
 
     # ------------------------------------------------------------------ set-up
     def _amp_dtype(self) -> torch.dtype | None:
@@ -229,9 +237,23 @@ class Trainer:
         return self.cfg.max_epochs > 0 and self.train_loader.epoch >= self.cfg.max_epochs
 
     # ------------------------------------------------------------------ one update
+    def _snapshot_buffers(self) -> dict[str, torch.Tensor]:
+        return {k: b.detach().clone() for k, b in self.model.named_buffers()}
+
+    def _restore_buffers(self, saved: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, b in self.model.named_buffers():
+                b.copy_(saved[k])
+
     def _micro_step(self, batch: dict, scale: float, sync: bool) -> tuple[dict, torch.Tensor, int]:
-        """Forward + backward of one batch; returns (detached terms, finite flag, input frames)."""
+        """Forward + backward of one batch; returns (detached terms, finite flag, input frames).
+
+        The first batch of an update snapshots the model's buffers (batch-norm running
+        statistics, ...), which a skipped update restores: a non-finite batch leaves no trace.
+        """
         batch = _to_device(batch, self.device)
+        if self._buffers_before is None:
+            self._buffers_before = self._snapshot_buffers()
         ctx = contextlib.nullcontext()
         if self.dist.enabled and not sync:
             ctx = self.ddp_model.no_sync()
@@ -262,6 +284,9 @@ class Trainer:
                 self.optimizer.step()
             self.scheduler.step()
             self.step += 1
+        elif self._buffers_before is not None:
+            self._restore_buffers(self._buffers_before)
+        self._buffers_before = None
         if self.scaler.is_enabled():
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -314,6 +339,9 @@ class Trainer:
         for i, batch in enumerate(self.train_loader):
             group_size = min(accum, remaining - group_start)
             is_last = len(group) + 1 == group_size
+            iv = self.cfg.grad_balance_interval
+            if not group and iv > 0 and self.step % iv == 0 and self.dist.is_main:
+                self._measure_balance(batch)
             terms, finite, frames = self._micro_step(batch, 1.0 / group_size, sync=is_last)
             self.iv_frames += frames
             group.append((terms, finite, batch["utts"]))
@@ -342,6 +370,37 @@ class Trainer:
         self._save()
         self._plot()
         return False, last_row
+
+    def _measure_balance(self, batch: dict) -> None:
+        """Each loss term's gradient norm on the shared encoder, and its share of their sum.
+
+        A separate forward of the unwrapped model on ``batch`` (RNG forked, buffers restored),
+        then one backward per term: the training step itself is unchanged by measuring.
+        """
+        params_of = getattr(self.model, "encoder_parameters", None)
+        if params_of is None:
+            return
+        params = [p for p in params_of() if p.requires_grad]
+        saved = self._snapshot_buffers()
+        devices = [self.device.index] if self.device.type == "cuda" else []
+        norms: dict[str, torch.Tensor] = {}
+        with torch.random.fork_rng(devices=devices):
+            with self._autocast():
+                out = self.model(_to_device(batch, self.device), step=self.step)
+            for name, term in (out.get("weighted") or {}).items():
+                if not term.requires_grad:
+                    continue
+                grads = torch.autograd.grad(term.float(), params, retain_graph=True, allow_unused=True)
+                sq = [g.float().pow(2).sum() for g in grads if g is not None]
+                norms[name] = torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=self.device)
+        del out
+        self._restore_buffers(saved)
+        if not norms:
+            return
+        vals = {k: float(v) for k, v in norms.items()}  # one host sync per measurement
+        total = sum(v for v in vals.values() if math.isfinite(v))
+        self.balance = {f"gnorm_{k}": v for k, v in vals.items()}
+        self.balance.update({f"gshare_{k}": (v / total if total > 0 else 0.0) for k, v in vals.items()})
 
     def _on_skip(self, group: list, gnorm: float, epoch: int) -> None:
         self.skipped_total += 1
@@ -402,10 +461,16 @@ class Trainer:
                "elapsed_s": time.time() - self.t_start}
         row.update({k: vals[i].item() / n for i, k in enumerate(keys)})
         self._reset_interval()
+        balance = ""
+        if self.balance:
+            row.update(self.balance)
+            shares = {k[len("gshare_"):]: v for k, v in self.balance.items() if k.startswith("gshare_")}
+            balance = " | encoder grad share " + " ".join(f"{k} {v:.2f}" for k, v in shares.items())
+            self.balance = {}
         if self.dist.is_main:
             terms = " ".join(f"{k} {row[k]:.4g}" for k in keys if k != "num_frames")
-            logger.info("step %d epoch %d | %s | lr %.3e gnorm %.3g | %.0f frames/s | ETA %s%s",
-                        self.step, epoch, terms, row["lr"], row["grad_norm"], row["frames_per_s"],
+            logger.info("step %d epoch %d | %s | lr %.3e gnorm %.3g%s | %.0f frames/s | ETA %s%s",
+                        self.step, epoch, terms, row["lr"], row["grad_norm"], balance, row["frames_per_s"],
                         _fmt_eta(eta), f" | {skipped} skipped" if skipped else "")
             self.curves.add(row)
             self.curves.write_csv()
@@ -488,6 +553,12 @@ class Trainer:
         if self.last_saved_step == self.step:
             return
         t0 = time.time()
+        bad = [k for k, v in self.model.state_dict().items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise RuntimeError(
+                f"step {self.step}: the model holds non-finite values in {', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''}; not saving it over the last good checkpoint")
         state = self.checkpoint_state()
         if self.dist.is_main:
             path = ckpt_lib.save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.keep_last)
