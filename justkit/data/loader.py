@@ -141,6 +141,7 @@ def build_loader(
     train: bool = True,
     max_frames: Optional[int] = None,
     pin_memory: bool = False,
+    labelled_only: bool = False,
 ) -> ResumableDataLoader:
     """DataLoader over a packed jsonl for DDP ``rank`` of ``world_size``.
 
@@ -148,13 +149,20 @@ def build_loader(
     ``train=False`` (dev/decoding): every utterance once in length order, no augmentation.
     ``seed`` (default ``cfg.seed``) fixes the batches and augmentation; ``max_frames``
     overrides ``cfg.max_frames`` (e.g. a larger budget for evaluation); ``pin_memory`` for
-    faster copies to a GPU. Workers only load and collate, so the batches do not depend on
+    faster copies to a GPU. ``labelled_only`` keeps the labelled examples only (a supervised
+    model has no use for the others). Workers only load and collate, so the batches do not depend on
     ``cfg.num_workers``. Relative feats paths in the jsonl resolve against the working
     directory (the recipe dir, as run.sh runs every stage there).
     """
     seed = cfg.seed if seed is None else int(seed)
     specaug = cfg.specaug if train and cfg.specaug.enabled else None
     dataset = PackedDataset(jsonl, cmvn=cmvn, specaug=specaug)
+    if labelled_only:
+        dataset.entries = [e for e in dataset.entries if e["labelled"]]
+        if not dataset.entries:
+            from justkit.data.dataset import PackedDataError
+
+            raise PackedDataError(f"{jsonl}: no labelled utterance (a supervised model needs some)")
     sampler = BucketBatchSampler(
         dataset.lengths,
         dataset.langs,

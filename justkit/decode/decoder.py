@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from tqdm import tqdm
 
 from justkit.config import from_dict
 from justkit.data.datadir import write_table
@@ -18,6 +17,7 @@ from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.decode.hyp import Hypothesis, check_model
 from justkit.fileio import atomic_write_text
+from justkit.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,11 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def decode_dataset(
     model: Any, dataset: PackedDataset, cfg: DecodeConfig, device: str | torch.device = "cpu",
-    desc: str = "decode",
+    desc: str = "decode", progress: bool = True,
 ) -> Dict[str, SetOutput]:
     """Run every method of ``cfg`` on ``dataset``; the encoder runs once per batch and its time
-    counts towards every method's real-time factor (as if each method ran alone)."""
+    counts towards every method's real-time factor (as if each method ran alone). ``progress``:
+    a log line every 10 s (utterances done, x real time)."""
     check_model(model)
     device = torch.device(device)
     model.eval()
@@ -96,7 +97,8 @@ def decode_dataset(
     batches = make_batches(lengths, cfg.batch_size, cfg.max_batch_frames)
     hyps: Dict[str, Dict[str, Hypothesis]] = {m: {} for m in cfg.methods}
     secs = {m: 0.0 for m in cfg.methods}
-    for idx in tqdm(batches, desc=desc, unit="batch", mininterval=2.0):
+    prog = ProgressLog(desc, len(lengths), logger=log) if progress else None
+    for idx in batches:
         t0 = time.perf_counter()
         batch = collate([dataset[i] for i in idx])
         feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
@@ -113,6 +115,10 @@ def decode_dataset(
             secs[m] += t_enc + time.perf_counter() - t1
             for utt, h in zip(batch["utts"], out):
                 hyps[m][utt] = h
+        if prog is not None:
+            prog.update(len(idx), float(batch["feat_lens"].sum()) * FRAME_SHIFT_SEC)
+    if prog is not None and prog.done:
+        prog.finish()
     audio = sum(lengths) * FRAME_SHIFT_SEC
     return {m: SetOutput(hyps[m], secs[m], audio) for m in cfg.methods}
 

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 META = ("split", "step", "epoch", "lr", "grad_norm", "frames_per_s", "skipped", "elapsed_s")
 NOT_PLOTTED = ("split", "step", "epoch", "skipped", "elapsed_s", "num_frames")
 BALANCE = ("gnorm_", "gshare_")  # per-term encoder gradient norms and shares (trainer grad_balance_interval)
+DEV_WER = "dev_wer"  # dev_wer (mean over languages) and dev_wer_<lang>: one figure together
 
 
 class TrainCurves:
@@ -66,7 +67,8 @@ class TrainCurves:
     def terms(self) -> list[str]:
         """The curves to plot one by one: every numeric column except row descriptors and the
         gradient-balance columns (``gnorm_*``, ``gshare_*``: one figure together)."""
-        return [c for c in self.columns() if c not in NOT_PLOTTED and not c.startswith(BALANCE)]
+        return [c for c in self.columns()
+                if c not in NOT_PLOTTED and not c.startswith(BALANCE) and not c.startswith(DEV_WER)]
 
     def plot(self) -> list[Path]:
         """One PNG per term (train line, dev points) plus ``lr.png``; returns the paths written."""
@@ -100,8 +102,37 @@ class TrainCurves:
             with atomic_open(path, "wb", encoding=None) as f:
                 fig.savefig(f, format="png")
             written.append(path)
-        balance = self.plot_balance()
-        return written + ([balance] if balance else [])
+        extra = [self.plot_balance(), self.plot_dev_wer()]
+        return written + [p for p in extra if p]
+
+    def plot_dev_wer(self) -> Path | None:
+        """``dev_wer.png``: greedy dev WER per language (thin) and their mean (thick)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        cols = [c for c in self.columns() if c.startswith(DEV_WER + "_")]
+        if DEV_WER not in self.columns():
+            return None
+        fig = Figure(figsize=(7, 4), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        for col in cols + [DEV_WER]:
+            pts = [(r["step"], r[col]) for r in self.rows if r.get("split") == "dev" and _finite(r.get(col))]
+            if pts:
+                xs, ys = zip(*pts)
+                main = col == DEV_WER
+                ax.plot(xs, ys, "o-" if main else "-", lw=2.5 if main else 1, markersize=4,
+                        label="mean" if main else col[len(DEV_WER) + 1:], color="k" if main else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel("greedy WER (%)")
+        ax.set_title("dev WER")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        path = self.plot_dir / "dev_wer.png"
+        with atomic_open(path, "wb", encoding=None) as f:
+            fig.savefig(f, format="png")
+        return path
 
     def plot_balance(self) -> Path | None:
         """``grad_balance.png``: each term's share of the shared-encoder gradient norm (top) and

@@ -48,6 +48,8 @@ class TrainConfig:
     average_last: int = 5            # default N of `justkit.bin.average`
     dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
     dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
+    dev_wer: bool = True             # greedy dev WER at every dev evaluation (models with an RNN-T decoder)
+    dev_wer_max_utts: int = 0        # per language, the first N dev utterances (0: all)
     max_consecutive_skips: int = 20
     # Steps between measurements of each loss term's share of the shared-encoder gradient
     # (one extra forward and one backward per term, on that step's first batch, outside the
@@ -140,9 +142,17 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), self.cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.optim)
 
+        # A supervised model learns nothing from unlabelled utterances: leave them out.
+        supervised_only = not getattr(self.model, "unsupervised", True)
         self.train_loader = build_loader(
-            self.data_cfg, train_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size, train=True
+            self.data_cfg, train_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size, train=True,
+            labelled_only=supervised_only,
         )
+        if self.dist.is_main:
+            ents = self.train_loader.dataset.entries
+            n_lab = sum(bool(e["labelled"]) for e in ents)
+            logger.info("training set %s: %d utterances, %d labelled%s", train_jsonl, len(ents), n_lab,
+                        " (unlabelled ones left out: supervised model)" if supervised_only else "")
         self.dev_loader = None
         if dev_jsonl:
             self.dev_loader = build_loader(
@@ -507,12 +517,62 @@ class Trainer:
         total = max(vals[-1].item(), 1.0)
         return {k: vals[i].item() / total for i, k in enumerate(keys)}
 
+    def dev_wer(self) -> dict[str, float]:
+        """Greedy WER (%) on the dev set (rank 0; ``dev_wer_max_utts`` per language): ``dev_wer``
+        = the mean over languages (as the paper averages), ``dev_wer_<lang>`` per language."""
+        from justkit.decode.decoder import DecodeConfig, decode_dataset
+        from justkit.score.wer import score_tables
+
+        tok = self._dev_tokenizer()
+        if tok is None or getattr(self.model, "predictor", None) is None or self.dev_loader is None:
+            return {}
+        ds = self.dev_loader.dataset
+        cap = self.cfg.dev_wer_max_utts
+        seen: dict[str, int] = {}
+        keep = []
+        for e in ds.entries:
+            if cap <= 0 or seen.get(e["lang"], 0) < cap:
+                keep.append(e)
+                seen[e["lang"]] = seen.get(e["lang"], 0) + 1
+        from justkit.data.dataset import PackedDataset
+
+        sub = PackedDataset(keep, cmvn=ds.cmvn)
+        sub.source = ds.source
+        was_training = self.model.training
+        with self._autocast():
+            out = decode_dataset(self.model, sub, DecodeConfig(methods=["greedy"]), self.device, progress=False)
+        self.model.train(was_training)
+        hyps = {u: tok.decode(h.tokens) for u, h in out["greedy"].hyps.items()}
+        res = score_tables({e["utt"]: e["text"] for e in keep}, hyps, {e["utt"]: e["lang"] for e in keep},
+                           ref_name=f"{ds.source} (text)", hyp_name="dev greedy hypotheses")
+        per_lang: dict[str, list] = {}
+        for u in res.utts:
+            per_lang.setdefault(u.lang, []).append(u)
+        wers = {}
+        for lang, utts in sorted(per_lang.items()):
+            n = sum(len(u.ref) for u in utts)
+            wers[f"dev_wer_{lang}"] = 100.0 * sum(u.errors for u in utts) / max(n, 1)
+        wers["dev_wer"] = sum(wers.values()) / max(len(wers), 1)
+        return wers
+
+    def _dev_tokenizer(self):
+        if not hasattr(self, "_tokenizer"):
+            path = (self.config.get("paths") or {}).get("tokenizer")
+            self._tokenizer = None
+            if path and self.cfg.dev_wer:
+                from justkit.text.tokenizer import Tokenizer
+
+                self._tokenizer = Tokenizer(path)
+        return self._tokenizer
+
     def _evaluate(self) -> None:
         self.last_eval_step = self.step
         if self.dev_loader is None:
             return
         t0 = time.time()
         res = self.evaluate()
+        if self.dist.is_main and res:
+            res.update(self.dev_wer())
         if self.dist.is_main and res:
             terms = " ".join(f"{k} {v:.4g}" for k, v in res.items() if k != "num_frames")
             logger.info("dev at step %d (epoch %d): %s (%.1f s)", self.step, self.train_loader.epoch,
