@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from justkit.data.datadir import read_table
+from justkit.datadir.tables import read_table
 from justkit.data.sampler import BucketBatchSampler, greedy_batches, padding_fraction
 
 MINI = Path(__file__).resolve().parents[1] / "egs/mls/dump/fbank/train/utt2num_frames"

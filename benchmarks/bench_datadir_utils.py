@@ -1,6 +1,6 @@
 """Benchmark of the data-dir utilities and the job runner: wall time on a synthetic data dir.
 
-Usage: tools/venv/bin/python benchmarks/bench_datadir_utils.py [--utts 100000] [--jobs 100] [--max-jobs-run 2]
+Usage: tools/venv/bin/python benchmarks/bench_datadir_utils.py [--utts 100000] [--jobs 100] [--max_jobs_run 2]
 
 Prints one table: validate_data_dir / fix_data_dir (library calls), split_scp.py,
 subset_data_dir.py and combine_data.py (CLIs, including Python start-up) on a data dir
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from justkit.data.validate import fix_data_dir, validate_data_dir  # noqa: E402
+from justkit.datadir.validate import fix_data_dir, validate_data_dir  # noqa: E402
 
 LANGS = ("en", "de", "nl", "es", "fr", "pt", "it", "pl")
 
@@ -58,7 +58,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--utts", type=int, default=100_000)
     p.add_argument("--jobs", type=int, default=100)
-    p.add_argument("--max-jobs-run", type=int, default=2)
+    p.add_argument("--max_jobs_run", type=int, default=2)
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def main() -> None:
         rows.append(("combine_data.py (2 dirs)", a.utts * 9 // 10 + a.utts // 10, timed(
             lambda: cli(ROOT / "utils/combine_data.py", t / "c", t / "d", t / "d2"))))
         rows.append((f"run.py JOB=1:{a.jobs} true (max {a.max_jobs_run})", a.jobs, timed(
-            lambda: cli(sys.executable, ROOT / "utils/run.py", f"--max-jobs-run={a.max_jobs_run}",
+            lambda: cli(sys.executable, ROOT / "utils/run.py", f"--max_jobs_run={a.max_jobs_run}",
                         f"JOB=1:{a.jobs}", t / "log/x.JOB.log", "true"))))
         rows.append((f"bash -c true x {a.jobs} (sequential loop)", a.jobs, timed(
             lambda: [subprocess.run(["bash", "-c", "true"], check=True) for _ in range(a.jobs)])))

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load(args):
     if args.model:
         from justkit.data.dataset import PackedDataset
-        from justkit.train.checkpoint import load_model
+        from justkit.models.factory import load_model
 
         model, _ = load_model(args.model, args.device)
         ds = PackedDataset(args.packed, cmvn=args.cmvn)

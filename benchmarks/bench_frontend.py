@@ -3,11 +3,11 @@
     tools/venv/bin/python benchmarks/bench_frontend.py [--num-utts 100] [--min-s 2] [--max-s 15] [--threads 1]
 
 Rows:
-  resample  stage: justkit.data.resample.resample (Kaiser kernel built once per rate pair);
+  resample  stage: justkit.frontend.resample.resample (Kaiser kernel built once per rate pair);
             48k->16k on all utterances, 44.1k->16k on the first 20 (read as 44.1 kHz)
             torchaudio: torchaudio.functional.resample with the same filter, kernel rebuilt per call
             torchaudio default: F.resample with its default Hann filter (not the stage's quality)
-  fbank     stage: justkit.data.fbank.compute_fbank; torchaudio: compliance.kaldi.fbank per utterance
+  fbank     stage: justkit.frontend.fbank.compute_fbank; torchaudio: compliance.kaldi.fbank per utterance
   job I/O   the stage jobs' whole per-utterance path in one process: opus decode -> resample ->
             FLAC encode (stage 2), FLAC decode -> fbank -> kaldiio ark write (stage 3)
 x real time = seconds of audio / seconds of compute (best of --repeats passes; the job rows: one pass).
@@ -28,10 +28,10 @@ import torchaudio.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from justkit.bin.fbank import fbank_shard  # noqa: E402
-from justkit.bin.resample import resample_shard  # noqa: E402
-from justkit.data.fbank import FbankConfig, compute_fbank  # noqa: E402
-from justkit.data.resample import ResampleConfig, resample  # noqa: E402
+from justkit.frontend.shards import fbank_shard  # noqa: E402
+from justkit.frontend.shards import resample_shard  # noqa: E402
+from justkit.frontend.fbank import FbankConfig, compute_fbank  # noqa: E402
+from justkit.frontend.resample import ResampleConfig, resample  # noqa: E402
 
 
 def make_audio(n: int, lo: float, hi: float, seed: int) -> list:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from justkit.data.mls import MLS_LANGUAGES, SPLITS, find_language_dir, probe_audio, read_split  # noqa: E402
+from justkit.corpora.mls import MLS_LANGUAGES, SPLITS, find_language_dir, probe_audio, read_split  # noqa: E402
 
 
 def main() -> None:

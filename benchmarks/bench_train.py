@@ -69,8 +69,10 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
     cfg["data"]["num_workers"] = 0
     cfg["train"].update(accum_grad=1, max_steps=10**9, max_epochs=0, plots=False, init="",
                         num_threads=args.threads or 0)
+    cfg["train"]["grad_balance_interval"] = 0  # measured separately; not part of a step's cost
+    cfg["paths"] = {"train": str(train)}
     dist = init_distributed(args.device)
-    t = Trainer(cfg, tmp / "exp", train, None, None, dist)
+    t = Trainer(cfg, tmp / "exp", dist)
     t.model.train()
     n_params = sum(p.numel() for p in t.model.parameters())
     padding = t.train_loader.padding_fraction()

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
+from justkit.errors import JustkitError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(JustkitError, ValueError):
     """A config file or override is malformed; the message names the file and key."""
 
 
@@ -34,6 +35,20 @@ def load_yaml(path: str | Path) -> dict:
     for inc in includes:
         merged = deep_merge(merged, load_yaml(path.parent / inc))
     return deep_merge(merged, data)
+
+
+def load_section(path: str | Path | None, section: str, overrides: Sequence[str] = ()) -> dict:
+    """The ``section:`` mapping of the YAML file ``path`` (None: empty) with ``--section.key value``
+    ``overrides`` applied. Every justkit config file has this shape: one mapping per section
+    (``fbank:``, ``tokenizer:``, ``decode:``; experiments have ``model:``, ``data:``, ``train:``)."""
+    raw = load_yaml(path) if path else {}
+    if path and section not in raw:
+        raise ConfigError(f"{path}: no '{section}:' section (keys: {sorted(raw)}); justkit configs "
+                          f"hold their options under '{section}:'")
+    other = sorted(set(raw) - {section})
+    if other:
+        raise ConfigError(f"{path}: unknown top-level key(s) {other}; this file holds '{section}:' only")
+    return apply_overrides({section: raw.get(section) or {}}, overrides)[section]
 
 
 def deep_merge(base: Mapping, over: Mapping) -> dict:
@@ -102,12 +117,25 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     for name, val in data.items():
         typ = hints.get(name)
         key = f"{where or cls.__name__}.{name}"
-        if dataclasses.is_dataclass(typ) and isinstance(val, Mapping):
-            val = from_dict(typ, val, key)
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(val, (Mapping, typ)):
+                raise ConfigError(f"{key}: expected a mapping of {typ.__name__} keys, got {val!r}")
+            if isinstance(val, Mapping):
+                val = from_dict(typ, val, key)
         elif typ in (int, float):
             val = _number(val, typ, key)
+        elif typ is bool and not isinstance(val, bool):
+            raise ConfigError(f"{key}: expected true or false, got {val!r}")
+        elif typ is str and not isinstance(val, str):
+            raise ConfigError(f"{key}: expected a string, got {val!r}")
         kwargs[name] = val
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a dataclass's own checks (__post_init__)
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) or not where else f"{where}: {msg}") from None
 
 
 def _number(val: Any, typ: type, key: str) -> int | float:

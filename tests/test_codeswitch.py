@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from justkit.bin.make_codeswitch import main
-from justkit.data.codeswitch import CodeSwitchConfig, make_codeswitch
-from justkit.data.datadir import DataDirError, read_table, write_table
+from justkit.corpora.codeswitch import CodeSwitchConfig, make_codeswitch
+from justkit.datadir.tables import DataDirError, read_table, write_table
 
 SR = 16000
 
@@ -86,7 +86,7 @@ def test_cli_and_errors(tmp_path, inputs, capsys):
     assert main(["--seed", "0", "--num", "4", *map(str, inputs), str(out)]) == 0
     assert len(read_table(out / "text")) == 4
     # missing input dir: named
-    assert main(["--num", "2", str(inputs[0]), str(tmp_path / "test_xx"), str(tmp_path / "o")]) == 1
+    assert main(["--num", "2", str(inputs[0]), str(tmp_path / "test_xx"), str(tmp_path / "o")]) == 2
     assert "test_xx: input data dir not found" in capsys.readouterr().err
     # one language only
     with pytest.raises(DataDirError, match="at least two languages"):

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from justkit.config import from_dict, load_yaml
+from justkit.config import from_dict, load_section, load_yaml
 from justkit.data.loader import DataConfig
 from justkit.decode.decoder import DecodeConfig
 from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig
-from justkit.train.trainer import TrainConfig
+from justkit.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(ROOT.glob("egs/*/conf/train_*.yaml"))
@@ -37,12 +37,12 @@ def test_train_config_builds(path):
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/decode.yaml")), ids=lambda p: p.parts[-3])
 def test_decode_config_builds(path):
-    DecodeConfig.from_dict(load_yaml(path))
+    DecodeConfig.from_dict(load_section(path, "decode"))
 
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/tokenizer*.yaml")), ids=lambda p: f"{p.parts[-3]}/{p.name}")
 def test_tokenizer_config_builds(path):
-    from_dict(TokenizerConfig, load_yaml(path), str(path))
+    from_dict(TokenizerConfig, load_section(path, "tokenizer"), str(path))
 
 
 def test_numbers_given_as_strings_are_parsed_for_every_config():

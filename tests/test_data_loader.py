@@ -272,7 +272,7 @@ def test_data_config_from_yaml_dict():
 
 
 def test_cmvn_from_kaldi_stats_file(tmp_path):
-    from justkit.data.cmvn import write_cmvn
+    from justkit.frontend.cmvn import write_cmvn
 
     path = write_packed(tmp_path, small_rows(12))
     raw = PackedDataset(path)
@@ -326,9 +326,9 @@ def make_fbank_dir(root, name="train"):
 
 
 def run_pack(args):
-    from justkit.bin import pack
+    from justkit.bin import pack_examples
 
-    return pack.main([str(a) for a in args])
+    return pack_examples.main([str(a) for a in args])
 
 
 def test_pack_cli_with_labelled_subset(tmp_path, spm_model):
@@ -343,7 +343,8 @@ def test_pack_cli_with_labelled_subset(tmp_path, spm_model):
         (s / "text").write_text("".join(f"{u} x\n" for u in first), encoding="utf-8")
         subsets.append(s)
     out = tmp_path / "dump" / "packed" / "train.jsonl"
-    assert run_pack(["--tokenizer", spm_model, "--labelled_subset", *subsets, d, out]) == 0
+    opts = [w for s in subsets for w in ("--labelled_subset", s)]
+    assert run_pack(["--tokenizer", spm_model, *opts, d, out]) == 0
     lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert [e["utt"] for e in lines] == sorted(u for u, _, _ in rows)
     tok = Tokenizer(spm_model)
@@ -386,7 +387,7 @@ def test_pack_bad_input_names_utterance(tmp_path, spm_model, capfd, breakage, me
         rewrite("utt2lang", lambda l: "" if l.startswith(bad) else l + "\n")
     out = tmp_path / "train.jsonl"
     out.write_text("previous\n", encoding="utf-8")
-    assert run_pack(["--tokenizer", spm_model, d, out]) == 1  # the CLI logs to stderr
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 2  # the CLI logs one line to stderr
     err = capfd.readouterr().err
     assert re.search(message, err), err
     assert out.read_text(encoding="utf-8") == "previous\n"  # nothing produced earlier is corrupted

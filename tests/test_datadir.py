@@ -1,12 +1,12 @@
-"""justkit.data.validate: each inconsistency is reported (file + id), fix_data_dir repairs it; datadir tables."""
+"""justkit.datadir.validate: each inconsistency is reported (file + id), fix_data_dir repairs it; datadir tables."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from justkit.data.datadir import DataDirError, read_table, write_table
-from justkit.data.validate import DataDirInvalid, assert_valid_data_dir, fix_data_dir, validate_data_dir
+from justkit.datadir.tables import DataDirError, read_table, write_table
+from justkit.datadir.validate import DataDirInvalid, assert_valid_data_dir, fix_data_dir, validate_data_dir
 
 UTTS = {
     "spkA-u1": ("spkA", "en", "hello world", "1.5"),
@@ -118,15 +118,19 @@ def test_spk2utt_inconsistent_both_ways(tmp_path):
 
 def test_bad_values_lang_empty_text_duration(tmp_path):
     d = make_dir(tmp_path / "d")
-    edit(d / "utt2lang", lambda ls: [l.replace("spkA-u2 en", "spkA-u2 xx") for l in ls])
+    edit(d / "utt2lang", lambda ls: [l.replace("spkA-u2 en", "spkA-u2 English") for l in ls])
     edit(d / "text", lambda ls: [l.split()[0] if l.startswith("spkB-u1") else l for l in ls])
     edit(d / "utt2dur", lambda ls: [l.replace("3.25", "-1") for l in ls])
     probs = validate_data_dir(d)
-    assert "unknown language code 'xx'" in one(probs, f"{d}/utt2lang:2:", "spkA-u2")
+    assert "'English' is not a language code" in one(probs, f"{d}/utt2lang:2:", "spkA-u2")
     assert "empty transcript" in one(probs, f"{d}/text:3:", "spkB-u1")
     assert "not a positive number" in one(probs, f"{d}/utt2dur:4:", "spkB-u2")
     assert len(probs) == 3
-    assert len(validate_data_dir(d, known_langs=["xx"])) == 2
+    # Any ISO code passes unless the recipe lists its languages (asr.sh: --known_langs "$langs")
+    edit(d / "utt2lang", lambda ls: [l.replace("spkA-u2 English", "spkA-u2 sv") for l in ls])
+    assert len(validate_data_dir(d)) == 2
+    assert "unknown language code 'sv'" in one(validate_data_dir(d, known_langs=["en", "de"]), "spkA-u2")
+    edit(d / "utt2lang", lambda ls: [l.replace("spkA-u2 sv", "spkA-u2 English") for l in ls])
     res = fix_data_dir(d)
     assert set(res["dropped"]) == {"spkA-u2", "spkB-u1", "spkB-u2"}
     assert "empty transcript in text" in res["dropped"]["spkB-u1"]

@@ -170,7 +170,7 @@ def test_decode_cli_writes_decode_dirs(tmp_path):
     import numpy as np
 
     from justkit.bin.decode import main
-    from justkit.data.cmvn import accumulate, write_cmvn
+    from justkit.frontend.cmvn import accumulate, write_cmvn
     from justkit.fileio import atomic_torch_save
     from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -196,10 +196,14 @@ def test_decode_cli_writes_decode_dirs(tmp_path):
     model = JUSTModel(JUSTConfig.from_dict(cfg))
     atomic_torch_save({"model": model.state_dict(), "config": {"model": cfg}}, tmp_path / "model_avg.pt")
     exp = tmp_path / "exp"
-    rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),
-               "--cmvn", str(tmp_path / "cmvn.ark"), "--device", "cpu", "--exp", str(exp),
+    # The tokenizer and CMVN come from the experiment's config.yaml, as stage 6 wrote it.
+    from justkit.experiment import Experiment
+
+    Experiment.from_dict({"model": cfg, "train": {"max_steps": 1}, "paths": {
+        "tokenizer": str(tmp_path / "token/spm.model"), "cmvn": str(tmp_path / "cmvn.ark")}}).save(exp)
+    rc = main(["--model", str(tmp_path / "model_avg.pt"), "--device", "cpu", "--exp", str(exp),
                str(tmp_path / "test_en.jsonl"), str(tmp_path / "test_pl.jsonl"),
-               "beam.beam_size=2", "greedy.max_symbols_per_frame=2"])
+               "--decode.beam.beam_size", "2", "--decode.greedy.max_symbols_per_frame=2"])
     assert rc == 0
     for method in ("greedy", "beam"):
         for set_name, utts in (("test_en", ["en1", "en2"]), ("test_pl", ["pl1"])):
@@ -215,7 +219,16 @@ def test_decode_cli_writes_decode_dirs(tmp_path):
     (tmp_path / "test_bad.jsonl").write_text('{"utt": "x"}\n')
     rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),
                "--cmvn", str(tmp_path / "cmvn.ark"), "--exp", str(exp), str(tmp_path / "test_bad.jsonl")])
-    assert rc == 1 and not (exp / "decode_greedy_test_bad").exists()
+    assert rc == 2 and not (exp / "decode_greedy_test_bad").exists()
+    # a tokenizer of another size than the model's vocabulary is refused, naming both
+    other = train_tokenizer(texts, tmp_path / "token2",
+                            TokenizerConfig(vocab_size=20, hard_vocab_limit=False, model_type="bpe"))
+    assert other.vocab_size != tok.vocab_size
+    assert main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token2/spm.model"),
+                 "--exp", str(exp), str(tmp_path / "test_en.jsonl")]) == 2
+    # a typo in an option or an override section is an argparse error, not a YAML key error
+    with pytest.raises(SystemExit):
+        main(["--devce", "cpu", "--exp", str(exp), str(tmp_path / "test_en.jsonl")])
 
 
 def test_wide_graves_beam_finds_the_exhaustive_best(trained):

@@ -11,10 +11,10 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 
 from justkit.config import ConfigError
-from justkit.data.cmvn import (CmvnError, accumulate, apply_cmvn, compute_cmvn_stats, load_cmvn, read_cmvn,
+from justkit.frontend.cmvn import (CmvnError, accumulate, apply_cmvn, compute_cmvn_stats, load_cmvn, read_cmvn,
                                stats_to_mean_std, write_cmvn)
-from justkit.data.fbank import FbankConfig, FbankError, compute_fbank, load_fbank_config, num_frames
-from justkit.data.resample import resample
+from justkit.frontend.fbank import FbankConfig, FbankError, compute_fbank, load_fbank_config, num_frames
+from justkit.frontend.resample import resample
 
 ROOT = Path(__file__).resolve().parents[1]
 

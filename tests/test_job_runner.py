@@ -66,7 +66,7 @@ def test_usage_errors(tmp_path):
     r = run(["JOB=1:3", "log/one.log", "true"], tmp_path)
     assert r.returncode == 2 and "put JOB in its name" in r.stderr
     r = run(["--max-jobs", "2", "log/x.log", "true"], tmp_path)
-    assert r.returncode == 2 and "unknown option --max-jobs" in r.stderr
+    assert r.returncode == 2 and "unknown option --max_jobs" in r.stderr
     r = run(["--backend", "pbs", "log/x.log", "true"], tmp_path)
     assert r.returncode == 2 and "--backend must be local or slurm" in r.stderr
 

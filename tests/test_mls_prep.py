@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from justkit.bin.prepare_mls import PrepareConfig, prepare
-from justkit.data.datadir import DataDir, read_table
-from justkit.data.download import DownloadError, download_file, extract_tar
-from justkit.data.mls import (
+from justkit.corpora.prepare_mls import PrepareConfig, prepare
+from justkit.datadir.tables import DataDir, read_table
+from justkit.corpora.download import DownloadError, download_file, extract_tar
+from justkit.corpora.mls import (
     MLS_LANGUAGES,
     SPLITS,
     MLSError,
@@ -30,7 +30,7 @@ from justkit.data.mls import (
     read_limited_supervision,
     read_split,
 )
-from justkit.data.validate import validate_data_dir
+from justkit.datadir.validate import validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tools" / "mini_mls" / "corpus"

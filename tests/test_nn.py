@@ -171,7 +171,7 @@ def test_quantizer_shapes_straight_through_and_temperature():
 # ---------------------------------------------------------------- masking
 def test_span_mask_respects_lengths_and_spans():
     g = torch.Generator().manual_seed(0)
-    cfg = MaskingConfig(prob=0.065, span=10, min_spans=1)
+    cfg = MaskingConfig(span_start_prob=0.065, span=10, min_spans=1)
     lens = torch.tensor([200, 30, 5, 12])
     fracs = []
     for _ in range(20):

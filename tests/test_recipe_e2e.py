@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from justkit.data.datadir import read_table
-from justkit.data.validate import validate_data_dir
+from justkit.datadir.tables import read_table
+from justkit.datadir.validate import validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,13 +44,11 @@ train:
 
 def _recipe_copy(tmp_path: Path) -> Path:
     egs = tmp_path / "egs" / "mls"
-    shutil.copytree(ROOT / "egs/mls", egs, symlinks=True,
-                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
-    # the recipe's links point at ../../utils and ../TEMPLATE/asr.sh: re-point them at the checkout
-    (egs / "utils").unlink()
-    (egs / "utils").symlink_to(ROOT / "utils")
-    (egs / "asr.sh").unlink()
-    (egs / "asr.sh").symlink_to(ROOT / "egs/TEMPLATE/asr.sh")
+    # The recipe shares files with egs/TEMPLATE through relative links: copy both.
+    for name in ("mls", "TEMPLATE"):
+        shutil.copytree(ROOT / "egs" / name, tmp_path / "egs" / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    (tmp_path / "utils").symlink_to(ROOT / "utils")  # where their utils links point
     (egs / "conf/train_e2e.yaml").write_text(TINY_CONFIG)
     (egs / "conf/pretrain_e2e.yaml").write_text(TINY_CONFIG.replace("mode: just", "mode: pretrain"))
     return egs
@@ -124,6 +122,28 @@ def test_run_sh_stages_1_to_8(tmp_path):
     r = _run(egs, "--langs", "en pl", "--stage", "5", "--stop_stage", "5", "--labelled_subset", "9h")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (egs / "dump/packed/train.jsonl").read_bytes() == before
+
+    # Languages come from the data: the same audio relabelled with two made-up codes (ISO 639's
+    # local-use range) goes through stages 4-8 and gets its own columns and average.
+    relabel = {"en": "qaa", "pl": "qab"}
+    for d in ("data/train", "dump/fbank/train", "dump/fbank/dev"):
+        u2l = read_table(egs / d / "utt2lang")
+        (egs / d / "utt2lang").write_text("".join(f"{u} {relabel[l]}\n" for u, l in u2l.items()))
+    for old, new in relabel.items():
+        src, dst = egs / f"dump/fbank/test_{old}", egs / f"dump/fbank/test_{new}"
+        shutil.copytree(src, dst)
+        u2l = read_table(dst / "utt2lang")
+        (dst / "utt2lang").write_text("".join(f"{u} {new}\n" for u in u2l))
+    r = _run(egs, "--langs", "qaa qab", "--stage", "4", "--codeswitch", "false", "--config", "conf/train_e2e.yaml",
+             "--tag", "relabelled", "--train_args", "--train.max_steps 3", "--decode_args", "--decode.methods [greedy]")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    exp = egs / "exp/relabelled"
+    assert "| method | qaa | qab | avg |" in (exp / "RESULTS.md").read_text()
+    assert json.loads((exp / "results.json").read_text())["average"]["greedy"]["langs"] == ["qaa", "qab"]
+    assert not list(exp.glob("decode_beam_*"))  # --decode_args reached the decoder
+    from justkit.experiment import Experiment
+
+    assert Experiment.load(exp).train.max_steps == 3  # --train_args reached the trainer
 
 
 def test_run_sh_rejects_unknown_option(tmp_path):

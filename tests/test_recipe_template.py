@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from justkit.data.datadir import read_table
+from justkit.datadir.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "egs/TEMPLATE"
@@ -60,7 +60,33 @@ def test_template_and_example_recipe_files():
             assert (d / f).is_file(), f"{recipe}/{f}"
         assert os.access(d / "run.sh", os.X_OK) and os.access(d / "local/data.sh", os.X_OK)
         assert (d / "utils").is_symlink() and (d / "utils").resolve() == ROOT / "utils"
+    # Recipes share what is the same through links into the template; each keeps what differs.
+    for recipe in ("mls", "mini_enpl"):
+        d = ROOT / "egs" / recipe
+        for f in ("asr.sh", "path.sh", "cmd.sh", "conf/decode.yaml", "conf/fbank.yaml", "conf/model", "conf/train"):
+            assert (d / f).is_symlink() and (d / f).resolve() == (TEMPLATE / f).resolve(), f"{recipe}/{f}"
+        assert not (d / "local/data.sh").is_symlink() and not (d / "run.sh").is_symlink()
     # the template refuses to run without languages instead of guessing
     r = subprocess.run([str(TEMPLATE / "run.sh"), "--stop_stage", "0"], cwd=TEMPLATE,
                        env=dict(os.environ, JUSTKIT_NO_INSTALL="1"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "set --langs" in r.stderr
+
+
+def test_setup_sh_makes_a_recipe_that_links_the_template(tmp_path):
+    egs = tmp_path / "egs"
+    egs.mkdir()
+    (tmp_path / "utils").symlink_to(ROOT / "utils")
+    import shutil
+
+    shutil.copytree(TEMPLATE, egs / "TEMPLATE", symlinks=True)
+    r = subprocess.run(["bash", str(egs / "TEMPLATE/setup.sh"), str(egs / "mycorpus")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = egs / "mycorpus"
+    for f in ("asr.sh", "path.sh", "cmd.sh", "utils", "conf/decode.yaml", "conf/fbank.yaml", "conf/model", "conf/train"):
+        assert (d / f).is_symlink() and (d / f).exists(), f
+    for f in ("run.sh", "local/data.sh", "conf/tokenizer.yaml", "conf/train_just.yaml"):
+        assert (d / f).is_file() and not (d / f).is_symlink(), f
+    # a recipe that already exists is left alone
+    r = subprocess.run(["bash", str(egs / "TEMPLATE/setup.sh"), str(d)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "exists" in r.stderr

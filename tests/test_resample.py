@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as F
 
-from justkit.data.audio import AudioError, audio_info, load_audio, save_flac
-from justkit.data.resample import ResampleConfig, get_resampler, output_length, resample
+from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
+from justkit.frontend.resample import ResampleConfig, get_resampler, output_length, resample
 
 
 def tone(freq, sr=48000, seconds=1.0, amp=0.5):

@@ -127,9 +127,9 @@ def test_score_cli_errors_name_the_id(tmp_path, capsys):
     exp = tmp_path / "exp"
     _decode_dir(exp, "decode_greedy_test_en", {"u1": ("a b", "a b")})
     (exp / "decode_greedy_test_en" / "hyp.txt").write_text("u1 a b\nu9 c\n")
-    assert score_main(["--exp", str(exp)]) == 1
+    assert score_main(["--exp", str(exp)]) == 2
     assert "hyp.txt: utterance u9 is not in" in capsys.readouterr().err
-    assert score_main(["--exp", str(tmp_path / "none")]) == 1
+    assert score_main(["--exp", str(tmp_path / "none")]) == 2
     assert "none: experiment dir not found" in capsys.readouterr().err
     with pytest.raises(ScoringError, match="no utt2lang"):
         score_decode_dir(exp / "decode_greedy_test_en")
@@ -162,8 +162,8 @@ def test_paper_table_on_fake_experiments(tmp_path, capsys):
     assert "P1: average WER 50.0% (relative) below P2 (abstract)" in out
     # explicit method; unknown method and unscored experiment are clear errors
     assert experiment_row(exps[0], "greedy").avg == pytest.approx(30.0)
-    assert paper_main([str(exps[0]), "--method", "viterbi"]) == 1
-    assert paper_main([str(tmp_path / "unscored")]) == 1
+    assert paper_main([str(exps[0]), "--method", "viterbi"]) == 2
+    assert paper_main([str(tmp_path / "unscored")]) == 2
     assert "run `python -m justkit.bin.score" in capsys.readouterr().err
 
 

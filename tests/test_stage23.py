@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from justkit.data.audio import load_audio
-from justkit.data.datadir import read_table
-from justkit.data.fbank import compute_fbank, load_fbank_config
-from justkit.data.resample import resample
+from justkit.frontend.audio import load_audio
+from justkit.datadir.tables import read_table
+from justkit.frontend.fbank import compute_fbank, load_fbank_config
+from justkit.frontend.resample import resample
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / "tools" / "venv" / "bin"

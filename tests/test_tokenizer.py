@@ -128,10 +128,10 @@ def test_cli_as_run_sh_calls_it(tmp_path):
     (data / "text").write_text("".join(f"{u} {t}\n" for u, _, t in sorted(items)), encoding="utf-8")
     (data / "utt2lang").write_text("".join(f"{u} {l}\n" for u, l, _ in sorted(items)), encoding="utf-8")
     conf = tmp_path / "tok.yaml"
-    conf.write_text("vocab_size: 150\nhard_vocab_limit: false\nlang_alpha: 0.3\n", encoding="utf-8")
+    conf.write_text("tokenizer:\n  vocab_size: 150\n  hard_vocab_limit: false\n  lang_alpha: 0.3\n", encoding="utf-8")
     out = tmp_path / "data" / "token"
     rc = cli.main(["--config", str(conf), "--text", str(data / "text"), "--utt2lang",
-                   str(data / "utt2lang"), "--out", str(out), "--seed", "3"])
+                   str(data / "utt2lang"), "--out", str(out), "--tokenizer.seed", "3"])
     assert rc == 0
     tok = Tokenizer(out / "spm.model")
     assert "seed: 3" in (out / "config.yaml").read_text()
@@ -139,5 +139,5 @@ def test_cli_as_run_sh_calls_it(tmp_path):
     # an utterance without a language fails, naming it
     (data / "utt2lang").write_text("".join(f"{u} {l}\n" for u, l, _ in sorted(items)[1:]), encoding="utf-8")
     assert cli.main(["--config", str(conf), "--text", str(data / "text"), "--utt2lang",
-                     str(data / "utt2lang"), "--out", str(tmp_path / "t2")]) == 1
+                     str(data / "utt2lang"), "--out", str(tmp_path / "t2")]) == 2
     assert not (tmp_path / "t2" / "spm.model").exists()

@@ -86,6 +86,12 @@ def tiny_config(mode: str = "just", vocab: int = 12, **train) -> dict:
     return cfg
 
 
+def make_trainer(cfg: dict, exp: Path, train: Path, dev: Path | None = None, cmvn=None, dist=None) -> Trainer:
+    """A Trainer for experiment dict ``cfg`` with the given data (the ``paths`` section)."""
+    cfg = {**cfg, "paths": {"train": str(train), "dev": str(dev or ""), "cmvn": str(cmvn or "")}}
+    return Trainer(cfg, exp, dist)
+
+
 def train_rows(exp: Path, split: str = "train") -> list[dict]:
     with open(exp / "train.csv", encoding="utf-8") as f:
         return [r for r in csv.DictReader(f) if r["split"] == split]
@@ -125,21 +131,21 @@ def test_resume_is_exact(data, tmp_path):
     """N steps straight == N/2 steps, stop, resume (crossing an epoch end, with accumulation)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cfg = tiny_config(max_steps=5, accum_grad=2, save_interval=0)
-    Trainer(cfg, straight, data, data, None).train()
-    Trainer(tiny_config(max_steps=2, accum_grad=2), resumed, data, data, None).train()
+    make_trainer(cfg, straight, data, data, None).train()
+    make_trainer(tiny_config(max_steps=2, accum_grad=2), resumed, data, data, None).train()
     assert C.list_checkpoints(resumed / "checkpoints")[-1].name == "ckpt-2.pt"
-    t = Trainer(cfg, resumed, data, data, None)
+    t = make_trainer(cfg, resumed, data, data, None)
     t.train()
     assert t.step == 5
     assert_same_run(straight, resumed)
     # a finished run re-run is a no-op
-    again = Trainer(cfg, resumed, data, data, None)
+    again = make_trainer(cfg, resumed, data, data, None)
     assert again.train() == {} and again.step == 5
 
 
 def _run_cli(exp: Path, packed: Path, spm: Path, *extra: str, wait: bool = True, env=None):
     cmd = [PY, "-m", "justkit.bin.train", "--config", str(exp.parent / "conf.yaml"), "--exp", str(exp),
-           "--train", str(packed), "--dev", str(packed), "--tokenizer", str(spm), "--device", "cpu", *extra]
+           "--train_data", str(packed), "--dev_data", str(packed), "--tokenizer", str(spm), "--device", "cpu", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -241,10 +247,12 @@ def test_average_checkpoints_and_cli(tmp_path):
 
 def test_load_model_rebuilds_from_config(data, tmp_path):
     exp = tmp_path / "exp"
-    Trainer(tiny_config("supervised", max_steps=2), exp, data, None, None).train()
+    make_trainer(tiny_config("supervised", max_steps=2), exp, data, None, None).train()
     paths = C.list_checkpoints(exp / "checkpoints")
     C.average_checkpoints(paths, exp / "model_avg.pt")
-    model, cfg = C.load_model(exp / "model_avg.pt", "cpu")
+    from justkit.models.factory import load_model
+
+    model, cfg = load_model(exp / "model_avg.pt", "cpu")
     assert cfg["model"]["mode"] == "supervised" and not model.training
     avg = C.load_checkpoint(exp / "model_avg.pt")["model"]
     sd = model.state_dict()
@@ -256,9 +264,9 @@ def test_load_model_rebuilds_from_config(data, tmp_path):
 
 def test_init_loads_pretrained_encoder(data, tmp_path):
     pre = tmp_path / "pre"
-    Trainer(tiny_config("pretrain", max_steps=2), pre, data, None, None).train()
+    make_trainer(tiny_config("pretrain", max_steps=2), pre, data, None, None).train()
     ckpt = C.list_checkpoints(pre / "checkpoints")[-1]
-    t = Trainer(tiny_config("supervised", max_steps=1, init=str(ckpt)), tmp_path / "ft", data, None, None)
+    t = make_trainer(tiny_config("supervised", max_steps=1, init=str(ckpt)), tmp_path / "ft", data, None, None)
     t._resume_or_init()
     src = C.load_checkpoint(ckpt)["model"]
     own = t.model.state_dict()
@@ -271,7 +279,7 @@ def test_init_loads_pretrained_encoder(data, tmp_path):
 
 def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path):
     data = make_packed(tmp_path / "data", nan_utts=("u003",))
-    t = Trainer(tiny_config("supervised", max_steps=1), tmp_path / "exp", data, None, None)
+    t = make_trainer(tiny_config("supervised", max_steps=1), tmp_path / "exp", data, None, None)
     # Direct check: an update whose batch holds the NaN utterance changes nothing.
     ds = t.train_loader.dataset
     idx = ds.utts.index("u003")
@@ -285,7 +293,7 @@ def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path):
     # every tensor, the batch-norm running statistics and counters included
     assert all(torch.equal(before[k], after[k]) for k in before)
     # A full epoch over the data set with the NaN utterance: skipped, logged, weights finite.
-    t2 = Trainer(tiny_config("supervised", max_steps=0, max_epochs=1), tmp_path / "exp2", data, None, None)
+    t2 = make_trainer(tiny_config("supervised", max_steps=0, max_epochs=1), tmp_path / "exp2", data, None, None)
     t2.train()
     assert t2.skipped_total >= 1
     assert all(torch.isfinite(v).all() for v in t2.model.state_dict().values() if v.is_floating_point())
@@ -299,7 +307,7 @@ def test_grad_balance_is_logged(tmp_path):
     not change the training run itself."""
     data = make_packed(tmp_path / "data")
     cfg = tiny_config("just", max_steps=4, grad_balance_interval=2, plots=True)
-    Trainer(cfg, tmp_path / "a", data, None, None).train()
+    make_trainer(cfg, tmp_path / "a", data, None, None).train()
     rows = train_rows(tmp_path / "a")
     measured = [r for r in rows if r.get("gshare_rnnt")]
     assert [int(r["step"]) for r in measured] == [1, 3]  # measured at steps 0 and 2, logged with the next line
@@ -310,7 +318,7 @@ def test_grad_balance_is_logged(tmp_path):
         assert shares["gshare_contrastive"] + shares["gshare_mlm"] > 0.02
         assert float(r["gnorm_rnnt"]) > 0
     assert (tmp_path / "a" / "plots" / "grad_balance.png").stat().st_size > 0
-    Trainer(tiny_config("just", max_steps=4, plots=True), tmp_path / "b", data, None, None).train()
+    make_trainer(tiny_config("just", max_steps=4, plots=True), tmp_path / "b", data, None, None).train()
     assert_same_run(tmp_path / "a", tmp_path / "b")
     assert not (tmp_path / "b" / "plots" / "grad_balance.png").exists()
 
@@ -329,7 +337,7 @@ def test_ddp_two_processes_match_single_process(cli_data, tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "justkit.bin.train", "--config", str(tmp_path / "conf.yaml"), "--exp", str(ddp),
-           "--train", str(packed), "--dev", str(packed), "--tokenizer", str(spm), "--device", "cpu"]
+           "--train_data", str(packed), "--dev_data", str(packed), "--tokenizer", str(spm), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -350,7 +358,7 @@ def test_ddp_two_processes_match_single_process(cli_data, tmp_path):
 def test_csv_plots_and_config_errors(data, tmp_path):
     exp = tmp_path / "exp"
     cfg = tiny_config(max_steps=3, plots=True, log_interval=1)
-    Trainer(cfg, exp, data, data, None).train()
+    make_trainer(cfg, exp, data, data, None).train()
     rows = train_rows(exp)
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     for k in ("loss", "rnnt", "contrastive", "diversity", "mlm", "lr", "frames_per_s"):
@@ -360,7 +368,7 @@ def test_csv_plots_and_config_errors(data, tmp_path):
         png = exp / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     with pytest.raises(ConfigError, match="max_steps"):
-        Trainer(tiny_config(max_steps=0), tmp_path / "e2", data, None, None)
+        make_trainer(tiny_config(max_steps=0), tmp_path / "e2", data, None, None)
     from justkit.config import from_dict
     from justkit.train.trainer import TrainConfig
 
@@ -371,4 +379,28 @@ def test_csv_plots_and_config_errors(data, tmp_path):
     bad = tiny_config()
     bad["trian"] = {}
     with pytest.raises(ConfigError, match="trian"):
-        Trainer(bad, tmp_path / "e3", data, None, None)
+        make_trainer(bad, tmp_path / "e3", data, None, None)
+
+
+@pytest.mark.parametrize("override,message", [
+    (["--model.mode", "foo"], "model.mode must be one of"),
+    (["--model.d_modle", "8"], "model: unknown key(s) ['d_modle']"),
+    (["--data.max_frames", "0"], "data.max_frames must be > 0"),
+    (["--train.accum_grad", "0"], "train.accum_grad must be >= 1"),
+    (["--train.optim.peak_lr", "fast"], "train.optim.peak_lr: expected a number"),
+    (["--train.plots", "maybe"], "train.plots: expected true or false"),
+])
+def test_config_errors_in_any_section_end_with_one_line_and_exit_2(cli_data, tmp_path, capfd, override, message):
+    from justkit.bin.train import main
+
+    packed, spm = cli_data
+    _write_conf(tmp_path, tiny_config(max_steps=1))
+    rc = main(["--config", str(tmp_path / "conf.yaml"), "--exp", str(tmp_path / "exp"), "--train_data", str(packed),
+               "--tokenizer", str(spm), *override])
+    err = capfd.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    # a typo in the command's own options is argparse's error (exit 2), not a YAML key error
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(tmp_path / "conf.yaml"), "--exp", str(tmp_path / "exp"), "--train_data", str(packed),
+              "--tokenizer", str(spm), "--devce", "cpu"])
+    assert e.value.code == 2 and "unrecognized arguments: --devce" in capfd.readouterr().err

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from justkit.data.datadir import read_table
-from justkit.data.validate import validate_data_dir
+from justkit.datadir.tables import read_table
+from justkit.datadir.validate import validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 UTILS = ROOT / "utils"
@@ -51,7 +51,7 @@ def test_split_scp_balanced_contiguous(tmp_path):
     assert [len(p) for p in parts] == [4, 3, 3]
     assert sum(parts, []) == lines  # every line exactly once, in order
     r = sh(UTILS / "split_scp.py", "in.scp", *[tmp_path / f"o.{j}" for j in range(11)], cwd=tmp_path)
-    assert r.returncode == 1 and b"cannot split 10 lines into 11 parts" in r.stderr
+    assert r.returncode == 2 and b"cannot split 10 lines into 11 parts" in r.stderr
 
 
 def test_split_scp_keeps_speakers_together(tmp_path):
@@ -65,10 +65,10 @@ def test_split_scp_keeps_speakers_together(tmp_path):
     assert b"".join(o.read_bytes() for o in outs) == (d / "wav.scp").read_bytes()
     r = sh(UTILS / "split_scp.py", "--utt2spk", d / "utt2spk", d / "wav.scp",
            *[tmp_path / f"x.{j}" for j in range(5)], cwd=tmp_path)
-    assert r.returncode == 1 and b"cannot split 4 speakers into 5 parts" in r.stderr
+    assert r.returncode == 2 and b"cannot split 4 speakers into 5 parts" in r.stderr
     (tmp_path / "bad.scp").write_text("a-00 x\nzz-1 y\n")
     r = sh(UTILS / "split_scp.py", "--utt2spk", d / "utt2spk", "bad.scp", "p1", "p2", cwd=tmp_path)
-    assert r.returncode == 1 and b"bad.scp:2: id zz-1 not in" in r.stderr
+    assert r.returncode == 2 and b"bad.scp:2: id zz-1 not in" in r.stderr
 
 
 def test_filter_scp_keep_and_exclude(tmp_path):
@@ -85,7 +85,7 @@ def test_filter_scp_keep_and_exclude(tmp_path):
 def test_subset_data_dir(tmp_path):
     src = make_dir(tmp_path / "src", {"a": 3, "b": 3})
     (tmp_path / "list").write_text("b-01\na-02 whatever\nnot-there\n")
-    r = sh(UTILS / "subset_data_dir.py", "--utt-list", "list", src, tmp_path / "s1", cwd=tmp_path)
+    r = sh(UTILS / "subset_data_dir.py", "--utt_list", "list", src, tmp_path / "s1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert b"1 of 3 ids" in r.stderr and b"not-there" in r.stderr
     assert list(read_table(tmp_path / "s1/text")) == ["a-02", "b-01"]
@@ -106,9 +106,9 @@ def test_subset_data_dir(tmp_path):
     assert picks[0] == picks[1] and len(picks[0]) == 3
 
     r = sh(UTILS / "subset_data_dir.py", "--first", "7", src, tmp_path / "s3", cwd=tmp_path)
-    assert r.returncode == 1 and b"cannot take 7 utterances of 6" in r.stderr
+    assert r.returncode == 2 and b"cannot take 7 utterances of 6" in r.stderr
     r = sh(UTILS / "subset_data_dir.py", "--first", "2", src, src, cwd=tmp_path)
-    assert r.returncode == 1 and b"also a source" in r.stderr
+    assert r.returncode == 2 and b"also a source" in r.stderr
 
 
 def test_combine_data(tmp_path):
@@ -127,7 +127,7 @@ def test_combine_data(tmp_path):
     dup = make_dir(tmp_path / "dup", {"pl1": 1}, "pl")
     before = (all_ / "text").read_bytes()
     r = sh(UTILS / "combine_data.py", all_, en, pl, dup, cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert f"utterance id pl1-00 is in both {pl} and {dup}".encode() in r.stderr
     assert (all_ / "text").read_bytes() == before  # nothing written on error
 
@@ -137,15 +137,15 @@ def test_validate_and_fix_clis(tmp_path):
     lines = (d / "utt2lang").read_text().splitlines()
     (d / "utt2lang").write_text("\n".join(lines[1:]) + "\n")
     r = sh(UTILS / "validate_data_dir.py", d, cwd=tmp_path)
-    assert r.returncode == 1 and f"{d}/utt2lang: 1 utterance id(s) missing".encode() in r.stderr
+    assert r.returncode == 2 and f"{d}/utt2lang: 1 utterance id(s) missing".encode() in r.stderr
     assert b"a-00" in r.stderr
     (tmp_path / "drop").write_text("b-01 too short\n")
-    r = sh(UTILS / "fix_data_dir.py", "--drop-list", "drop", d, cwd=tmp_path)
+    r = sh(UTILS / "fix_data_dir.py", "--drop_list", "drop", d, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert b"dropped a-00: missing in utt2lang" in r.stderr
     assert b"dropped b-01: dropped by caller: too short" in r.stderr
-    r = sh(UTILS / "validate_data_dir.py", "--check-audio", "--require", "wav.scp,text", d, cwd=tmp_path)
-    assert r.returncode == 1 and b"audio file not found: /audio/a-01.flac" in r.stderr
+    r = sh(UTILS / "validate_data_dir.py", "--check_audio", "--require", "wav.scp,text", d, cwd=tmp_path)
+    assert r.returncode == 2 and b"audio file not found: /audio/a-01.flac" in r.stderr
     r = sh(UTILS / "validate_data_dir.py", d, cwd=tmp_path)
     assert r.returncode == 0 and b"OK (2 utterances)" in r.stdout
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog="utils/filter_scp.py", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--exclude", action="store_true", help="drop the listed ids instead of keeping them")
-    p.add_argument("-f", "--field", type=int, default=1, help="1-based field of in.scp to match (default 1)")
+    p.add_argument("-f", "--field", type=int, default=1, help="1-based field of in.scp to match")
     p.add_argument("idlist", help="file whose first field per line is an id")
     p.add_argument("scp", nargs="?", default="-", help="input table (default: stdin)")
     a = p.parse_args(argv)
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         data = sys.stdin.buffer.read() if a.scp == "-" else Path(a.scp).read_bytes()
     except OSError as e:
         print(f"filter_scp.py: {e}", file=sys.stderr)
-        return 1
+        return 2
     out = sys.stdout.buffer
     for i, ln in enumerate(data.split(b"\n"), 1):
         if not ln.strip():
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         fields = ln.split()
         if len(fields) < a.field:
             print(f"filter_scp.py: {a.scp}:{i}: line has no field {a.field}", file=sys.stderr)
-            return 1
+            return 2
         if (fields[a.field - 1] in ids) != a.exclude:
             out.write(ln + b"\n")
     out.flush()

@@ -35,7 +35,7 @@ mkdir -p "$dst/log" "$dst/split" "$dst/data" "$dst/conf"
 python - "$config" "$dst/conf/fbank.yaml" <<'PY' || die "$config: invalid fbank config"
 import sys
 from justkit.config import dump_yaml, to_dict
-from justkit.data.fbank import load_fbank_config
+from justkit.frontend.fbank import load_fbank_config
 dump_yaml({"fbank": to_dict(load_fbank_config(sys.argv[1]))}, sys.argv[2])
 PY
 # The old index goes first, then the shards it pointed into and any temp leftovers.
@@ -51,7 +51,7 @@ eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
     "$dst/split/wav.JOB.scp" "$dst/split/fbank.JOB" \
   || die "fbank failed; see the job logs named above ($dst/log/fbank.*.log)"
 
-python -m justkit.bin.finish_data_dir --nj "$nj" --feat-dim \
+python -m justkit.bin.merge_jobs --nj "$nj" --feat_dim \
   --table utt2num_frames="$dst/split/fbank.JOB.utt2num_frames" --table feats.scp="$dst/data/feats.JOB.scp" \
   --bad "$dst/split/fbank.JOB.bad" "$src" "$dst" \
   || die "merging the job outputs into $dst failed"

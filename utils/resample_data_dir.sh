@@ -38,11 +38,11 @@ rm -f "$dst"/split/resample.* "$dst"/split/wav.*.scp
 echo "$0: resampling $n utterances of $src to $fs Hz with $nj job(s); logs in $dst/log/resample.*.log"
 eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
 "${cmd_words[@]}" JOB=1:"$nj" "$dst/log/resample.JOB.log" \
-  python -m justkit.bin.resample --fs "$fs" --audio-dir "$dst/data" \
+  python -m justkit.bin.resample --fs "$fs" --audio_dir "$dst/data" \
     "$dst/split/wav.JOB.scp" "$dst/split/resample.JOB" \
   || die "resampling failed; see the job logs named above ($dst/log/resample.*.log)"
 
-python -m justkit.bin.finish_data_dir --nj "$nj" \
+python -m justkit.bin.merge_jobs --nj "$nj" \
   --table utt2dur="$dst/split/resample.JOB.utt2dur" --table wav.scp="$dst/split/resample.JOB.scp" \
   --bad "$dst/split/resample.JOB.bad" "$src" "$dst" \
   || die "merging the job outputs into $dst failed"

@@ -2,9 +2,9 @@
 """Parallel job runner used like Kaldi's run.pl: run.py [opts] [JOB=1:N] log/x.JOB.log cmd args ... JOB ...
 
   utils/run.py JOB=1:4 exp/log/fbank.JOB.log python -m justkit.bin.fbank data/split4/JOB
-  utils/run.py --max-jobs-run 2 JOB=1:8 log/x.JOB.log "cat a.JOB | sort > b.JOB"
+  utils/run.py --max_jobs_run 2 JOB=1:8 log/x.JOB.log "cat a.JOB | sort > b.JOB"
   utils/run.py log/train.log python -m justkit.bin.train ...        # one job
-  utils/run.py --backend slurm --slurm-opts '--partition=cpu --time=1:00:00' JOB=1:100 log/x.JOB.log ...
+  utils/run.py --backend slurm --slurm_opts '--partition=cpu --time=1:00:00' JOB=1:100 log/x.JOB.log ...
 
 The command words are joined into one bash command line as run.pl does: a word without
 whitespace goes in verbatim (so a quoted '|' or '>' acts as a pipe or redirection), a
@@ -16,11 +16,17 @@ host and start time and ends with `# Accounting: time=S threads=T` and
 `# Ended (code X) at <date>`.
 
 Exit status: 0 if every job succeeded; 1 otherwise, with the failed jobs and their logs
-named on stderr; 128+signal when stopped by SIGINT/SIGTERM (running jobs are killed).
-Options: --backend local|slurm, --max-jobs-run N (local default: the core count),
---slurm-opts '...' (passed to sbatch), --num-threads N (accounting; slurm
---cpus-per-task), --gpu N (slurm --gres=gpu:N; ignored locally), --mem M (slurm --mem;
-ignored locally). Options may also be written --opt=value.
+named on stderr; 2 for a bad command line; 128+signal when stopped by SIGINT/SIGTERM
+(running jobs are killed).
+
+Options (also written --opt=value; Kaldi's dashed spellings are accepted too):
+  --backend local|slurm    where jobs run (default: local)
+  --max_jobs_run N         local: jobs at once (default: the core count)
+  --slurm_opts '...'       slurm: options passed to sbatch (default: none)
+  --num_threads N          threads per job: accounting; slurm --cpus-per-task (default: 1)
+  --gpu N                  slurm --gres=gpu:N; ignored locally (default: 0)
+  --mem M                  slurm --mem; ignored locally (default: none)
+  --help                   this text
 """
 from __future__ import annotations
 
@@ -117,9 +123,9 @@ class JobSpec:
 
 OPTIONS = {
     "--backend": "backend",
-    "--max-jobs-run": "max_jobs_run",
-    "--slurm-opts": "slurm_opts",
-    "--num-threads": "num_threads",
+    "--max_jobs_run": "max_jobs_run",
+    "--slurm_opts": "slurm_opts",
+    "--num_threads": "num_threads",
     "--gpu": "gpu",
     "--mem": "mem",
 }
@@ -137,8 +143,9 @@ def parse_args(argv: list[str]) -> tuple[RunnerConfig, JobSpec]:
     i = 0
     while i < len(argv) and argv[i].startswith("--"):
         name, eq, val = argv[i].partition("=")
+        name = "--" + name[2:].replace("-", "_")  # Kaldi's run.pl spells them with dashes
         if name not in OPTIONS:
-            raise UsageError(f"unknown option {name} (known: {' '.join(OPTIONS)})")
+            raise UsageError(f"unknown option {name} (known: {' '.join(OPTIONS)}; --help)")
         if not eq:
             if i + 1 >= len(argv):
                 raise UsageError(f"option {name} needs a value")
@@ -160,7 +167,7 @@ def parse_args(argv: list[str]) -> tuple[RunnerConfig, JobSpec]:
     if cfg.backend not in ("local", "slurm"):
         raise UsageError(f"--backend must be local or slurm, got {cfg.backend!r}")
     if cfg.max_jobs_run is not None and cfg.max_jobs_run < 1:
-        raise UsageError(f"--max-jobs-run must be >= 1, got {cfg.max_jobs_run}")
+        raise UsageError(f"--max_jobs_run must be >= 1, got {cfg.max_jobs_run}")
     rest = argv[i:]
     var, first, last = "JOB", 1, 1
     m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?", rest[0]) if rest else None
@@ -393,8 +400,12 @@ def run_slurm(cfg: RunnerConfig, spec: JobSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--help"], ["-h"]):
+        print(__doc__)
+        return 0
     try:
-        cfg, spec = parse_args(sys.argv[1:] if argv is None else argv)
+        cfg, spec = parse_args(argv)
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

@@ -66,7 +66,8 @@ def balance_groups(sizes: list[int], n_parts: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog="utils/split_scp.py", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--utt2spk", help="keep each speaker's lines in one output (lines must be grouped by speaker)")
     p.add_argument("scp", help="input table ('-' for stdin)")
     p.add_argument("outs", nargs="+", help="output files, one per part")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = split_counts(len(lines), n)
     except (SplitError, OSError) as e:
         print(f"split_scp.py: {e}", file=sys.stderr)
-        return 1
+        return 2
     start = 0
     for out, c in zip(a.outs, counts):
         with atomic_open(out, "wb", encoding=None) as f:

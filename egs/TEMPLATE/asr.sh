@@ -23,16 +23,34 @@ codeswitch=true           # with >= 2 languages: also make and score a code-swit
 cs_num=20                 # its number of utterances
 labelled_subset=""        # e.g. 9h: only data/train_<lang>_9h keep labels (the rest: unsupervised terms only)
 init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
+train_args=""             # more options for justkit.bin.train, e.g. "--train.max_epochs 5 --model.w_u 0.3"
+decode_args=""            # more options for justkit.bin.decode, e.g. "--decode.beam.beam_size 8"
 paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
 paper_compare=""          # more exp dirs to print beside this one in the paper table
-help_message="Usage: $0 --langs 'xx yy' --config conf/X.yaml [--stage N] [--stop_stage M] [--nj N] [--ngpu N] [--train_threads N]
-  [--local_data_opts '--corpus_root DIR'] [--tag NAME] [--fbank_config F] [--token_config F] [--decode_config F]
-  [--codeswitch false] [--cs_num N] [--labelled_subset 9h] [--init ckpt.pt] [--paper_table true]
-  [--paper_compare 'exp/a exp/b']"
+help_message="Usage: $0 --langs 'xx yy' --config conf/X.yaml [options]
+Stages: 1 data prep (local/data.sh)  2 16 kHz audio  3 fbank + CMVN  4 sentencepiece  5 pack examples
+        6 train  7 average + decode  8 score (docs/interfaces.md)
+Options (default):
+  --stage N ($stage) --stop_stage M ($stop_stage)   run stages N..M
+  --langs 'xx yy' (required)      the corpus' language codes, in the order results are printed
+  --config FILE (required)        experiment config, e.g. conf/train_just_mini.yaml
+  --tag NAME (config's basename)  experiment directory exp/<tag>
+  --nj N ($nj)                    parallel jobs of stages 2-3
+  --ngpu N ($ngpu)                GPUs for training and decoding (torchrun when > 1); 0 = CPU
+  --train_threads N ($train_threads)  CPU training threads (0 = all cores)
+  --local_data_opts '...' ()      options for local/data.sh besides --langs/--nj
+  --fbank_config F ($fbank_config)  --token_config F ($token_config)  --decode_config F ($decode_config)
+  --codeswitch B ($codeswitch) --cs_num N ($cs_num)  code-switching test set (>= 2 languages)
+  --labelled_subset NAME ()       keep labels only on data/train_<lang>_NAME (e.g. 9h)
+  --init CKPT ()                  fine-tune from this checkpoint's encoder
+  --train_args '...' ()           passed to justkit.bin.train (--train.X / --model.X / --data.X overrides)
+  --decode_args '...' ()          passed to justkit.bin.decode (--decode.X overrides)
+  --paper_table B ($paper_table) --paper_compare 'exp/a exp/b' ()  the JUST paper's table in stage 8"
 
+# Options first, so that --help answers before anything is installed.
+. utils/parse_options.sh
 . ./path.sh
 . ./cmd.sh
-. utils/parse_options.sh
 
 [ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
 [ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
@@ -60,10 +78,10 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   # shellcheck disable=SC2086  # local_data_opts is a list of options, split on spaces
   local/data.sh $local_data_opts --langs "$langs" --nj "$nj" data
   for l in $langs; do
-    utils/validate_data_dir.py --known-langs "$langs" data/test_$l
+    utils/validate_data_dir.py --known_langs "$langs" data/test_$l
   done
-  utils/validate_data_dir.py --known-langs "$langs" data/train
-  utils/validate_data_dir.py --known-langs "$langs" data/dev
+  utils/validate_data_dir.py --known_langs "$langs" data/train
+  utils/validate_data_dir.py --known_langs "$langs" data/dev
   stage_time 1 $t0
 fi
 
@@ -104,13 +122,12 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for set in $train_sets $dev_sets $test_sets; do
     opts=()
     if [ "$set" = train ] && [ -n "$labelled_subset" ]; then
-      opts=(--labelled_subset)
       for l in $langs; do
         [ -d data/train_${l}_${labelled_subset} ] || { echo "$0: --labelled_subset $labelled_subset: no data/train_${l}_${labelled_subset}" >&2; exit 1; }
-        opts+=(data/train_${l}_${labelled_subset})
+        opts+=(--labelled_subset data/train_${l}_${labelled_subset})
       done
     fi
-    python -m justkit.bin.pack --tokenizer data/token/spm.model "${opts[@]}" dump/fbank/$set dump/packed/$set.jsonl
+    python -m justkit.bin.pack_examples --tokenizer data/token/spm.model "${opts[@]}" dump/fbank/$set dump/packed/$set.jsonl
   done
   stage_time 5 $t0
 fi
@@ -119,20 +136,22 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   t0=$(date +%s)
   log "stage 6: train $config -> $exp"
   mkdir -p $exp/log
-  train_args=(--config "$config" --exp "$exp" --train dump/packed/train.jsonl --dev dump/packed/dev.jsonl
-              --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark)
-  [ -n "$init" ] && train_args+=(--init "$init")
+  args=(--config "$config" --exp "$exp" --train_data dump/packed/train.jsonl --dev_data dump/packed/dev.jsonl
+        --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --feats_dir dump/fbank/train)
+  [ -n "$init" ] && args+=(--init "$init")
+  # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
+  args+=($train_args)
   if [ "$ngpu" -gt 1 ]; then
     $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
-      -m justkit.bin.train "${train_args[@]}" --device cuda
+      -m justkit.bin.train "${args[@]}" --device cuda
   elif [ "$ngpu" -eq 1 ]; then
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cuda
+    $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cuda
   else
     # path.sh keeps OMP_NUM_THREADS=1 for the parallel jobs; training alone may use every core
     # (measured on the mini JUST model, 2 cores: 7540 vs 6444 frames/s with 2 vs 1 thread).
     [ "$train_threads" -gt 0 ] || train_threads=$(nproc)
     OMP_NUM_THREADS=$train_threads \
-      $train_cmd $exp/log/train.log python -m justkit.bin.train "${train_args[@]}" --device cpu
+      $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cpu
   fi
   stage_time 6 $t0
 fi
@@ -146,9 +165,10 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
         "fine-tune it with --init $exp/model_avg.pt"
   else
     device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
-    python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" \
-      --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --device $device \
-      --exp "$exp" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
+    # The tokenizer and CMVN are the experiment's (exp/<tag>/config.yaml).
+    # shellcheck disable=SC2086  # decode_args is a list of options, split on spaces
+    python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" --device $device \
+      --exp "$exp" $decode_args $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
   fi
   stage_time 7 $t0
 fi
@@ -161,7 +181,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     stage_time 8 $t0
     exit 0
   fi
-  python -m justkit.bin.score --exp "$exp"
+  python -m justkit.bin.score --exp "$exp" --langs "$langs"
   cat "$exp/RESULTS.md"
   if [ "$paper_table" = true ]; then
     # shellcheck disable=SC2086

@@ -14,6 +14,8 @@ corpus_root=""            # MLS release root; empty = the embedded mini-MLS corp
 rest=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --help|-h) echo "$0: this recipe's own options: --corpus_root DIR (embedded mini-MLS); the others are asr.sh's:"
+      exec ./asr.sh --help ;;
     --corpus_root|--corpus-root) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
       corpus_root=$2; shift 2 ;;
     --corpus_root=*|--corpus-root=*) corpus_root=${1#*=}; shift ;;

@@ -16,6 +16,8 @@ download=false            # stage 1 downloads missing MLS languages from OpenSLR
 rest=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --help|-h) echo "$0: this recipe's own options: --mls_root DIR (embedded mini-MLS)  --download true|false (false); the others are asr.sh's:"
+      exec ./asr.sh --help ;;
     --mls_root|--mls-root|--download) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
       opt=${1#--}; printf -v "${opt//-/_}" '%s' "$2"; shift 2 ;;
     --mls_root=*|--mls-root=*) mls_root=${1#*=}; shift ;;

@@ -1,7 +1,9 @@
-"""Stage 7: decode packed test sets with greedy and beam search into exp/<tag>/decode_<method>_<set>/."""
+"""Stage 7: decode packed test sets with greedy and beam search into <exp>/decode_<method>_<set>/.
+
+The tokenizer and CMVN are the experiment's (<exp>/config.yaml, paths section) unless given.
+"""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -9,76 +11,61 @@ from typing import Optional, Sequence
 
 import torch
 
-from justkit.config import ConfigError, apply_overrides, load_yaml
-from justkit.data.cmvn import CmvnError
-from justkit.data.dataset import PackedDataError, PackedDataset
-from justkit.decode.decoder import DecodeConfig, decode_dataset, write_decode_dir
+from justkit import cli
 from justkit.log import setup_logging
-from justkit.train.checkpoint import CheckpointError, load_model
 
-log = logging.getLogger("justkit.decode")
+log = logging.getLogger("justkit.bin.decode")
+PROG = "python -m justkit.bin.decode"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        epilog="Extra key=value (or --key value) arguments override the decode config, e.g. beam.beam_size=8",
-    )
-    p.add_argument("--config", help="decode YAML (conf/decode.yaml); defaults if omitted")
-    p.add_argument("--model", required=True, help="checkpoint: exp/<tag>/model_avg.pt or ckpt-<step>.pt")
-    p.add_argument("--tokenizer", required=True, help="sentencepiece model (data/token/spm.model)")
-    p.add_argument("--cmvn", required=True, help="global CMVN stats (dump/fbank/train/cmvn.ark)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--exp", required=True, help="experiment dir; writes decode_<method>_<set>/ below it")
+def build_parser() -> cli.Parser:
+    p = cli.Parser(PROG, __doc__, overrides=("decode",),
+                   epilog="Example: --decode.beam.beam_size 8 --decode.methods [beam]")
+    p.add_argument("--exp", required=True, help="experiment dir; decode_<method>_<set>/ are written below it")
+    p.add_argument("--config", default="", help="decode YAML with a decode: section (conf/decode.yaml); "
+                   "built-in defaults if empty")
+    p.add_argument("--model", default="", help="model file (default: <exp>/model_avg.pt)")
+    p.add_argument("--tokenizer", default="", help="sentencepiece model (default: the experiment's)")
+    p.add_argument("--cmvn", default="", help="global CMVN stats (default: the experiment's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("sets", nargs="+", help="packed test sets dump/packed/<set>.jsonl")
-    known, rest = _split_overrides(list(sys.argv[1:] if argv is None else argv), p)
-    args = p.parse_args(known)
-    sets = args.sets
-    setup_logging(f"{args.exp}/log/decode.log")
-
-    try:
-        return _run(args, sets, rest)
-    except (ConfigError, PackedDataError, CheckpointError, CmvnError, ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
+    return p
 
 
-def _split_overrides(argv: list, p: argparse.ArgumentParser) -> tuple:
-    """Separate config overrides (``key.sub=value``, ``--key.sub value``) from the CLI's own options."""
-    own = {s for a in p._actions for s in a.option_strings}
-    known, rest, i = [], [], 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok.startswith("--") and tok.split("=", 1)[0] not in own:
-            rest.append(tok)
-            if "=" not in tok and i + 1 < len(argv):
-                rest.append(argv[i + 1])
-                i += 1
-        elif not tok.startswith("-") and "=" in tok and not tok.endswith(".jsonl"):
-            rest.append(tok)
-        else:
-            known.append(tok)
-        i += 1
-    return known, rest
+@cli.command
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, overrides = build_parser().parse(argv)
+    from justkit.config import load_section
+    from justkit.data.dataset import PackedDataset
+    from justkit.decode.decoder import DecodeConfig, decode_dataset, write_decode_dir
+    from justkit.experiment import Experiment
+    from justkit.models.factory import load_model
+    from justkit.text.tokenizer import Tokenizer, check_vocab
 
+    exp = Path(args.exp)
+    setup_logging(exp / "log" / "decode.log")
+    cfg = DecodeConfig.from_dict(load_section(args.config or None, "decode", overrides))
+    experiment = Experiment.load(exp) if (exp / "config.yaml").is_file() else None
+    tok_path = args.tokenizer or (experiment.paths.tokenizer if experiment else "")
+    cmvn = args.cmvn or (experiment.paths.cmvn if experiment else "")
+    if not tok_path:
+        from justkit.config import ConfigError
 
-def _run(args: argparse.Namespace, sets: Sequence[str], rest: Sequence[str]) -> int:
-    from justkit.text.tokenizer import Tokenizer
-
-    raw = load_yaml(args.config) if args.config else {}
-    raw = apply_overrides(raw.get("decode", raw), rest)
-    cfg = DecodeConfig.from_dict(raw)
+        raise ConfigError(f"{exp}/config.yaml not found and no --tokenizer given")
     device = torch.device(args.device)
-    model, _ = load_model(args.model, device)
-    tok = Tokenizer(args.tokenizer)
-    log.info("model %s on %s; methods %s; greedy %s; beam %s", args.model, device, cfg.methods, cfg.greedy, cfg.beam)
-    for path in sets:
+    model_path = args.model or str(exp / "model_avg.pt")
+    model, _ = load_model(model_path, device)
+    tok = Tokenizer(tok_path)
+    check_vocab(tok, model.cfg.vocab_size, model_path)
+    log.info("model %s on %s; tokenizer %s; cmvn %s; methods %s; greedy %s; beam %s",
+             model_path, device, tok_path, cmvn or "none", cfg.methods, cfg.greedy, cfg.beam)
+    for path in args.sets:
         name = Path(path).name
         set_name = name[: -len(".jsonl")] if name.endswith(".jsonl") else Path(path).stem
-        ds = PackedDataset(path, cmvn=args.cmvn)
+        ds = PackedDataset(path, cmvn=cmvn or None)
         outs = decode_dataset(model, ds, cfg, device, desc=set_name)
         for method, res in outs.items():
-            out_dir = Path(args.exp) / f"decode_{method}_{set_name}"
+            out_dir = exp / f"decode_{method}_{set_name}"
             write_decode_dir(out_dir, ds, res, tok.decode)
             log.info("%s: %d utterances, RTF %.4f -> %s", set_name, len(res.hyps), res.rtf, out_dir)
     return 0

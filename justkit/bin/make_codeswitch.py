@@ -1,44 +1,44 @@
 """Stage 2 (after resampling): build the code-switching test set from per-language test dirs."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Optional, Sequence
 
-from justkit.config import from_dict
-from justkit.data.codeswitch import CodeSwitchConfig, make_codeswitch
-from justkit.data.datadir import DataDirError
+from justkit import cli
 from justkit.log import setup_logging
 
-log = logging.getLogger("justkit.make_codeswitch")
+log = logging.getLogger("justkit.bin.make_codeswitch")
+PROG = "python -m justkit.bin.make_codeswitch"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        usage="python -m justkit.bin.make_codeswitch [--seed 0] [--num 20] IN_DIR IN_DIR [IN_DIR ...] OUT_DIR",
-    )
-    defaults = CodeSwitchConfig()
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--num", type=int, default=defaults.num, help="utterances to make")
-    p.add_argument("--silence_sec", type=float, default=defaults.silence_sec)
-    p.add_argument("--sample_rate", type=int, default=defaults.sample_rate)
+def build_parser() -> cli.Parser:
+    from justkit.corpora.codeswitch import CodeSwitchConfig
+
+    d = CodeSwitchConfig()
+    p = cli.Parser(PROG, __doc__, usage=f"{PROG} [options] IN_DIR IN_DIR [IN_DIR ...] OUT_DIR")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the pairing")
+    p.add_argument("--num", type=int, default=d.num, help="utterances to make")
+    p.add_argument("--silence_sec", type=float, default=d.silence_sec, help="silence between the two parts")
+    p.add_argument("--sample_rate", type=int, default=d.sample_rate, help="sample rate every input must have")
     p.add_argument("dirs", nargs="+", help="16 kHz data dirs, one language each, then the output dir")
-    args = p.parse_args(argv)
-    if len(args.dirs) < 3:
+    return p
+
+
+@cli.command
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_parser()
+    a, _ = p.parse(argv)
+    from justkit.config import from_dict
+    from justkit.corpora.codeswitch import CodeSwitchConfig, make_codeswitch
+
+    if len(a.dirs) < 3:
         p.error("need at least two input dirs and one output dir")
-    *in_dirs, out_dir = args.dirs
+    *in_dirs, out_dir = a.dirs
     setup_logging()
-    cfg = from_dict(
-        CodeSwitchConfig,
-        {"seed": args.seed, "num": args.num, "silence_sec": args.silence_sec, "sample_rate": args.sample_rate},
-    )
-    try:
-        make_codeswitch(in_dirs, out_dir, cfg)
-    except (DataDirError, ValueError) as e:
-        log.error("%s", e)
-        return 1
+    cfg = from_dict(CodeSwitchConfig, {"seed": a.seed, "num": a.num, "silence_sec": a.silence_sec,
+                                       "sample_rate": a.sample_rate}, "make_codeswitch")
+    make_codeswitch(in_dirs, out_dir, cfg)
     return 0
 
 

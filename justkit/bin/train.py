@@ -1,52 +1,38 @@
-"""Stage 6: train a JUST / RNN-T / w2v-BERT model (single process or under torchrun)."""
+"""Stage 6: train a JUST / RNN-T / w2v-BERT model (one process, or one per GPU under torchrun).
+
+Resolves the experiment (the YAML, the overrides, the stage outputs) into <exp>/config.yaml,
+then trains; re-running the same command resumes from the newest checkpoint.
+"""
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
-from justkit.config import ConfigError, apply_overrides, dump_yaml, load_yaml
+from justkit import cli
+from justkit.config import load_yaml
 from justkit.log import setup_logging
-from justkit.train.checkpoint import CheckpointError
 
 logger = logging.getLogger("justkit.bin.train")
+PROG = "python -m justkit.bin.train"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m justkit.bin.train",
-        description="Train (or resume training) the experiment in --exp. Extra arguments "
-        "override config keys: --train.max_steps 100 or model.d_model=128.",
-        allow_abbrev=False,
-    )
+def build_parser() -> cli.Parser:
+    p = cli.Parser(PROG, __doc__, overrides=("model", "data", "train"),
+                   epilog="Example: --train.max_steps 100 --model.d_model 128")
     p.add_argument("--config", required=True, help="experiment YAML (conf/train_*.yaml)")
     p.add_argument("--exp", required=True, help="experiment directory exp/<tag>")
-    p.add_argument("--train", required=True, help="packed training set (dump/packed/train.jsonl)")
-    p.add_argument("--dev", default="", help="packed dev set for the per-epoch dev loss")
+    p.add_argument("--train_data", required=True, help="packed training examples (dump/packed/train.jsonl)")
+    p.add_argument("--dev_data", default="", help="packed dev examples, for dev loss and WER")
     p.add_argument("--tokenizer", required=True, help="sentencepiece model (data/token/spm.model)")
     p.add_argument("--cmvn", default="", help="global CMVN stats (dump/fbank/train/cmvn.ark)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--feats_dir", default="",
+                   help="stage 3's dir of the training set (dump/fbank/train): feat_dim and the fbank options")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
     p.add_argument("--init", default="", help="checkpoint whose encoder initialises the model (fine-tuning)")
     return p
-
-
-def resolve_config(args: argparse.Namespace, overrides: list[str]) -> dict:
-    """YAML + includes + command-line overrides + vocab size from the tokenizer + --init + paths."""
-    from justkit.text.tokenizer import Tokenizer
-
-    cfg = apply_overrides(load_yaml(args.config), overrides)
-    cfg.setdefault("model", {})
-    cfg.setdefault("train", {})
-    cfg["model"]["vocab_size"] = int(Tokenizer(args.tokenizer).vocab_size)
-    if args.init:
-        cfg["train"]["init"] = args.init
-    cfg["paths"] = {
-        "config": str(args.config), "train": str(args.train), "dev": str(args.dev or ""),
-        "tokenizer": str(args.tokenizer), "cmvn": str(args.cmvn or ""),
-    }
-    return cfg
 
 
 def _warn_changed(old: dict, new: dict, prefix: str = "") -> None:
@@ -67,9 +53,11 @@ def _is_stderr(path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, rest = build_parser().parse_known_args(argv)
-    from justkit.train.distributed import cleanup_distributed, init_distributed
+@cli.command
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, overrides = build_parser().parse(argv)
+    from justkit.experiment import Experiment
+    from justkit.train.distributed import barrier, cleanup_distributed, init_distributed
 
     dist = init_distributed(args.device)
     exp = Path(args.exp)
@@ -80,21 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         setup_logging(None, level=logging.WARNING)
     try:
-        cfg = resolve_config(args, rest)
-        from justkit.train.trainer import Trainer, check_top_level
-
-        check_top_level(cfg, str(args.config))
+        if args.init:
+            overrides = [*overrides, "--train.init", args.init]
+        experiment = Experiment.resolve(args.config, overrides, {
+            "train": args.train_data, "dev": args.dev_data, "tokenizer": args.tokenizer,
+            "cmvn": args.cmvn, "features": args.feats_dir})
         if dist.is_main:
             old = exp / "config.yaml"
             if old.exists():
-                _warn_changed(load_yaml(old), cfg)
-            dump_yaml(cfg, exp / "config.yaml")
-            logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train"] + list(argv or sys.argv[1:])))
-        trainer = Trainer(cfg, exp, args.train, args.dev or None, args.cmvn or None, dist)
-        trainer.train()
-    except (ConfigError, CheckpointError) as e:
-        logger.error("%s", e)
-        return 2
+                _warn_changed(load_yaml(old), experiment.to_dict())
+            experiment.save(exp)
+            logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train", *(argv or sys.argv[1:])]))
+        from justkit.train.trainer import Trainer
+
+        Trainer(experiment, exp, dist).train()
+        # Every rank reaches this point before any leaves the group: a rank that tore gloo down
+        # while its peer was still in the last collective aborted ("terminate called ...").
+        barrier()
     finally:
         cleanup_distributed()
     return 0

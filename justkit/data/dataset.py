@@ -10,13 +10,14 @@ import kaldiio
 import numpy as np
 
 from justkit.data.specaug import SpecAugConfig, spec_augment
+from justkit.errors import JustkitError
 
 PACKED_KEYS = ("utt", "feats", "num_frames", "tokens", "lang", "labelled", "text")
 
 Cmvn = Optional[Union[str, os.PathLike, Tuple[np.ndarray, np.ndarray]]]
 
 
-class PackedDataError(ValueError):
+class PackedDataError(JustkitError, ValueError):
     """A packed jsonl line or the features it points to are bad; names the file and utterance."""
 
 
@@ -48,11 +49,11 @@ def read_packed(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
 
 
 def resolve_cmvn(cmvn: Cmvn) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """None, a Kaldi-layout stats file (read with justkit.data.cmvn.load_cmvn) or (mean, std)."""
+    """None, a Kaldi-layout stats file (read with justkit.frontend.cmvn.load_cmvn) or (mean, std)."""
     if cmvn is None:
         return None
     if isinstance(cmvn, (str, os.PathLike)):
-        from justkit.data.cmvn import load_cmvn  # stage 3's reader of the Kaldi stats layout
+        from justkit.frontend.cmvn import load_cmvn  # stage 3's reader of the Kaldi stats layout
 
         cmvn = load_cmvn(cmvn)
     mean, std = (np.asarray(a, dtype=np.float32).reshape(-1) for a in cmvn)

@@ -8,15 +8,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from justkit.data.datadir import DataDirError, read_table
+from justkit.datadir.tables import DataDirError, read_table
 from justkit.fileio import atomic_open
 from justkit.text.normalize import normalize
 from justkit.text.tokenizer import Tokenizer
+from justkit.errors import JustkitError
 
 logger = logging.getLogger(__name__)
 
 
-class PackError(ValueError):
+class PackError(JustkitError, ValueError):
     """An utterance cannot be packed; the message names the file and the utterance."""
 
 

@@ -8,6 +8,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from justkit.lang import balanced_draw, language_probs
+
 logger = logging.getLogger(__name__)
 
 
@@ -21,48 +23,6 @@ class IndexBatch(list):
     def __init__(self, indices: Sequence[int], seed: int = 0) -> None:
         super().__init__(indices)
         self.seed = seed
-
-
-def language_probs(counts: Dict[str, int], alpha: float) -> Dict[str, float]:
-    """p_lang proportional to n_lang ** alpha (alpha=1: natural shares, alpha=0: uniform)."""
-    langs = sorted(counts)
-    w = np.array([float(counts[l]) ** alpha if counts[l] > 0 else 0.0 for l in langs])
-    if w.sum() <= 0:
-        raise ValueError("language_probs: no utterances in any language")
-    w = w / w.sum()
-    return dict(zip(langs, w.tolist()))
-
-
-def _largest_remainder(probs: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts summing to ``total`` closest to ``probs * total``."""
-    raw = probs * total
-    out = np.floor(raw).astype(np.int64)
-    rest = total - int(out.sum())
-    if rest > 0:
-        order = np.argsort(-(raw - out), kind="stable")
-        out[order[:rest]] += 1
-    return out
-
-
-def balanced_draw(
-    pools: Dict[str, np.ndarray], alpha: float, total: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw ``total`` items from per-language pools with p_lang proportional to len(pool) ** alpha.
-
-    Language shares are rounded to integers (largest remainder); inside a language the items
-    come from successive random permutations of its pool, so a small language is repeated
-    (each item as evenly as possible) and a big one is subsampled without repeats.
-    """
-    langs = sorted(l for l in pools if len(pools[l]))
-    probs = language_probs({l: len(pools[l]) for l in langs}, alpha)
-    counts = _largest_remainder(np.array([probs[l] for l in langs]), int(total))
-    drawn = []
-    for lang, k in zip(langs, counts):
-        pool = np.asarray(pools[lang])
-        reps = -(-int(k) // len(pool)) if k else 0
-        seq = np.concatenate([rng.permutation(pool) for _ in range(reps)]) if reps else pool[:0]
-        drawn.append(seq[:k])
-    return np.concatenate(drawn)
 
 
 def greedy_batches(order: Sequence[int], lengths: np.ndarray, max_frames: int) -> List[List[int]]:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from justkit.config import from_dict
-from justkit.data.datadir import write_table
+from justkit.datadir.tables import write_table
 from justkit.data.dataset import PackedDataset
 from justkit.data.loader import Collate
 from justkit.decode.beam import BeamConfig, beam_search

@@ -8,12 +8,12 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from justkit.score.results import MLS_LANGS
+from justkit.errors import JustkitError
 
 PAPER_YAML = Path(__file__).with_name("paper_results.yaml")
 
 
-class PaperTableError(ValueError):
+class PaperTableError(JustkitError, ValueError):
     """The paper table or an experiment's results are missing or malformed; names the file."""
 
 
@@ -36,7 +36,9 @@ def load_paper(path: str | Path = PAPER_YAML) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PaperTableError(f"{path}: not found") from None
-    langs = data.get("langs") or list(MLS_LANGS)
+    langs = data.get("langs")
+    if not langs:
+        raise PaperTableError(f"{path}: no 'langs' list (the paper's languages, in its column order)")
     rows = []
     for i, s in enumerate(data.get("systems") or []):
         where = f"{path}: systems[{i}] ({s.get('id', '?')})"
@@ -59,9 +61,10 @@ def _num(v) -> Optional[float]:
     return None if v is None else float(v)
 
 
-def experiment_row(exp: str | Path, method: Optional[str] = None) -> Row:
+def experiment_row(exp: str | Path, method: Optional[str] = None, langs: Sequence[str] = ()) -> Row:
     """Our row from ``exp/results.json`` (stage 8): the ``beam`` decode if there is one (or
-    ``method``), else the method with the lowest average."""
+    ``method``), else the method with the lowest average; per language of ``langs`` (the
+    paper's columns; default: the experiment's own languages)."""
     exp = Path(exp)
     p = exp / "results.json"
     try:
@@ -84,10 +87,12 @@ def experiment_row(exp: str | Path, method: Optional[str] = None) -> Row:
     if method not in methods:
         raise PaperTableError(f"{p}: no decode method {method!r} (has {sorted(methods)})")
     cols = methods[method]
-    wer = {lang: (cols[lang]["wer"] if lang in cols else None) for lang in MLS_LANGS}
+    own = res.get("langs") or [c for c, v in cols.items() if v.get("lang")]
+    langs = list(langs) or list(own)
+    wer = {lang: (cols[lang]["wer"] if lang in cols else None) for lang in langs}
     avg = avgs.get(method, {}).get("wer")
-    langs = [lang for lang in MLS_LANGS if lang in cols]
-    return Row(f"{exp.name} ({method})", wer, avg, str(exp), exp.name, langs)
+    scored = [c for c in own if c in cols]
+    return Row(f"{exp.name} ({method})", wer, avg, str(exp), exp.name, scored)
 
 
 def paper_average_over(row: Row, langs: Sequence[str], all_langs: Sequence[str]) -> Optional[float]:

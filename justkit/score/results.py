@@ -5,13 +5,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from justkit.datadir.tables import read_table
 from justkit.fileio import atomic_write_text
+from justkit.lang import is_language_code
 from justkit.score.wer import Normalizer, ScoringError, SetResult, format_sclite, format_summary, score_decode_dir
 
-# The 8 MLS languages in the recipe's order; the average column is over those present.
-MLS_LANGS = ("en", "de", "nl", "es", "fr", "pt", "it", "pl")
 _DECODE_RE = re.compile(r"^decode_(?P<method>[A-Za-z0-9]+)_(?P<set>.+)$")
 # Preferred order of decoding methods in tables; others follow alphabetically.
 METHOD_ORDER = ("greedy", "beam")
@@ -32,7 +32,16 @@ class DecodeDir:
 
     @property
     def lang(self) -> Optional[str]:
-        return self.column if self.column in MLS_LANGS else None
+        """The set's language when all its utterances have one and the same (``utt2lang`` of the
+        decode dir); None for mixed or code-switched (``l1-l2``) sets, which are not averaged."""
+        p = self.path / "utt2lang"
+        if not p.is_file():  # no utt2lang: a set named test_<code> is that language's
+            return self.column if is_language_code(self.column) and "-" not in self.column else None
+        langs = set(read_table(p).values())
+        if len(langs) != 1:
+            return None
+        lang = next(iter(langs))
+        return None if "-" in lang else lang
 
 
 def find_decode_dirs(exp: str | Path) -> List[DecodeDir]:
@@ -51,12 +60,18 @@ def _method_key(m: str):
     return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
 
 
-def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, top: int = 10) -> dict:
+def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, top: int = 10,
+                     langs: Optional[Sequence[str]] = None) -> dict:
     """Score every decode dir of ``exp``; write their ``wer.txt``/``sclite.txt``, then
     ``exp/results.json`` and ``exp/RESULTS.md``. Returns the results dict::
 
-        {"methods": {method: {column: {"wer", "cer", "ser", "set", "counts"}}},
-         "average": {method: {"wer", "cer", "langs"}}}
+        {"methods": {method: {column: {"wer", "cer", "ser", "set", "counts", "lang"}}},
+         "average": {method: {"wer", "cer", "langs"}}, "langs": [...]}
+
+    A decode set whose utterances all have one language is that language's column (named
+    after the set, ``test_xx`` -> ``xx``); the average is the unweighted mean over the
+    language columns found. ``langs`` gives their order (the recipe's ``--langs``); languages
+    found but not listed follow, sorted.
     """
     exp = Path(exp)
     dirs = find_decode_dirs(exp)
@@ -64,8 +79,12 @@ def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, t
         raise ScoringError(f"{exp}: no decode_<method>_<set>/hyp.txt to score; run stage 7 first")
     methods: Dict[str, Dict[str, dict]] = {}
     set_results: Dict[tuple, SetResult] = {}
+    lang_cols: Dict[str, str] = {}  # column -> language
     for d in dirs:
-        res = score_decode_dir(d.path, normalizer, default_lang=d.lang)
+        lang = d.lang
+        if lang is not None:
+            lang_cols[d.column] = lang
+        res = score_decode_dir(d.path, normalizer, default_lang=lang)
         atomic_write_text(d.path / "wer.txt", format_summary(res, d.path.name))
         atomic_write_text(d.path / "sclite.txt", format_sclite(res, d.path.name))
         methods.setdefault(d.method, {})[d.column] = {
@@ -75,18 +94,21 @@ def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, t
             "ser": round(res.ser, 4),
             "counts": res.counts(),
             "rtf": _read_rtf(d.path),
+            "lang": lang,
         }
         set_results[(d.method, d.column)] = res
+    order = list(langs or [])
+    col_order = [c for c in order if c in lang_cols] + sorted(c for c in lang_cols if c not in order)
     average = {}
     for m, cols in methods.items():
-        langs = [lang for lang in MLS_LANGS if lang in cols]
-        if langs:
+        present = [c for c in col_order if c in cols]
+        if present:
             average[m] = {
-                "wer": round(sum(cols[lang]["wer"] for lang in langs) / len(langs), 4),
-                "cer": round(sum(cols[lang]["cer"] for lang in langs) / len(langs), 4),
-                "langs": langs,
+                "wer": round(sum(cols[c]["wer"] for c in present) / len(present), 4),
+                "cer": round(sum(cols[c]["cer"] for c in present) / len(present), 4),
+                "langs": present,
             }
-    results = {"exp": str(exp), "methods": methods, "average": average}
+    results = {"exp": str(exp), "methods": methods, "average": average, "langs": col_order}
     atomic_write_text(exp / "results.json", json.dumps(results, indent=1, sort_keys=True) + "\n")
     atomic_write_text(exp / "RESULTS.md", format_results_md(results, set_results, top))
     return results
@@ -109,18 +131,18 @@ def _fmt(x: Optional[float]) -> str:
 
 
 def format_results_md(results: dict, set_results: Dict[tuple, SetResult] | None = None, top: int = 10) -> str:
-    """RESULTS.md: WER and CER tables (rows: methods; columns: MLS languages, their average,
+    """RESULTS.md: WER and CER tables (rows: methods; columns: the languages, their average,
     then the other sets such as the code-switch set, kept out of the average), RTF, top errors."""
     methods = results["methods"]
     order = sorted(methods, key=_method_key)
     cols = {c for m in methods.values() for c in m}
-    lang_cols = [lang for lang in MLS_LANGS if lang in cols]
+    lang_cols = [c for c in results.get("langs", []) if c in cols]
     other_cols = sorted(cols - set(lang_cols))
     out = [f"# Results: {results['exp']}\n\n"]
     out.append(
         "WER/CER in %, after `justkit.text.normalize.normalize(text, lang)` on both sides "
         "(code-switched sets: one shared normalisation with their `l1-l2` code). "
-        f"`avg` is the unweighted mean over the MLS languages present ({' '.join(lang_cols) or 'none'}); "
+        f"`avg` is the unweighted mean over the languages present ({' '.join(lang_cols) or 'none'}); "
         "other sets (e.g. `cs`, code-switching) are reported separately and not averaged.\n\n"
     )
     for metric in ("wer", "cer"):

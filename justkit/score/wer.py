@@ -8,7 +8,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import jiwer
 
-from justkit.data.datadir import DataDirError, read_table
+from justkit.datadir.tables import DataDirError, read_table
+from justkit.errors import JustkitError
 
 # A normaliser maps (text, language code) -> normalised text.
 Normalizer = Callable[[str, str], str]
@@ -17,7 +18,7 @@ Normalizer = Callable[[str, str], str]
 _OPS = {"equal": "C", "substitute": "S", "delete": "D", "insert": "I"}
 
 
-class ScoringError(ValueError):
+class ScoringError(JustkitError, ValueError):
     """Reference/hypothesis tables do not fit; the message names the file and utterance id."""
 
 

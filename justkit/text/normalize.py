@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-LANGS = ("en", "de", "nl", "es", "fr", "pt", "it", "pl")
 
 # Typographic variants mapped to the ASCII apostrophe / hyphen before the punctuation rule.
 _APOSTROPHES = "\u2019\u2018\u02bc\u00b4\u0060\u2032"  # ’ ‘ ʼ ´ ` ′

@@ -12,6 +12,7 @@ import numpy as np
 import sentencepiece as spm
 
 from justkit.fileio import atomic_open, atomic_write_text
+from justkit.errors import JustkitError
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ BLANK = "<blk>"
 UNK = "<unk>"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(JustkitError, ValueError):
     """Tokenizer training or loading failed; names the file or utterance."""
 
 
@@ -94,7 +95,7 @@ def sample_by_language(
     texts_by_lang: Mapping[str, Sequence[str]], alpha: float, total: int, seed: int
 ) -> List[str]:
     """Draw ``total`` transcripts, p_lang proportional to n_lang ** alpha (see balanced_draw)."""
-    from justkit.data.sampler import balanced_draw
+    from justkit.lang import balanced_draw
 
     flat: List[str] = []
     pools: Dict[str, np.ndarray] = {}
@@ -168,3 +169,30 @@ def train_tokenizer(
     atomic_write_text(out_dir / "tokens.txt", "".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(n)))
     logger.info("wrote %s/spm.model (%d pieces); all %d transcripts round-trip", out_dir, n, len(all_items))
     return Tokenizer(out_dir / "spm.model")
+
+
+def check_vocab(tok: "Tokenizer", model_vocab: int, model_path: str = "the model") -> None:
+    """A model can only be decoded with the tokenizer it was trained with: the sizes must match."""
+    if tok.vocab_size != int(model_vocab):
+        raise TokenizerError(
+            f"{tok.path}: {tok.vocab_size} pieces, but {model_path} was trained with a vocabulary of "
+            f"{model_vocab}: not the tokenizer of this model")
+
+
+def read_texts_by_lang(text: Union[str, os.PathLike], utt2lang: Union[str, os.PathLike]) -> Dict[str, List[Tuple[str, str]]]:
+    """``{lang: [(utt, normalised text)]}`` of a data dir's ``text`` and ``utt2lang``; an utterance
+    without a language or with an empty normalised transcript is an error naming it."""
+    from justkit.datadir.tables import DataDirError, read_table
+    from justkit.text.normalize import normalize
+
+    texts = read_table(text, allow_empty_value=True)
+    langs = read_table(utt2lang)
+    out: Dict[str, List[Tuple[str, str]]] = {}
+    for utt, raw in texts.items():
+        if utt not in langs:
+            raise DataDirError(f"{utt2lang}: utt {utt} (in {text}) has no language")
+        norm = normalize(raw, langs[utt])
+        if not norm:
+            raise DataDirError(f"{text}: utt {utt}: empty transcript after normalisation ({raw!r})")
+        out.setdefault(langs[utt], []).append((utt, norm))
+    return out

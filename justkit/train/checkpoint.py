@@ -11,15 +11,11 @@ import numpy as np
 import torch
 
 from justkit.fileio import atomic_torch_save
+from justkit.models.factory import REQUIRED_KEYS, CheckpointError, load_checkpoint  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
-REQUIRED_KEYS = ("model", "step", "epoch", "config")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, or lacks required entries (message names it)."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -44,26 +40,6 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
         if m and p.is_file():
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read one checkpoint (``weights_only``: tensors and plain containers only).
-
-    Raises CheckpointError naming the file when it cannot be read or lacks required keys.
-    """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except Exception as e:  # truncated zip, bad pickle, ...: all mean "unreadable"
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not a justkit checkpoint (top level is {type(obj).__name__})")
-    missing = [k for k in ("model", "config") if k not in obj]
-    if missing:
-        raise CheckpointError(f"{path}: not a justkit checkpoint, missing {missing}")
-    return obj
 
 
 def load_latest_checkpoint(
@@ -141,36 +117,6 @@ def set_rng_state(state: dict) -> None:
                 "checkpoint has %d CUDA RNG states, this process sees %d devices: CUDA RNG not restored",
                 len(cuda), torch.cuda.device_count(),
             )
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def build_model(config: dict) -> torch.nn.Module:
-    """The JUST model described by ``config["model"]`` (a full experiment config)."""
-    from justkit.models.just import JUSTConfig, JUSTModel
-
-    if "model" not in config:
-        raise CheckpointError("config has no 'model' section")
-    return JUSTModel(JUSTConfig.from_dict(config["model"]))
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model from the config stored in checkpoint ``path`` and load its weights.
-
-    Works for ``ckpt-<step>.pt`` and averaged ``model_avg.pt`` files. Returns (model in
-    eval mode on ``device``, the experiment config dict).
-    """
-    ckpt = load_checkpoint(path, map_location="cpu")
-    config = ckpt["config"]
-    model = build_model(config)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {e}") from e
-    model.to(device)
-    model.eval()
-    return model, config
 
 
 # ----------------------------------------------------------------------------- averaging

@@ -13,76 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from justkit.config import ConfigError, from_dict
+from justkit.config import ConfigError
+from justkit.experiment import Experiment
+from justkit.models.factory import build_model
 from justkit.train import checkpoint as ckpt_lib
 from justkit.train.curves import TrainCurves
 from justkit.train.distributed import DistInfo, all_reduce_, gather_objects
-from justkit.train.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients
+from justkit.train.config import TrainConfig
+from justkit.train.optim import build_optimizer, build_scheduler, clip_gradients
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("model", "data", "train", "paths")
-AMP_MODES = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """The ``train:`` section of an experiment YAML.
-
-    Steps are optimizer updates (one update = ``accum_grad`` batches per rank). Training stops
-    at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (0 = no limit; at
-    least one must be set). ``amp``: auto = bf16 autocast on CUDA, fp32 on CPU; fp16 adds a
-    GradScaler. A batch whose loss or gradient is non-finite on any rank is skipped on all
-    ranks; ``max_consecutive_skips`` in a row stop training with an error.
-    """
-
-    max_steps: int = 0
-    max_epochs: int = 0
-    accum_grad: int = 1
-    clip_grad_norm: float = 5.0
-    amp: str = "auto"
-    seed: int = 0
-    log_interval: int = 10           # steps between log lines / CSV rows
-    save_interval: int = 0           # steps between checkpoints (0: only at epoch ends and the end)
-    keep_last: int = 5               # checkpoints kept (0: all)
-    average_last: int = 5            # default N of `justkit.bin.average`
-    dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
-    dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
-    dev_wer: bool = True             # greedy dev WER at every dev evaluation (models with an RNN-T decoder)
-    dev_wer_max_utts: int = 0        # per language, the first N dev utterances (0: all)
-    max_consecutive_skips: int = 20
-    # Steps between measurements of each loss term's share of the shared-encoder gradient
-    # (one extra forward and one backward per term, on that step's first batch, outside the
-    # update; 0 = never). Logged with the next log line, in train.csv and plots/grad_balance.png.
-    grad_balance_interval: int = 0
-    find_unused_parameters: bool = True   # DDP: modes leave some modules unused
-    num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
-    plots: bool = True               # write plots/*.png at epoch ends and at the end
-    init: str = ""                   # checkpoint whose encoder initialises a fresh run (fine-tuning)
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.optim, dict):
-            self.optim = from_dict(OptimConfig, self.optim, "train.optim")
-        if self.max_steps <= 0 and self.max_epochs <= 0:
-            raise ConfigError("train: set max_steps and/or max_epochs (both are 0: training would never stop)")
-        if self.accum_grad < 1:
-            raise ConfigError(f"train.accum_grad must be >= 1, got {self.accum_grad}")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"train.amp: {self.amp!r} is not one of {AMP_MODES}")
-        if self.log_interval < 1:
-            raise ConfigError(f"train.log_interval must be >= 1, got {self.log_interval}")
-        if self.grad_balance_interval < 0:
-            raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")
-
-
-def check_top_level(config: dict, where: str = "config") -> None:
-    """An experiment config has only model/data/train (and the recorded paths) at the top."""
-    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; known: {list(TOP_LEVEL_KEYS)}")
-    if "model" not in config:
-        raise ConfigError(f"{where}: no 'model' section (include: [model/mini.yaml]?)")
 
 
 def seed_everything(seed: int) -> None:
@@ -104,29 +45,28 @@ def _fmt_eta(seconds: float) -> str:
 
 
 class Trainer:
-    """Runs one experiment in ``exp_dir`` as DDP rank ``dist.rank`` (rank 0 writes the files).
+    """Runs ``experiment`` in ``exp_dir`` as DDP rank ``dist.rank`` (rank 0 writes the files).
 
-    Re-running the same command resumes from the newest readable checkpoint in
-    ``exp_dir/checkpoints``; a run that already reached its stop criterion returns at once.
+    The training and dev sets, tokenizer and CMVN are the experiment's ``paths``. Re-running
+    the same command resumes from the newest readable checkpoint in ``exp_dir/checkpoints``;
+    a run that already reached its stop criterion returns at once.
     """
 
-    def __init__(
-        self,
-        config: dict,
-        exp_dir: str | Path,
-        train_jsonl: str | Path,
-        dev_jsonl: str | Path | None,
-        cmvn: Any,
-        dist: DistInfo | None = None,
-    ) -> None:
-        from justkit.data.loader import DataConfig, build_loader
+    def __init__(self, experiment: Experiment | dict, exp_dir: str | Path, dist: DistInfo | None = None) -> None:
+        from justkit.data.loader import build_loader
 
-        check_top_level(config)
-        self.config = config
+        if not isinstance(experiment, Experiment):
+            experiment = Experiment.from_dict(experiment)
+        self.experiment = experiment
+        self.config = experiment.to_dict()  # stored in every checkpoint
         self.dist = dist or DistInfo()
         self.device = self.dist.device
-        self.cfg: TrainConfig = from_dict(TrainConfig, config.get("train"), "train")
-        self.data_cfg = from_dict(DataConfig, config.get("data"), "data")
+        self.cfg: TrainConfig = experiment.train
+        self.data_cfg = experiment.data
+        paths = experiment.paths
+        if not paths.train:
+            raise ConfigError("paths.train: no training set given (the packed jsonl of stage 5)")
+        train_jsonl, dev_jsonl, cmvn = paths.train, paths.dev or None, paths.cmvn or None
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots")
@@ -134,7 +74,7 @@ class Trainer:
             torch.set_num_threads(self.cfg.num_threads)
 
         seed_everything(self.cfg.seed)  # identical initial weights on every rank
-        self.model = ckpt_lib.build_model(config).to(self.device)
+        self.model = build_model(experiment.model).to(self.device)
         seed_everything(self.cfg.seed + self.dist.rank)  # masking/dropout differ between ranks
 
         self.amp_dtype = self._amp_dtype()
@@ -557,7 +497,7 @@ class Trainer:
 
     def _dev_tokenizer(self):
         if not hasattr(self, "_tokenizer"):
-            path = (self.config.get("paths") or {}).get("tokenizer")
+            path = self.experiment.paths.tokenizer
             self._tokenizer = None
             if path and self.cfg.dev_wer:
                 from justkit.text.tokenizer import Tokenizer

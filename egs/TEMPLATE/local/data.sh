@@ -37,7 +37,7 @@ done
 # 3. validate everything stage 2 will read.
 for l in $langs; do
   for split in train dev test; do
-    "$JUSTKIT_ROOT/utils/validate_data_dir.py" --known-langs "$langs" "$data/${split}_$l"
+    "$JUSTKIT_ROOT/utils/validate_data_dir.py" --known_langs "$langs" "$data/${split}_$l"
   done
 done
 echo "$0: prepared $data for languages: $langs"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from justkit.data.datadir import DataDirError, utt2spk_to_spk2utt, write_table
+from justkit.datadir.tables import DataDirError, utt2spk_to_spk2utt, write_table
 
 SPLITS = ("train", "dev", "test")
 

@@ -32,5 +32,8 @@ elif [ ! -d "$mls_root" ]; then
   exit 1
 fi
 
-python -m justkit.bin.prepare_mls --mls_root "$mls_root" --download "$download" --langs "$langs" \
-  --nj "$nj" --flavour "$flavour" --keep_archive "$keep_archive" --log_file "$data/log/prepare_mls.log" "$data"
+flags=()
+[ "$download" = true ] && flags+=(--download)
+[ "$keep_archive" = true ] && flags+=(--keep_archive)
+python -m justkit.bin.prepare_mls --mls_root "$mls_root" --langs "$langs" --nj "$nj" --flavour "$flavour" \
+  "${flags[@]}" --log_file "$data/log/prepare_mls.log" "$data"

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 import kaldiio
 import numpy as np
 
-from justkit.data.datadir import read_table
+from justkit.datadir.tables import read_table
 from justkit.fileio import atomic_open
+from justkit.errors import JustkitError
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ Array = Union[np.ndarray, "torch.Tensor"]
 VAR_FLOOR = 1.0e-20
 
 
-class CmvnError(ValueError):
+class CmvnError(JustkitError, ValueError):
     """CMVN stats are malformed or cannot be accumulated; names the file (and utterance)."""
 
 

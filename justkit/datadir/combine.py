@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 from typing import Dict, Sequence
 
-from justkit.data.datadir import UTT_TABLES, DataDir, DataDirError
-from justkit.data.subset import COPY_FILES, SPK_TABLES, read_tables, write_data_dir
+from justkit.datadir.tables import UTT_TABLES, DataDir, DataDirError
+from justkit.datadir.subset import COPY_FILES, SPK_TABLES, read_tables, write_data_dir
 from justkit.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)

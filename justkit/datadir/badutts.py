@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, List, NamedTuple
 
-from justkit.data.datadir import DataDirError
+from justkit.datadir.tables import DataDirError
 from justkit.fileio import atomic_open
 
 

@@ -1,22 +1,19 @@
-"""Merge the per-job outputs of a parallel stage into its output data dir, record and drop bad utterances."""
+"""Merge the per-job outputs of a parallel stage (2 or 3) into its output data dir; record and drop bad utterances."""
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import kaldiio
 
-from justkit.data.badutts import BadUtt, read_bad_shard, write_bad_utts
-from justkit.data.datadir import DataDirError, read_table, write_table
-from justkit.data.validate import DataDirInvalid, fix_data_dir, validate_data_dir
+from justkit.datadir.badutts import BadUtt, read_bad_shard, write_bad_utts
+from justkit.datadir.tables import DataDirError, read_table, write_table
+from justkit.datadir.validate import DataDirInvalid, fix_data_dir, validate_data_dir
 from justkit.fileio import atomic_open, atomic_write_text
-from justkit.log import setup_logging
 
-log = logging.getLogger("finish_data_dir")
+log = logging.getLogger(__name__)
 
 # Every top-level file of the source dir is copied (text, utt2spk, spk2utt, utt2lang,
 # spk2gender, cs_sources, ...) except those the stage produces and these, which describe
@@ -84,32 +81,3 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
     log.info("%s: %d utterances kept, %d dropped (%d bad, listed in %s)",
              dst, res["kept"], len(res["dropped"]), len(bad), dst / "bad_utts.txt")
     return res
-
-
-def main(argv: Optional[list] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nj", type=int, required=True)
-    p.add_argument("--table", action="append", default=[], metavar="NAME=PATTERN",
-                   help="a table the jobs produced, e.g. wav.scp=dump/raw/x/split/resample.JOB.scp")
-    p.add_argument("--bad", required=True, metavar="PATTERN", help="the jobs' bad-utterance shards (JOB)")
-    p.add_argument("--feat-dim", action="store_true", help="write dst/feat_dim from the first feats.scp entry")
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
-    a = p.parse_args(argv)
-    setup_logging()
-    tables = []
-    for t in a.table:
-        name, eq, pattern = t.partition("=")
-        if not eq or "JOB" not in pattern:
-            p.error(f"--table {t!r}: expected NAME=PATTERN with JOB in the pattern")
-        tables.append((name, pattern))
-    try:
-        finish(a.src, a.dst, a.nj, tables, a.bad, a.feat_dim)
-    except DataDirError as e:
-        log.error("%s", e)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

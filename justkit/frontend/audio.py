@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from justkit.fileio import atomic_open
+from justkit.errors import JustkitError
 
 PathLike = Union[str, os.PathLike]
 
@@ -18,7 +19,7 @@ MIN_SAMPLES = 2
 MULTICHANNEL_POLICIES = ("average", "error")
 
 
-class AudioError(ValueError):
+class AudioError(JustkitError, ValueError):
     """An audio file is missing, unreadable or unusable; the message names the file and utterance."""
 
     def __init__(self, path: PathLike, utt: Optional[str], reason: str) -> None:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from justkit.config import from_dict, load_yaml
+from justkit.config import from_dict, load_section
+from justkit.errors import JustkitError
 
 if TYPE_CHECKING:
     import torch
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "blackman")
 
 
-class FbankError(ValueError):
+class FbankError(JustkitError, ValueError):
     """Features cannot be computed for an utterance (too short, wrong sample rate); names the utterance."""
 
     def __init__(self, utt: Optional[str], reason: str) -> None:
@@ -55,6 +56,10 @@ class FbankConfig:
     use_log_fbank: bool = True
     use_power: bool = True
 
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> "FbankConfig":
+        return from_dict(cls, d, "fbank")
+
     def __post_init__(self) -> None:
         if self.window_type not in WINDOW_TYPES:
             raise ValueError(f"fbank window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
@@ -91,13 +96,11 @@ class FbankConfig:
 
 
 def load_fbank_config(path: str | Path | None, overrides: Optional[dict] = None) -> FbankConfig:
-    """FbankConfig from a YAML file (``fbank:`` section or top level), then ``overrides``."""
-    data: dict = {}
-    if path is not None:
-        raw = load_yaml(path)
-        data = dict(raw.get("fbank", raw))
+    """FbankConfig from the ``fbank:`` section of a YAML file (None: the defaults), then ``overrides``
+    (a mapping of option -> value)."""
+    data = dict(load_section(path, "fbank") if path is not None else {})
     data.update(overrides or {})
-    return from_dict(FbankConfig, data, where=str(path) if path else "fbank")
+    return from_dict(FbankConfig, data, where=f"{path}: fbank" if path else "fbank")
 
 
 def num_frames(num_samples: int, cfg: FbankConfig) -> int:

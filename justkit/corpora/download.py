@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from justkit.config import from_dict
+from justkit.errors import JustkitError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(JustkitError, RuntimeError):
     """A download or extraction failed; the message names the URL or file and what to do."""
 
 

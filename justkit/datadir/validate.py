@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence
 
 from justkit.config import from_dict
-from justkit.data.datadir import (
+from justkit.datadir.tables import (
     UTT_TABLES,
     DataDirError,
     iter_table,
@@ -16,8 +16,8 @@ from justkit.data.datadir import (
     write_table,
 )
 from justkit.fileio import atomic_open
+from justkit.lang import is_language_code
 
-MLS_LANGS = ("en", "de", "nl", "es", "fr", "pt", "it", "pl")
 DEFAULT_REQUIRE = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang")
 # Tables keyed by speaker that fix_data_dir filters to the speakers it keeps.
 SPK_TABLES = ("spk2gender",)
@@ -62,7 +62,9 @@ def _value_problem(name: str, value: str, known_langs: frozenset[str]) -> str | 
     if not value:
         return "empty value"
     if name == "utt2lang":
-        if value not in known_langs:
+        if not is_language_code(value):
+            return f"{value!r} is not a language code (ISO 639: 2-3 lower-case letters, or l1-l2)"
+        if known_langs and value not in known_langs:
             return f"unknown language code {value!r} (known: {' '.join(sorted(known_langs))})"
     elif name == "utt2dur":
         try:
@@ -162,7 +164,7 @@ def validate_data_dir(
     d = Path(path)
     if not d.is_dir():
         return [f"{d}: not a directory"]
-    langs = frozenset(MLS_LANGS) | frozenset(cfg.known_langs)
+    langs = frozenset(cfg.known_langs)
     problems: List[str] = []
     for name in cfg.require:
         if not (d / name).is_file():
@@ -250,7 +252,7 @@ def fix_data_dir(
     d = Path(path)
     if not d.is_dir():
         raise DataDirError(f"{d}: not a directory")
-    langs = frozenset(MLS_LANGS) | frozenset(known_langs)
+    langs = frozenset(known_langs)
     scans = {n: _scan(d / n, n, langs) for n in UTT_TABLES if (d / n).is_file()}
     if "utt2spk" not in scans and (d / "spk2utt").is_file():
         # Recover utt2spk from spk2utt (a dir that only has the speaker-indexed table).

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from justkit.data.audio import MIN_SAMPLES, AudioError, audio_info
-from justkit.data.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
+from justkit.frontend.audio import MIN_SAMPLES, AudioError, audio_info
+from justkit.corpora.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
+from justkit.errors import JustkitError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ SPK_WIDTH = 6
 AUDIO_EXTS = ("opus", "flac")
 
 
-class MLSError(ValueError):
+class MLSError(JustkitError, ValueError):
     """The MLS tree is missing or malformed; the message names the directory or file."""
 
 

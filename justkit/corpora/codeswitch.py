@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import soundfile as sf
 
-from justkit.data.datadir import DataDir, DataDirError, utt2spk_to_spk2utt
+from justkit.datadir.tables import DataDir, DataDirError, utt2spk_to_spk2utt
 from justkit.fileio import atomic_open
 
 log = logging.getLogger(__name__)

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, Mapping
 
 from justkit.fileio import atomic_open
+from justkit.errors import JustkitError
 
 # Files of a data dir that map utterance id -> value, in the order we write them.
 UTT_TABLES = ("wav.scp", "text", "utt2spk", "utt2lang", "utt2dur", "feats.scp", "utt2num_frames")
 
 
-class DataDirError(ValueError):
+class DataDirError(JustkitError, ValueError):
     """A data-dir file is malformed; the message names the file, the line and the id."""
 
 

@@ -1,0 +1,41 @@
+"""Stage 5: pack a feature dir into jsonl training examples (feats rxspecifier, frames, tokens, language)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from justkit import cli
+from justkit.log import setup_logging
+
+log = logging.getLogger("justkit.bin.pack_examples")
+PROG = "python -m justkit.bin.pack_examples"
+
+
+def build_parser() -> cli.Parser:
+    p = cli.Parser(PROG, __doc__)
+    p.add_argument("--tokenizer", required=True, type=Path, help="data/token/spm.model")
+    p.add_argument("--labelled_subset", action="append", default=[], metavar="DIR",
+                   help="a data dir whose text lists utterances that keep their labels (repeatable); "
+                   "without any, every utterance is labelled")
+    p.add_argument("fbank_dir", type=Path, help="stage 3's dir (dump/fbank/<set>)")
+    p.add_argument("out", type=Path, help="output jsonl (dump/packed/<set>.jsonl)")
+    return p
+
+
+@cli.command
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a, _ = build_parser().parse(argv)
+    from justkit.data.pack import pack_examples, summary, write_packed
+    from justkit.text.tokenizer import Tokenizer
+
+    setup_logging(a.out.parent / "log" / f"pack_{a.out.stem}.log")
+    examples = pack_examples(a.fbank_dir, Tokenizer(a.tokenizer), a.labelled_subset or None)
+    write_packed(examples, a.out)
+    log.info("%s -> %s: %s", a.fbank_dir, a.out, summary(examples))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Corpus layouts and downloads (MLS) and the code-switching test-set builder."""

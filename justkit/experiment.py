@@ -1,0 +1,130 @@
+"""One experiment: the model/data/train/paths sections, resolved once and saved as ``exp/<tag>/config.yaml``.
+
+Stage 6 resolves it from the recipe's YAML, the command-line overrides and the files the
+earlier stages wrote: the vocabulary size comes from the tokenizer, the feature dimension
+from stage 3's ``feat_dim``. Everything later (resuming, decoding, packing a model) reads
+the saved file instead of asking again for the tokenizer, CMVN or front-end settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from justkit.config import ConfigError, apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
+from justkit.data.loader import DataConfig
+from justkit.models.just import JUSTConfig
+from justkit.train.config import TrainConfig
+
+SECTIONS = ("model", "data", "train", "paths")
+CONFIG_NAME = "config.yaml"
+
+
+@dataclasses.dataclass
+class PathsConfig:
+    """Where the experiment's inputs are; relative paths are relative to the recipe directory
+    (where run.sh runs every stage)."""
+
+    config: str = ""      # the YAML the experiment was resolved from
+    train: str = ""       # packed training examples (stage 5)
+    dev: str = ""         # packed dev examples ("": no dev passes)
+    tokenizer: str = ""   # sentencepiece model (stage 4)
+    cmvn: str = ""        # global CMVN statistics (stage 3; "": none)
+    features: str = ""    # stage 3's dir of the training set: its feat_dim and conf/fbank.yaml
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The resolved config of one experiment (docs/interfaces.md, "Experiment")."""
+
+    model: JUSTConfig
+    data: DataConfig
+    train: TrainConfig
+    paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+
+    # ------------------------------------------------------------------ dicts and files
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "Experiment":
+        """Build and check every section; an unknown section or key is a ConfigError naming it."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: an experiment config must be a mapping of sections {SECTIONS}")
+        unknown = sorted(set(d) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; known: {list(SECTIONS)}")
+        if "model" not in d:
+            raise ConfigError(f"{where}: no 'model' section (include: [model/mini.yaml]?)")
+        return cls(
+            model=from_dict(JUSTConfig, d.get("model"), "model"),
+            data=from_dict(DataConfig, d.get("data"), "data"),
+            train=from_dict(TrainConfig, d.get("train"), "train"),
+            paths=from_dict(PathsConfig, d.get("paths"), "paths"),
+        )
+
+    def to_dict(self) -> dict:
+        return {name: to_dict(getattr(self, name)) for name in SECTIONS}
+
+    def save(self, exp_dir: str | Path) -> Path:
+        """Write ``<exp_dir>/config.yaml`` (atomically)."""
+        path = Path(exp_dir) / CONFIG_NAME
+        dump_yaml(self.to_dict(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Experiment":
+        """Read an experiment dir's ``config.yaml`` (``path`` may be the dir or the file)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / CONFIG_NAME
+        if not p.is_file():
+            raise ConfigError(f"{p}: experiment config not found (stage 6 writes it)")
+        return cls.from_dict(load_yaml(p), str(p))
+
+    # ------------------------------------------------------------------ resolving
+    @classmethod
+    def resolve(
+        cls,
+        config: str | Path,
+        overrides: Sequence[str] = (),
+        paths: Optional[Mapping[str, str]] = None,
+    ) -> "Experiment":
+        """The experiment of YAML ``config`` with ``--section.key value`` ``overrides`` and the
+        stage outputs in ``paths`` (PathsConfig fields): vocab_size from the tokenizer,
+        feat_dim from ``<features>/feat_dim`` when that file exists."""
+        raw = apply_overrides(load_yaml(config), overrides)
+        raw.setdefault("model", {})
+        p = dict(raw.get("paths") or {})
+        p.update({k: str(v) for k, v in (paths or {}).items() if v is not None})
+        p["config"] = str(config)
+        raw["paths"] = p
+        tok = p.get("tokenizer")
+        if tok:
+            from justkit.text.tokenizer import Tokenizer
+
+            raw["model"]["vocab_size"] = int(Tokenizer(tok).vocab_size)
+        feat_dim = read_feat_dim(p.get("features", ""))
+        if feat_dim is not None:
+            raw["model"]["feat_dim"] = feat_dim
+        return cls.from_dict(raw, str(config))
+
+    # ------------------------------------------------------------------ what later stages need
+    def frontend_config(self) -> Optional[dict]:
+        """The fbank options stage 3 used (``<features>/conf/fbank.yaml``), or None if unknown."""
+        if not self.paths.features:
+            return None
+        path = Path(self.paths.features) / "conf" / "fbank.yaml"
+        if not path.is_file():
+            return None
+        return load_yaml(path).get("fbank")
+
+
+def read_feat_dim(features_dir: str | Path) -> Optional[int]:
+    """``<features_dir>/feat_dim`` (written by stage 3), or None when there is no such file."""
+    if not features_dir:
+        return None
+    path = Path(features_dir) / "feat_dim"
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{path}: expected a positive integer, got {text!r}")
+    return int(text)

@@ -1,0 +1,162 @@
+"""The per-shard jobs of stages 2 and 3: resample one wav.scp shard to FLAC, fbank one shard to a kaldiio ark.
+
+``utils/resample_data_dir.sh`` and ``utils/make_fbank.sh`` run them through ``justkit.bin.resample``
+and ``justkit.bin.fbank``, one job per shard; ``justkit.datadir.jobs`` merges the shards' tables.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import kaldiio
+
+from justkit.datadir.badutts import BadUtt
+from justkit.datadir.tables import read_table
+from justkit.errors import JustkitError
+from justkit.fileio import atomic_open
+from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
+from justkit.frontend.fbank import FbankConfig, FbankError, compute_fbank
+from justkit.frontend.resample import output_length, resample
+from justkit.progress import ProgressLog
+
+log = logging.getLogger(__name__)
+
+MAX_UTT_ID_LEN = 200
+
+
+def flac_path(audio_dir: str, utt: str) -> str:
+    """``<audio_dir>/<2 hex digits of crc32(utt)>/<utt>.flac``: 256 buckets keep directories small
+    whatever the corpus size, and the path depends only on the id (not on --nj)."""
+    return f"{audio_dir}/{zlib.crc32(utt.encode('utf-8')) & 0xFF:02x}/{utt}.flac"
+
+
+def _id_problem(utt: str) -> Optional[str]:
+    if "/" in utt or "\\" in utt or utt.startswith(".") or "\0" in utt:
+        return "utterance id cannot be used as a file name ('/', '\\', NUL or leading '.')"
+    if len(utt.encode("utf-8")) > MAX_UTT_ID_LEN:
+        return f"utterance id longer than {MAX_UTT_ID_LEN} bytes"
+    return None
+
+
+def is_complete(out: str, src: str, utt: str, fs: int) -> Optional[int]:
+    """Number of samples of ``out`` if it is a finished resampling of ``src``, else None.
+
+    Finished = newer than ``src``, mono, at ``fs``, with the length the length rule gives
+    (files appear only complete, by rename; this also catches a changed source or --fs).
+    """
+    try:
+        if Path(out).stat().st_mtime < Path(src).stat().st_mtime:
+            return None
+    except OSError:
+        return None
+    try:
+        n_out, sr_out, ch_out = audio_info(out, utt)
+        n_in, sr_in, _ = audio_info(src, utt)
+    except AudioError:
+        return None
+    if sr_out == fs and ch_out == 1 and n_out == output_length(n_in, sr_in, fs):
+        return n_out
+    return None
+
+
+def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float = 10.0
+                   ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
+    """Resample every utterance of ``wav_scp``; returns (wav.scp, utt2dur, bad utterances).
+
+    An output that already exists and has the expected length is kept (re-runs skip
+    finished work); every new file is written atomically.
+    """
+    table = read_table(wav_scp)
+    wav: Dict[str, str] = {}
+    dur: Dict[str, str] = {}
+    bad: List[BadUtt] = []
+    skipped = clipped_utts = 0
+    prog = ProgressLog(f"resample {wav_scp.name}", len(table), progress_every, log)
+    for utt, src in table.items():
+        problem = _id_problem(utt)
+        if problem is None and src.endswith("|"):
+            problem = "piped commands in wav.scp are not supported; give a file path"
+        if problem is not None:
+            log.warning("%s: utterance %s: %s", wav_scp, utt, problem)
+            bad.append(BadUtt(utt, src, problem))
+            prog.update()
+            continue
+        out = flac_path(audio_dir, utt)
+        n = is_complete(out, src, utt, fs)
+        if n is not None:
+            skipped += 1
+        else:
+            try:
+                x, sr = load_audio(src, utt)
+            except AudioError as e:
+                log.warning("bad utterance: %s", e)
+                bad.append(BadUtt(utt, src, e.reason))
+                prog.update()
+                continue
+            try:
+                y = resample(x, sr, fs)
+                if save_flac(out, y, fs):
+                    clipped_utts += 1
+            except Exception as e:  # not the audio's fault (disk full, ...): stop, naming the utterance
+                raise RuntimeError(f"{wav_scp}: utterance {utt}: resampling {src} -> {out} failed: {e}") from e
+            n = len(y)
+        wav[utt] = out
+        dur[utt] = f"{n / fs:.4f}"
+        prog.update(1, n / fs)
+    prog.finish()
+    log.info("%s: %d resampled, %d already done (skipped), %d bad, %d with clipped samples",
+             wav_scp, len(wav) - skipped, skipped, len(bad), clipped_utts)
+    return wav, dur, bad
+
+
+class SampleRateMismatch(JustkitError):
+    """Audio at a rate the config does not expect: a pipeline error, not one bad utterance."""
+
+
+def fbank_shard(wav_scp: Path, ark: str, cfg: FbankConfig, progress_every: float = 10.0
+                ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
+    """Write features of every utterance of ``wav_scp`` to ``ark`` (under a temp name until done).
+
+    Returns (feats.scp entries pointing into ``ark``, utt2num_frames, bad utterances).
+    Missing/corrupt audio and audio shorter than one frame are bad utterances; audio at
+    another sample rate stops the job (SampleRateMismatch).
+    """
+    table = read_table(wav_scp)
+    scp: Dict[str, str] = {}
+    frames: Dict[str, str] = {}
+    bad: List[BadUtt] = []
+    prog = ProgressLog(f"fbank {wav_scp.name}", len(table), progress_every, log)
+    with atomic_open(ark, "wb", encoding=None) as f:
+        for utt, src in table.items():
+            try:
+                x, sr = load_audio(src, utt)
+            except AudioError as e:
+                log.warning("bad utterance: %s", e)
+                bad.append(BadUtt(utt, src, e.reason))
+                prog.update()
+                continue
+            if sr != int(cfg.sample_frequency):
+                raise SampleRateMismatch(
+                    f"{src}: utterance {utt}: {sr} Hz audio, but the fbank config expects "
+                    f"{cfg.sample_frequency:g} Hz (run stage 2, or set sample_frequency)")
+            try:
+                feats = compute_fbank(x, cfg, sr, utt)
+            except FbankError as e:
+                log.warning("bad utterance: %s: %s", src, e)
+                bad.append(BadUtt(utt, src, e.reason))
+                prog.update()
+                continue
+            try:
+                # kaldiio's scp offset points just past "<utt> " in the ark.
+                offset = f.tell() + len(utt.encode("utf-8")) + 1
+                kaldiio.save_ark(f, {utt: feats})
+            except Exception as e:  # disk full etc.: stop, naming the utterance
+                raise RuntimeError(f"{wav_scp}: utterance {utt}: writing features to {ark} failed: {e}") from e
+            scp[utt] = f"{ark}:{offset}"
+            frames[utt] = str(feats.shape[0])
+            prog.update(1, len(x) / sr)
+    prog.finish()
+    log.info("%s: %d utterances -> %s, %d bad", wav_scp, len(scp), ark, len(bad))
+    return scp, frames, bad

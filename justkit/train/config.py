@@ -1,0 +1,60 @@
+"""The ``train:`` section of an experiment: stop criterion, precision, logging, checkpoints, dev passes."""
+from __future__ import annotations
+
+import dataclasses
+
+from justkit.config import ConfigError, from_dict
+from justkit.train.optim import OptimConfig
+
+AMP_MODES = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The ``train:`` section of an experiment YAML.
+
+    Steps are optimizer updates (one update = ``accum_grad`` batches per rank). Training stops
+    at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (0 = no limit; at
+    least one must be set). ``amp``: auto = bf16 autocast on CUDA, fp32 on CPU; fp16 adds a
+    GradScaler. A batch whose loss or gradient is non-finite on any rank is skipped on all
+    ranks; ``max_consecutive_skips`` in a row stop training with an error.
+    """
+
+    max_steps: int = 0
+    max_epochs: int = 0
+    accum_grad: int = 1
+    clip_grad_norm: float = 5.0
+    amp: str = "auto"
+    seed: int = 0
+    log_interval: int = 10           # steps between log lines / CSV rows
+    save_interval: int = 0           # steps between checkpoints (0: only at epoch ends and the end)
+    keep_last: int = 5               # checkpoints kept (0: all)
+    average_last: int = 5            # default N of `justkit.bin.average`
+    dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
+    dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
+    dev_wer: bool = True             # greedy dev WER at every dev evaluation (models with an RNN-T decoder)
+    dev_wer_max_utts: int = 0        # per language, the first N dev utterances (0: all)
+    max_consecutive_skips: int = 20
+    # Steps between measurements of each loss term's share of the shared-encoder gradient
+    # (one extra forward and one backward per term, on that step's first batch, outside the
+    # update; 0 = never). Logged with the next log line, in train.csv and plots/grad_balance.png.
+    grad_balance_interval: int = 0
+    find_unused_parameters: bool = True   # DDP: modes leave some modules unused
+    num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
+    plots: bool = True               # write plots/*.png at epoch ends and at the end
+    init: str = ""                   # checkpoint whose encoder initialises a fresh run (fine-tuning)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optim, dict):
+            self.optim = from_dict(OptimConfig, self.optim, "train.optim")
+        if self.max_steps <= 0 and self.max_epochs <= 0:
+            raise ConfigError("train: set max_steps and/or max_epochs (both are 0: training would never stop)")
+        if self.accum_grad < 1:
+            raise ConfigError(f"train.accum_grad must be >= 1, got {self.accum_grad}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"train.amp: {self.amp!r} is not one of {AMP_MODES}")
+        if self.log_interval < 1:
+            raise ConfigError(f"train.log_interval must be >= 1, got {self.log_interval}")
+        if self.grad_balance_interval < 0:
+            raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")
