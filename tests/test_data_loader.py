@@ -97,6 +97,31 @@ def test_language_ratio_follows_temperature(alpha):
         assert seen["pl"] / total > 0.15
 
 
+def test_labelled_share_draws_labelled_and_unlabelled_apart():
+    """A small labelled set in a big unlabelled pool: with labelled_share 0.5, an epoch is one
+    pass over the labelled utterances (each exactly once) and as many unlabelled draws."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    langs = ["en"] * 700 + ["pl"] * 300
+    labelled = [i % 10 == 0 for i in range(n)]  # 100 labelled: 70 en, 30 pl
+    lengths = rng.integers(50, 100, size=n)
+    s = BucketBatchSampler(lengths, langs, max_frames=1000, lang_alpha=1.0, labelled=labelled, labelled_share=0.5)
+    drawn = [i for b in s for i in b]
+    lab = [i for i in drawn if labelled[i]]
+    assert sorted(lab) == [i for i in range(n) if labelled[i]]  # every labelled one, once
+    assert len(drawn) == 200 and len(lab) == 100
+    # temperature sampling applies within each part
+    s2 = BucketBatchSampler(lengths, langs, max_frames=1000, lang_alpha=0.0, labelled=labelled,
+                            labelled_share=0.25, epoch_size=4000)
+    seen = Counter()
+    for b in s2:
+        seen.update((labelled[i], langs[i]) for i in b)
+    assert sum(v for (l, _), v in seen.items() if l) == 1000
+    assert seen[(True, "pl")] == seen[(True, "en")] == 500 and seen[(False, "pl")] == seen[(False, "en")] == 1500
+    with pytest.raises(ValueError, match="labelled flag"):
+        BucketBatchSampler(lengths, langs, max_frames=1000, labelled_share=0.5)
+
+
 def test_deterministic_given_seed_and_epoch():
     lengths = mls_like_lengths(300)
     langs = ["en", "pl", "fr"] * 100
@@ -391,3 +416,14 @@ def test_pack_bad_input_names_utterance(tmp_path, spm_model, capfd, breakage, me
     err = capfd.readouterr().err
     assert re.search(message, err), err
     assert out.read_text(encoding="utf-8") == "previous\n"  # nothing produced earlier is corrupted
+
+
+def test_pack_unlabelled_pool_without_transcripts(tmp_path):
+    """--unlabelled: audio only; no text file needed, every example unlabelled without tokens."""
+    d, rows = make_fbank_dir(tmp_path)
+    (d / "text").unlink()
+    out = tmp_path / "pool.jsonl"
+    assert run_pack(["--unlabelled", d, out]) == 0
+    lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == len(rows) and not any(e["labelled"] or e["tokens"] or e["text"] for e in lines)
+    assert run_pack([d, tmp_path / "x.jsonl"]) == 2  # labelled packing needs a tokenizer (and text)

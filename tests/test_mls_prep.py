@@ -354,7 +354,40 @@ def test_builder_tiny(tmp_path):
     assert "|" in (ld.path / "metainfo.txt").read_text()
     with pytest.raises(build.BuildError, match="exists; pass --force"):
         build.build(cfg)
+    # the unlabelled pool: train split only, no limited-supervision lists
+    build.build(build.BuildConfig(out=str(tmp_path / "pool"), langs=["pl"], size="pool", seed=3, nj=2))
+    pool = tmp_path / "pool" / "mls_polish_opus"
+    assert sorted(p.name for p in pool.iterdir()) == ["metainfo.txt", "train"]
+    assert not (pool / "train" / "limited_supervision").exists()
+    assert len(read_split(find_language_dir(tmp_path / "pool", "pl"), "train").utts) == 2 * build.SIZES["mini"]["pl"][0]
     # deterministic plan: same seed, same ids and sentences
     a = build.plan_language("pl", "tiny", 3, set())
     b = build.plan_language("pl", "tiny", 3, set())
     assert [(u.utt, u.text) for u in a] == [(u.utt, u.text) for u in b]
+
+
+def test_unlabelled_pool_plan():
+    """The pool (tools/mini_mls/build.py --size pool): train only, POOL_FACTOR x mini's train
+    count, new speaker ids and voices, no sentence of mini (so none of its test sentences)."""
+    build = _load_builder()
+    used: set = set()
+    minis = {lang: build.plan_language(lang, "mini", 0, used) for lang in build.LANG_NAMES}
+    for lang in ("en", "pl"):
+        pool = build.plan_pool(lang, 0, used, minis[lang])
+        mini = minis[lang]
+        assert len(pool) == build.POOL_FACTOR * build.SIZES["mini"][lang][0]
+        assert {u.split for u in pool} == {"train"}
+        assert not {u.spk.spk for u in pool} & {u.spk.spk for u in mini}
+        assert not {u.spk.variant for u in pool} & {u.spk.variant for u in mini}
+        assert len({u.spk.spk for u in pool}) == build.POOL_SPEAKERS
+        assert not {u.text for u in pool} & {u.text for u in mini}
+        assert not {u.utt for u in pool} & {u.utt for u in mini}
+
+
+def test_prepare_train_split_only(tmp_path):
+    """--splits train (an unlabelled pool has no dev/test): train_<lang> and train only."""
+    counts = prepare(PrepareConfig(mls_root=str(CORPUS), out=str(tmp_path / "data"), langs=["pl"], splits=["train"]))
+    assert set(counts) >= {"train_pl", "train"} and "dev_pl" not in counts
+    assert not (tmp_path / "data" / "dev_pl").exists() and (tmp_path / "data" / "train" / "wav.scp").is_file()
+    with pytest.raises(MLSError, match="splits"):
+        PrepareConfig(mls_root=str(CORPUS), out=str(tmp_path / "x"), splits=["eval"])

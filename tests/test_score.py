@@ -176,3 +176,29 @@ def test_shipped_paper_yaml_is_sourced():
     assert all(r.source for r in paper["rows"])
     text = format_paper_table(paper, [])
     assert text.count("\n| ") >= len(paper["rows"])
+
+
+def test_system_table_mean_and_spread_over_seeds(tmp_path, capsys):
+    from justkit.bin.system_table import main as table_main
+
+    runs = {"sup": [_fake_exp(tmp_path, "sup_s0", 2, 6), _fake_exp(tmp_path, "sup_s1", 4, 8)],
+            "just": [_fake_exp(tmp_path, "just_s0", 1, 3), _fake_exp(tmp_path, "just_s1", 1, 5)]}
+    for exps in runs.values():
+        for e in exps:
+            assert score_main(["--exp", str(e), "--langs", "pl en"]) == 0
+    groups = [f"{k}={','.join(map(str, v))}" for k, v in runs.items()]
+    rc = table_main([*groups, "--langs", "en pl", "--out_md", str(tmp_path / "t.md"),
+                     "--out_json", str(tmp_path / "t.json"), "--command", "x.sh", "--wall_s", "120"])
+    assert rc == 0
+    res = json.loads((tmp_path / "t.json").read_text())
+    sup, just = res["systems"]["sup"], res["systems"]["just"]
+    # beam: sup en 20/40 %, pl 60/80 % -> means 30, 70, sd 14.14; avg 40 and 60 -> 50 +- 14.14
+    assert sup["wer"] == {"en": 30.0, "pl": 70.0} and sup["seeds"] == 2
+    assert sup["wer_sd"]["en"] == pytest.approx(14.14, abs=0.01) and sup["avg"] == pytest.approx(50.0)
+    assert just["avg"] == pytest.approx(25.0) and just["wer"]["pl"] == pytest.approx(40.0)
+    md = (tmp_path / "t.md").read_text()
+    assert "| sup | 2 | 30.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 |" in md
+    assert "| just | 2 | 10.0 ± 0.0 | 40.0 ± 14.1 | 25.0 ± 7.1 |" in md
+    assert "| just | -66.7 | -42.9 | -50.0 |" in md  # relative to the first system
+    assert "command: `x.sh`" in md and "wall time: 2 min" in md
+    assert table_main(["nonsense"]) == 2

@@ -15,10 +15,11 @@ PROG = "python -m justkit.bin.pack_examples"
 
 def build_parser() -> cli.Parser:
     p = cli.Parser(PROG, __doc__)
-    p.add_argument("--tokenizer", required=True, type=Path, help="data/token/spm.model")
+    p.add_argument("--tokenizer", type=Path, default=None, help="data/token/spm.model (not needed with --unlabelled)")
     p.add_argument("--labelled_subset", action="append", default=[], metavar="DIR",
                    help="a data dir whose text lists utterances that keep their labels (repeatable); "
                    "without any, every utterance is labelled")
+    cli.add_bool(p, "unlabelled", False, "audio only: every utterance unlabelled, no transcripts read")
     p.add_argument("fbank_dir", type=Path, help="stage 3's dir (dump/fbank/<set>)")
     p.add_argument("out", type=Path, help="output jsonl (dump/packed/<set>.jsonl)")
     return p
@@ -31,7 +32,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from justkit.text.tokenizer import Tokenizer
 
     setup_logging(a.out.parent / "log" / f"pack_{a.out.stem}.log")
-    examples = pack_examples(a.fbank_dir, Tokenizer(a.tokenizer), a.labelled_subset or None)
+    if a.tokenizer is None and not a.unlabelled:
+        from justkit.data.pack import PackError
+
+        raise PackError("--tokenizer is required (unless --unlabelled)")
+    tok = Tokenizer(a.tokenizer) if a.tokenizer is not None else None
+    examples = pack_examples(a.fbank_dir, tok, a.labelled_subset or None, unlabelled=a.unlabelled)
     write_packed(examples, a.out)
     log.info("%s -> %s: %s", a.fbank_dir, a.out, summary(examples))
     return 0

@@ -23,6 +23,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--base_url", default=MLS_BASE_URL, help="where the release tarballs are")
     cli.add_bool(p, "keep_archive", False, "keep the .tar.gz after extraction")
     p.add_argument("--nj", type=int, default=1, help="processes reading audio headers")
+    p.add_argument("--splits", default="train dev test", help="which splits to prepare (space-separated)")
     p.add_argument("--log_file", default=None, help="also log to this file")
     p.add_argument("out", help="output dir (data/)")
     return p
@@ -37,7 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(a.log_file)
     cfg = from_dict(PrepareConfig, {
         "mls_root": a.mls_root, "out": a.out, "langs": a.langs.split(), "download": a.download,
-        "flavour": a.flavour, "base_url": a.base_url, "keep_archive": a.keep_archive, "nj": max(1, a.nj)},
+        "flavour": a.flavour, "base_url": a.base_url, "keep_archive": a.keep_archive, "nj": max(1, a.nj),
+        "splits": a.splits.split()},
         "prepare_mls")
     prepare(cfg)
     return 0

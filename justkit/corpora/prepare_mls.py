@@ -45,6 +45,12 @@ class PrepareConfig:
     base_url: str = MLS_BASE_URL
     keep_archive: bool = False
     nj: int = 1
+    splits: Sequence[str] = SPLITS  # which of train/dev/test to prepare (an unlabelled pool: train only)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise MLSError(f"splits: {bad or 'none given'}; choose from {list(SPLITS)}")
 
 
 def locate(cfg: PrepareConfig, lang: str) -> LanguageDir:
@@ -116,7 +122,7 @@ def prepare(cfg: PrepareConfig) -> Dict[str, int]:
         ld = locate(cfg, lang)
         log.info("%s: %s (%s audio)", lang, ld.path, ld.audio_ext)
         spk2gender = read_spk2gender(ld)
-        for split in SPLITS:
+        for split in cfg.splits:
             set_name = f"{split}_{lang}"
             t0 = time.time()
             n, problems = write_set(out, set_name, ld, split, cfg.nj, spk2gender)
@@ -125,8 +131,9 @@ def prepare(cfg: PrepareConfig) -> Dict[str, int]:
             for p in problems:
                 log.warning("%s: %s %s: %s", set_name, p.utt, p.file, p.reason)
             log.info("%s: %d utterances, %d bad (%.1f s)", set_name, n, len(problems), time.time() - t0)
-        have = set(DataDir(out / f"train_{lang}").read("utt2spk"))
-        for sub, ids in read_limited_supervision(ld).items():
+        subsets = read_limited_supervision(ld) if "train" in cfg.splits else {}
+        have = set(DataDir(out / f"train_{lang}").read("utt2spk")) if subsets else set()
+        for sub, ids in subsets.items():
             dest = out / f"train_{lang}_{sub}"
             keep = [u for u in ids if u in have]
             if len(keep) < len(ids):
@@ -136,13 +143,11 @@ def prepare(cfg: PrepareConfig) -> Dict[str, int]:
                 raise MLSError(f"{ld.path}/train/limited_supervision: none of the {sub} utterances is usable")
             counts[dest.name] = subset_data_dir(out / f"train_{lang}", dest, keep)
             assert_valid_data_dir(dest, require=REQUIRE)
-    for split in ("train", "dev"):
+    for split in (s for s in ("train", "dev") if s in cfg.splits):
         counts[split] = combine_data_dirs(out / split, [out / f"{split}_{lang}" for lang in langs])
         assert_valid_data_dir(out / split, require=REQUIRE)
     write_bad_utts(out / "bad_utts.txt", bad)
-    summary = ", ".join(f"{lang} {counts[f'train_{lang}']}/{counts[f'dev_{lang}']}/{counts[f'test_{lang}']}"
-                        for lang in langs)
-    log.info("stage 1 done: train %d, dev %d utterances (train/dev/test per language: %s); "
-             "%d bad utterance(s) listed in %s", counts["train"], counts["dev"], summary, len(bad),
-             out / "bad_utts.txt")
+    summary = ", ".join(lang + " " + "/".join(str(counts[f"{sp}_{lang}"]) for sp in cfg.splits) for lang in langs)
+    log.info("stage 1 done: %s utterances per language (%s); %d bad utterance(s) listed in %s",
+             "/".join(cfg.splits), summary, len(bad), out / "bad_utts.txt")
     return counts

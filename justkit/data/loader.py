@@ -26,7 +26,11 @@ class DataConfig:
     lang_alpha: language sampling temperature, p_lang proportional to n_lang ** lang_alpha
         (1 = natural shares, 0 = uniform over languages; ~0.3-0.5 favours low-resource ones).
     epoch_size: utterances drawn per epoch, all ranks together (0 = number of training
-        utterances that fit max_frames).
+        utterances that fit max_frames; with labelled_share, labelled ones / labelled_share).
+    labelled_share: 0 = utterances are drawn regardless of having labels; s in (0, 1) =
+        labelled and unlabelled utterances are drawn apart so that a share s of every epoch
+        is labelled (semi-supervised JUST with a small labelled set and a large unlabelled
+        pool: an epoch is then one pass over the labelled data).
     num_workers: DataLoader worker processes (0 = load in the main process).
     specaug: SpecAugment for ``feats_sup`` (see justkit.data.specaug.SpecAugConfig).
     seed: seed of language sampling, batch order and SpecAugment (with the epoch).
@@ -37,6 +41,7 @@ class DataConfig:
     lang_alpha: float = 1.0
     epoch_size: int = 0
     num_workers: int = 0
+    labelled_share: float = 0.0
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     seed: int = 0
 
@@ -51,6 +56,8 @@ class DataConfig:
             raise ValueError(f"data.buckets must be >= 1, got {self.buckets}")
         if self.epoch_size < 0 or self.num_workers < 0:
             raise ValueError("data.epoch_size and data.num_workers must be >= 0")
+        if not 0.0 <= self.labelled_share < 1.0:
+            raise ValueError(f"data.labelled_share must be in [0, 1), got {self.labelled_share}")
 
 
 def _pad(arrays: Sequence[np.ndarray], length: int) -> torch.Tensor:
@@ -175,6 +182,8 @@ def build_loader(
         world_size=world_size,
         shuffle=train,
         utts=dataset.utts,
+        labelled=[bool(e["labelled"]) for e in dataset.entries],
+        labelled_share=cfg.labelled_share if train else 0.0,
     )
     return ResumableDataLoader(
         dataset,

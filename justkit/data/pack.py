@@ -35,18 +35,26 @@ def labelled_ids(subset_dirs: Sequence[Union[str, os.PathLike]]) -> set:
 
 def pack_examples(
     fbank_dir: Union[str, os.PathLike],
-    tokenizer: Tokenizer,
+    tokenizer: Optional[Tokenizer],
     labelled_subsets: Optional[Sequence[Union[str, os.PathLike]]] = None,
+    unlabelled: bool = False,
 ) -> List[Dict[str, Any]]:
     """One example per utterance of ``fbank_dir/text``, sorted by utterance id.
 
     Reads ``text``, ``utt2lang``, ``feats.scp`` and ``utt2num_frames``. With ``labelled_subsets``
-    only utterances listed in those dirs' ``text`` are ``labelled: true``. Raises PackError
-    naming the utterance for a missing feats / frame count / language entry, an empty
-    normalised transcript, or a transcript that encodes to <unk> only.
+    only utterances listed in those dirs' ``text`` are ``labelled: true``. ``unlabelled``: audio
+    only (an unlabelled pool): every utterance of ``feats.scp`` is packed with
+    ``labelled: false``, no tokens and no text, and ``text`` is not read (it need not exist).
+    Raises PackError naming the utterance for a missing feats / frame count / language entry,
+    an empty normalised transcript, or a transcript that encodes to <unk> only.
     """
     d = Path(fbank_dir)
-    texts = read_table(d / "text", allow_empty_value=True)
+    if unlabelled:
+        texts = {u: "" for u in read_table(d / "feats.scp")}
+    else:
+        if tokenizer is None:
+            raise PackError(f"{d}: a tokenizer is needed to pack labelled examples")
+        texts = read_table(d / "text", allow_empty_value=True)
     langs = read_table(d / "utt2lang")
     feats = read_table(d / "feats.scp")
     frames = read_table(d / "utt2num_frames")
@@ -75,6 +83,10 @@ def pack_examples(
         if n <= 0:
             raise PackError(f"{d / 'utt2num_frames'}: utt {utt}: {n} frames")
         lang = langs[utt]
+        if unlabelled:
+            out.append({"utt": utt, "feats": feats[utt], "num_frames": n, "tokens": [], "lang": lang,
+                        "labelled": False, "text": ""})
+            continue
         text = normalize(texts[utt], lang)
         if not text:
             raise PackError(f"{d / 'text'}: utt {utt}: empty transcript after normalisation ({texts[utt]!r})")

@@ -65,6 +65,9 @@ class BucketBatchSampler:
          so that ``count * max_len <= max_frames`` (the budget counts padding);
       3. the batches of all buckets are shuffled, then dealt to DDP ranks round-robin after
          dropping the last ``len % world_size`` so that ranks get disjoint batches, equally many.
+    With ``labelled_share`` > 0 (training), step 1 draws labelled and unlabelled utterances
+    apart, so that labelled ones are that share of the epoch; ``epoch_size`` 0 then means one
+    pass over the labelled utterances (plus as many unlabelled draws as the share asks for).
     Evaluation mode (``shuffle=False``): every utterance once, sorted by length, no language
     sampling, nothing dropped (rank batch counts may differ by one); an utterance over the
     budget gets a batch of its own instead of being skipped.
@@ -88,6 +91,8 @@ class BucketBatchSampler:
         world_size: int = 1,
         shuffle: bool = True,
         utts: Optional[Sequence[str]] = None,
+        labelled: Optional[Sequence[bool]] = None,
+        labelled_share: float = 0.0,
     ) -> None:
         if len(lengths) != len(langs):
             raise ValueError(f"lengths ({len(lengths)}) and langs ({len(langs)}) differ in size")
@@ -97,6 +102,8 @@ class BucketBatchSampler:
             raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
+        if not 0.0 <= labelled_share < 1.0:
+            raise ValueError(f"labelled_share must be in [0, 1), got {labelled_share}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.langs = list(langs)
         self.max_frames = int(max_frames)
@@ -132,13 +139,37 @@ class BucketBatchSampler:
         if self.num_kept == 0:
             raise ValueError(f"no utterance fits max_frames={self.max_frames}")
         self.lang_probs = language_probs({l: len(v) for l, v in self.by_lang.items()}, self.lang_alpha)
+        # labelled_share > 0: an epoch is drawn as two parts, labelled and unlabelled utterances,
+        # each with language sampling, so that labelled ones are that share of the draws.
+        self.labelled_share = float(labelled_share) if shuffle else 0.0
+        self.lab_pools: Dict[str, np.ndarray] = {}
+        self.unlab_pools: Dict[str, np.ndarray] = {}
+        if self.labelled_share > 0:
+            if labelled is None or len(labelled) != len(self.lengths):
+                raise ValueError("labelled_share needs the labelled flag of every utterance")
+            lab = np.asarray(labelled, dtype=bool)
+            for lang, idx in self.by_lang.items():
+                if lab[idx].any():
+                    self.lab_pools[lang] = idx[lab[idx]]
+                if (~lab[idx]).any():
+                    self.unlab_pools[lang] = idx[~lab[idx]]
+            if not self.lab_pools or not self.unlab_pools:
+                logger.warning("labelled_share=%.2f ignored: the set has %s", self.labelled_share,
+                               "no labelled utterance" if not self.lab_pools else "no unlabelled utterance")
+                self.labelled_share = 0.0
         kept_lengths = self.lengths[np.concatenate(list(self.by_lang.values()))]
         qs = np.quantile(kept_lengths, np.linspace(0, 1, self.num_buckets + 1)[1:-1])
         self.bucket_edges = np.unique(qs)  # bucket k holds lengths in (edge[k-1], edge[k]]
 
     # -- epoch plan ---------------------------------------------------------------------
     def _draw_epoch(self, rng: np.random.Generator) -> np.ndarray:
-        return balanced_draw(self.by_lang, self.lang_alpha, self.epoch_size or self.num_kept, rng)
+        if self.labelled_share <= 0:
+            return balanced_draw(self.by_lang, self.lang_alpha, self.epoch_size or self.num_kept, rng)
+        n_lab_pool = sum(len(v) for v in self.lab_pools.values())
+        total = self.epoch_size or int(round(n_lab_pool / self.labelled_share))
+        n_lab = int(round(total * self.labelled_share))
+        return np.concatenate([balanced_draw(self.lab_pools, self.lang_alpha, n_lab, rng),
+                               balanced_draw(self.unlab_pools, self.lang_alpha, total - n_lab, rng)])
 
     def all_batches(self, epoch: int) -> List[IndexBatch]:
         """Every batch of ``epoch`` over all ranks (before the DDP split)."""

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 MAX_UTT_ID_LEN = 200
 
 
+def _load_or_record(src: str, utt: str, bad: List[BadUtt], prog: ProgressLog):
+    """(samples, rate) of ``src``, or None after recording it as a bad utterance."""
+    try:
+        return load_audio(src, utt)
+    except AudioError as e:
+        log.warning("bad utterance: %s", e)
+        bad.append(BadUtt(utt, src, e.reason))
+        prog.update()
+        return None
+
+
 def flac_path(audio_dir: str, utt: str) -> str:
     """``<audio_dir>/<2 hex digits of crc32(utt)>/<utt>.flac``: 256 buckets keep directories small
     whatever the corpus size, and the path depends only on the id (not on --nj)."""
@@ -88,13 +99,10 @@ def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float
         if n is not None:
             skipped += 1
         else:
-            try:
-                x, sr = load_audio(src, utt)
-            except AudioError as e:
-                log.warning("bad utterance: %s", e)
-                bad.append(BadUtt(utt, src, e.reason))
-                prog.update()
+            loaded = _load_or_record(src, utt, bad, prog)
+            if loaded is None:
                 continue
+            x, sr = loaded
             try:
                 y = resample(x, sr, fs)
                 if save_flac(out, y, fs):
@@ -130,13 +138,10 @@ def fbank_shard(wav_scp: Path, ark: str, cfg: FbankConfig, progress_every: float
     prog = ProgressLog(f"fbank {wav_scp.name}", len(table), progress_every, log)
     with atomic_open(ark, "wb", encoding=None) as f:
         for utt, src in table.items():
-            try:
-                x, sr = load_audio(src, utt)
-            except AudioError as e:
-                log.warning("bad utterance: %s", e)
-                bad.append(BadUtt(utt, src, e.reason))
-                prog.update()
+            loaded = _load_or_record(src, utt, bad, prog)
+            if loaded is None:
                 continue
+            x, sr = loaded
             if sr != int(cfg.sample_frequency):
                 raise SampleRateMismatch(
                     f"{src}: utterance {utt}: {sr} Hz audio, but the fbank config expects "

@@ -51,6 +51,14 @@ for _name, _mult in (("small", 4), ("medium", 16)):
 # Speakers per split for each size: train speakers grow with the corpus, dev/test stay few.
 SPEAKERS = {"tiny": (2, 1, 1), "mini": (6, 2, 2), "small": (10, 3, 3), "medium": (16, 4, 4)}
 
+# The unlabelled pool (--size pool): extra train utterances for semi-supervised experiments,
+# POOL_FACTOR x mini's train count per language, read by the voices mini does not use (its
+# 10 speakers take the first 10 variants of the language's shuffled list, the pool the other
+# 9), with sentences that are not in mini. Its transcripts are written as MLS writes them, but
+# a recipe uses the pool as audio only. Train split only: no dev/test, no limited-supervision lists.
+POOL_FACTOR = 2
+POOL_SPEAKERS = 9  # len(VARIANTS) - sum(SPEAKERS['mini']): the voices mini leaves unused
+
 # espeak-ng voice variants that sound human (robotic/whisper ones left out), with gender for metainfo.
 VARIANTS = [("m1", "M"), ("m2", "M"), ("m3", "M"), ("m4", "M"), ("m5", "M"), ("m6", "M"),
             ("m7", "M"), ("m8", "M"), ("michel", "M"), ("f1", "F"), ("f2", "F"), ("f3", "F"),
@@ -150,6 +158,15 @@ def check_espeak() -> str:
     return out.stdout.strip()
 
 
+def _new_id(rng: random.Random, used_ids: set[str], lo: int, hi: int) -> str:
+    """A numeric id in [lo, hi] not in ``used_ids`` (then added to it)."""
+    while True:
+        i = str(rng.randint(lo, hi))
+        if i not in used_ids:
+            used_ids.add(i)
+            return i
+
+
 def plan_language(lang: str, size: str, seed: int, used_ids: set[str]) -> list[Utt]:
     """Choose speakers, books and distinct sentences for one language (deterministic in seed)."""
     rng = random.Random(f"mini-mls/{seed}/{lang}")
@@ -158,11 +175,7 @@ def plan_language(lang: str, size: str, seed: int, used_ids: set[str]) -> list[U
     n_spk = dict(zip(("train", "dev", "test"), SPEAKERS[size]))
 
     def new_id(lo: int, hi: int) -> str:
-        while True:
-            i = str(rng.randint(lo, hi))
-            if i not in used_ids:
-                used_ids.add(i)
-                return i
+        return _new_id(rng, used_ids, lo, hi)
 
     variants = VARIANTS[:]
     rng.shuffle(variants)
@@ -194,6 +207,41 @@ def plan_language(lang: str, size: str, seed: int, used_ids: set[str]) -> list[U
     return utts
 
 
+def plan_pool(lang: str, seed: int, used_ids: set[str], mini: list[Utt]) -> list[Utt]:
+    """The unlabelled pool of ``lang`` (see POOL_FACTOR) beside ``mini``, the mini plan of the
+    language (every language's mini plan made first, in order, with the same ``used_ids``, as a
+    mini build makes them): the pool's ids and voices are new, and none of its sentences is one
+    of mini's (the grammar is too small for all of them to be distinct as well)."""
+    mini_text = {u.text for u in mini}
+    variants = VARIANTS[:]
+    random.Random(f"mini-mls/{seed}/{lang}").shuffle(variants)  # the order plan_language used
+    free = variants[sum(SPEAKERS["mini"]):]
+    rng = random.Random(f"mini-mls-pool/{seed}/{lang}")
+    lex = load_lexicon(lang)
+
+    def new_id(lo: int, hi: int) -> str:
+        return _new_id(rng, used_ids, lo, hi)
+
+    speakers = [Speaker(spk=new_id(100, 12999), gender=g, variant=v, pitch=rng.randint(30, 70),
+                        speed=rng.randint(150, 190), books=[new_id(100, 14999) for _ in range(rng.randint(1, 2))])
+                for v, g in free[:POOL_SPEAKERS]]
+    utts: list[Utt] = []
+    next_idx: dict[tuple[str, str], int] = {}
+    for i in range(POOL_FACTOR * SIZES["mini"][lang][0]):
+        spk = speakers[i % len(speakers)]
+        book = rng.choice(spk.books)
+        for _ in range(1000):  # no sentence of mini (its test sets included); pool repeats allowed
+            text = lex.sentence(rng)
+            if text not in mini_text:
+                break
+        else:
+            raise BuildError(f"{lang}: grammar too small for pool sentences outside mini's")
+        idx = next_idx.get((spk.spk, book), 0)
+        next_idx[(spk.spk, book)] = idx + 1 + (rng.random() < 0.3)
+        utts.append(Utt(f"{spk.spk}_{book}_{idx:06d}", spk, book, text, "train"))
+    return utts
+
+
 def synthesize(job: tuple[str, int, int, str, int, str]) -> tuple[np.ndarray, str]:
     """espeak-ng -> float waveform at 48 kHz with short random silences and a faint noise floor."""
     import torch
@@ -221,7 +269,7 @@ def opus_compression_level(kbps: float) -> float:
 
 
 def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, nj: int,
-                   seed: int) -> dict[str, float]:
+                   seed: int, is_pool: bool = False) -> dict[str, float]:
     """Synthesise and write one ``mls_<language>_opus`` tree under ``dest`` (a fresh directory)."""
     lex = load_lexicon(lang)
     level = opus_compression_level(bitrate_kbps)
@@ -247,6 +295,8 @@ def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, 
 
     for split in ("train", "dev", "test"):
         rows = sorted((u for u in utts if u.split == split), key=lambda u: u.utt)
+        if not rows:  # the pool: train only
+            continue
         (dest / split).mkdir(parents=True, exist_ok=True)
         (dest / split / "transcripts.txt").write_text(
             "".join(f"{u.utt}\t{u.text}\n" for u in rows), encoding="utf-8")
@@ -255,22 +305,24 @@ def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, 
             f"{u.utt}\tespeak-ng:{lex.voice}+{u.spk.variant}?pitch={u.spk.pitch}&speed={u.spk.speed}"
             f"\t0.00\t{durs[u.utt]:.2f}\n" for u in rows), encoding="utf-8")
 
-    # Limited supervision: six disjoint 10-minute folds (1hr/0..5) and a disjoint 9hr list.
+    # Limited supervision: six disjoint 10-minute folds (1hr/0..5) and a disjoint 9hr list
+    # (not for the pool, whose utterances are all unlabelled by purpose).
     rng = random.Random(f"limited/{seed}/{lang}")
-    train_ids = sorted(u.utt for u in utts if u.split == "train")
+    train_ids = [] if is_pool else sorted(u.utt for u in utts if u.split == "train")
     rng.shuffle(train_ids)
     fold = max(1, round(FOLD_FRACTION * len(train_ids)))
     nine = min(max(1, round(NINE_HR_FRACTION * len(train_ids))), len(train_ids) - 6 * fold)
-    if nine < 1:
+    if train_ids and nine < 1:
         raise BuildError(f"{lang}: {len(train_ids)} train utterances are too few for the limited-supervision lists")
     ls = dest / "train" / "limited_supervision"
-    for k in range(6):
+    for k in range(6 if train_ids else 0):
         (ls / "1hr" / str(k)).mkdir(parents=True, exist_ok=True)
         (ls / "1hr" / str(k) / "handles.txt").write_text(
             "".join(f"{i}\n" for i in sorted(train_ids[k * fold:(k + 1) * fold])), encoding="utf-8")
-    (ls / "9hr").mkdir(parents=True, exist_ok=True)
-    (ls / "9hr" / "handles.txt").write_text(
-        "".join(f"{i}\n" for i in sorted(train_ids[6 * fold:6 * fold + nine])), encoding="utf-8")
+    if train_ids:
+        (ls / "9hr").mkdir(parents=True, exist_ok=True)
+        (ls / "9hr" / "handles.txt").write_text(
+            "".join(f"{i}\n" for i in sorted(train_ids[6 * fold:6 * fold + nine])), encoding="utf-8")
 
     # metainfo.txt: SPEAKER | GENDER | PARTITION | MINUTES | BOOK ID | TITLE | CHAPTER
     minutes: dict[tuple[str, str, str], float] = {}
@@ -302,15 +354,19 @@ class BuildConfig:
 def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
     """Build every language of ``cfg.langs`` under ``cfg.out``; returns {lang: {utt: seconds}}."""
     out, langs, size, seed = Path(cfg.out), list(cfg.langs), cfg.size, cfg.seed
-    if size not in SIZES:
-        raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES)}")
+    if size not in SIZES and size != "pool":
+        raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES) + ['pool']}")
     bad = [l for l in langs if l not in LANG_NAMES]
     if bad:
         raise BuildError(f"unknown language(s) {bad}; choose from {list(LANG_NAMES)}")
     check_espeak()
     out.mkdir(parents=True, exist_ok=True)
     used_ids: set[str] = set()
-    plans = {lang: plan_language(lang, size, seed, used_ids) for lang in LANG_NAMES}  # all: ids stable
+    if size == "pool":
+        minis = {lang: plan_language(lang, "mini", seed, used_ids) for lang in LANG_NAMES}
+        plans = {lang: plan_pool(lang, seed, used_ids, minis[lang]) for lang in LANG_NAMES}
+    else:
+        plans = {lang: plan_language(lang, size, seed, used_ids) for lang in LANG_NAMES}  # all: ids stable
     summary = {}
     for lang in langs:
         final = out / f"mls_{LANG_NAMES[lang]}_opus"
@@ -319,7 +375,7 @@ def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
         tmp = out / f".{final.name}.building"
         shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.time()
-        summary[lang] = write_language(lang, plans[lang], tmp, cfg.bitrate_kbps, cfg.nj, seed)
+        summary[lang] = write_language(lang, plans[lang], tmp, cfg.bitrate_kbps, cfg.nj, seed, is_pool=size == "pool")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -331,7 +387,8 @@ def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=HERE / "corpus", help="corpus root (mls_<language>_opus/ below it)")
-    p.add_argument("--size", default="mini", choices=sorted(SIZES), help="utterance counts (see SIZES)")
+    p.add_argument("--size", default="mini", choices=sorted(SIZES) + ["pool"],
+                   help="utterance counts (see SIZES); pool = the unlabelled pool beside mini (see POOL_FACTOR)")
     p.add_argument("--langs", default=" ".join(LANG_NAMES), help="space-separated ISO codes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bitrate_kbps", type=float, default=12.0, help="Opus target bitrate")
