@@ -152,11 +152,14 @@ def test_paper_table_on_fake_experiments(tmp_path, capsys):
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(paper))
     assert paper_main([str(e) for e in exps] + ["--paper", str(tmp_path / "paper.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "| system | en | de | nl | es | fr | pt | it | pl | avg | source |" in out
-    assert "| P1 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | table 1 |" in out
-    assert "| P2 | 40.0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | table 2 |" in out
+    assert "| system | en | de | nl | es | fr | pt | it | pl | avg |" in out
+    # sources are footnotes under the table, not cells
+    assert "| P1 [1] | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 |" in out
+    assert "| P2 [2] | 40.0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in out
+    assert "[1] table 1" in out and "[2] table 2" in out
     # a: beam en 10 %, pl 30 % -> avg 20 (over en pl); b: 20, 20 -> 20
-    assert "| **a (beam)** | 10.0 | n/a | n/a | n/a | n/a | n/a | n/a | 30.0 | 20.0 | this experiment; avg over en pl only |" in out
+    assert "| **a (beam)** [3] | 10.0 | n/a | n/a | n/a | n/a | n/a | n/a | 30.0 | 20.0 |" in out
+    assert "[3] this experiment; its average is over en pl only" in out
     # vs P1 (mean over en, pl = 10): +100 %; vs P2: pl unknown -> n/a
     assert "| a (beam) | +100.0 | n/a |" in out and "| b (beam) | +100.0 | n/a |" in out
     assert "P1: average WER 50.0% (relative) below P2 (abstract)" in out
@@ -173,6 +176,13 @@ def test_shipped_paper_yaml_is_sourced():
     assert paper["langs"] == ["en", "de", "nl", "es", "fr", "pt", "it", "pl"]
     names = [r.name for r in paper["rows"]]
     assert any("XLSR-53" in n for n in names) and any("JUST" in n for n in names)
+    rows = {r.id: r for r in paper["rows"]}
+    # the rows as quoted in BEST-RQ's MLS table and the XLSR paper's (docs/paper.md)
+    assert rows["just"].wer == {"en": 6.5, "de": 4.1, "nl": 9.5, "es": 3.7, "fr": 5.2, "pt": 8.0, "it": 8.8, "pl": 6.6}
+    assert rows["just"].avg == 6.5 and rows["w2vbert_from_just"].avg == 7.8
+    assert rows["monolingual_5gram"].wer["pl"] == 20.39 and rows["xlsr53"].wer["en"] is None
+    assert all(r.status for r in paper["rows"]) and all("arXiv" in r.source or "not found" in r.source
+                                                      for r in paper["rows"])
     assert all(r.source for r in paper["rows"])
     text = format_paper_table(paper, [])
     assert text.count("\n| ") >= len(paper["rows"])

@@ -31,7 +31,7 @@ RNNT_PREFIXES = ("predictor.", "joint.", "ctc_head.")
 class JUSTConfig:
     """Everything that defines a JUST model; ``model:`` in the experiment YAML.
 
-    Loss (JUST.md): loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm),
+    Loss (Bai et al. 2022, JUST): loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm),
     plus ``w_ctc * L_ctc`` when the optional auxiliary CTC head is on (not part of JUST).
 
     Normalisation (the paper does not give it): the contrastive, diversity and MLM terms

@@ -27,6 +27,7 @@ class Row:
     source: str = ""
     id: str = ""
     langs_scored: List[str] = field(default_factory=list)  # experiments: languages decoded
+    status: str = ""  # paper rows: how sure the row is (read, quoted elsewhere, inferred, not found)
 
 
 def load_paper(path: str | Path = PAPER_YAML) -> dict:
@@ -52,7 +53,7 @@ def load_paper(path: str | Path = PAPER_YAML) -> dict:
             if v is not None and not isinstance(v, (int, float)):
                 raise PaperTableError(f"{where}: {k} = {v!r} is not a number or null")
         rows.append(Row(s["name"], {lang: _num(wer.get(lang)) for lang in langs}, _num(s.get("avg")),
-                        s["source"], s.get("id", "")))
+                        s["source"], s.get("id", ""), status=s.get("status", "")))
     return {"paper": data.get("paper", ""), "langs": langs, "rows": rows,
             "claims": data.get("claims") or [], "notes": data.get("notes") or []}
 
@@ -115,16 +116,22 @@ def format_paper_table(paper: dict, ours: Sequence[Row]) -> str:
     average against every paper row, relative change in % (negative = fewer errors than the paper)."""
     langs = paper["langs"]
     out = [f"# MLS test WER (%): {paper['paper']}\n\n"]
-    header = ["system"] + langs + ["avg", "source"]
+    header = ["system"] + langs + ["avg"]
     out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+    notes = []
     for r in paper["rows"]:
-        out.append("| " + " | ".join([r.name] + [_f(r.wer.get(lang)) for lang in langs] + [_f(r.avg), r.source]) + " |\n")
+        notes.append(f"[{len(notes) + 1}] {r.source}" + (f" ({r.status})" if r.status else ""))
+        out.append("| " + " | ".join([f"{r.name} [{len(notes)}]"] + [_f(r.wer.get(lang)) for lang in langs]
+                                     + [_f(r.avg)]) + " |\n")
     for r in ours:
-        note = "this experiment" + (
-            "" if set(r.langs_scored) == set(langs) else f"; avg over {' '.join(r.langs_scored)} only"
-        )
-        out.append("| " + " | ".join([f"**{r.name}**"] + [_f(r.wer.get(lang)) for lang in langs] + [_f(r.avg), note]) + " |\n")
-    out.append("\nn/a: not decoded here, or a paper number not confirmed (see justkit/score/paper_results.yaml).\n")
+        mark = ""
+        if set(r.langs_scored) != set(langs):
+            notes.append(f"[{len(notes) + 1}] this experiment; its average is over {' '.join(r.langs_scored)} only")
+            mark = f" [{len(notes)}]"
+        out.append("| " + " | ".join([f"**{r.name}**{mark}"] + [_f(r.wer.get(lang)) for lang in langs]
+                                     + [_f(r.avg)]) + " |\n")
+    out.append("\n" + "".join(f"{n}  \n" for n in notes))
+    out.append("\nn/a: not decoded here, or a number of the paper not found (docs/paper.md).\n")
     if ours:
         out.append("\n## Relative change of our average vs each paper row (%; negative = better)\n\n")
         header = ["experiment"] + [r.name for r in paper["rows"]]

@@ -35,6 +35,7 @@ Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only
         3 pre-training  4 the systems  5 decode, score, results/paper_mini.{md,json}"
 . utils/parse_options.sh
 . ./path.sh
+. ./cmd.sh
 
 log() { echo "$(date '+%F %T') [paper_mini] $*"; }
 t_start=$(date +%s)
