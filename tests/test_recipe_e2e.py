@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -103,7 +105,60 @@ def test_run_sh_stages_1_to_8(tmp_path):
     # stage 8: per-language table and the paper layout
     results = (exp / "RESULTS.md").read_text()
     assert "| method | en | pl | avg | cs |" in results and "| greedy |" in results and "| beam |" in results
+    assert "justkit revision: `" in results and "command: `" in results and "machine: " in results
     assert (exp / "paper_table.md").read_text().strip()
+    # the console shows where the log is and a heartbeat per log interval
+    assert "log: exp/train_e2e/log/train.log" in r.stdout
+    assert re.search(r"\[train\] step 4 epoch \d+ \| loss [0-9.]+ \| lr ", r.stdout), r.stdout[-2000:]
+    assert "[train] dev at step" in r.stdout and "\r" not in (exp / "log/decode.log").read_text()
+    # TensorBoard events beside train.csv, readable, with the logged terms
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(exp / "tensorboard"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert {"train/loss", "train/rnnt", "train/lr", "dev/loss", "dev/dev_wer"} <= set(tags), tags
+    assert [e.step for e in ea.Scalars("train/loss")] == [4, 8, 12, 16, 20, 24]
+    assert (exp / "plots/overview.png").is_file() and (exp / "plots/dev_wer.png").is_file()
+
+    # stage 8 packed the model: transcribing the test audio with it gives stage 7's greedy text
+    model = exp / "model"
+    for f in ("model.pt", "config.yaml", "spm.model", "cmvn.ark", "fbank.yaml", "README.md",
+              "onnx/encoder.onnx", "onnx/decoder.onnx", "onnx/joiner.onnx", "onnx/tokens.txt"):
+        assert (model / f).is_file(), f
+    card = (model / "README.md").read_text()
+    assert "| en |" in card and "| pl |" in card and "justkit revision" in card and "transcribe" in card
+    wav = egs / "dump/raw/test_en/wav.scp"
+    r = subprocess.run([sys.executable, "-m", "justkit.bin.transcribe", "--model_dir", str(model), "--wav_scp", str(wav),
+                        "--out", str(tmp_path / "hyp.txt"), "--ctm", str(tmp_path / "hyp.ctm")], cwd=egs,
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    got = read_table(tmp_path / "hyp.txt", allow_empty_value=True)
+    assert got == read_table(exp / "decode_greedy_test_en/hyp.txt", allow_empty_value=True)
+    assert "RTF" in r.stderr
+    ctm = [line.split() for line in (tmp_path / "hyp.ctm").read_text().splitlines()]
+    assert all(len(c) == 5 and float(c[2]) >= 0 for c in ctm)
+    # the same on 48 kHz originals (resampled as stage 2 does): the audio differs by the
+    # 16-bit rounding of stage 2's FLAC only, so most utterances decode alike
+    orig = read_table(egs / "data/test_en/wav.scp")
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.frontend.audio import load_audio
+
+    s2t = Speech2Text.from_dir(model)
+    same = sum(s2t(*load_audio(orig[u])) == got[u] for u in list(orig)[:6])
+    assert same >= 4, same
+    # ONNX Runtime greedy search gives the PyTorch greedy tokens (raw fbank in: CMVN is inside)
+    import kaldiio
+
+    from justkit.models.onnx import OnnxTransducer
+    from justkit.text.tokenizer import Tokenizer
+
+    ort_model = OnnxTransducer(model / "onnx")
+    tok = Tokenizer(model / "spm.model")
+    feats = read_table(egs / "dump/fbank/test_en/feats.scp")
+    utts = sorted(feats)[:8]
+    hyps = ort_model.greedy_search([kaldiio.load_mat(str(egs / feats[u])) for u in utts])
+    assert [tok.decode(h) for h in hyps] == [got[u] for u in utts]
 
     # w2v-BERT pre-training through the recipe: stage 7 averages and skips decoding, stage 8
     # skips scoring; then JUST+finetune from its model_avg.pt (--init) trains and decodes

@@ -6,6 +6,7 @@
 #   4 sentencepiece -> data/token/   5 pack -> dump/packed/   6 train -> exp/<tag>/
 #   7 average + decode -> exp/<tag>/decode_*/   8 score -> exp/<tag>/RESULTS.md (+ paper table)
 set -euo pipefail
+cmdline="$0 $*"           # recorded in RESULTS.md
 
 stage=1
 stop_stage=8
@@ -25,6 +26,7 @@ labelled_subset=""        # e.g. 9h: only data/train_<lang>_9h keep labels (the 
 init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
 train_args=""             # more options for justkit.bin.train, e.g. "--train.max_epochs 5 --model.w_u 0.3"
 decode_args=""            # more options for justkit.bin.decode, e.g. "--decode.beam.beam_size 8"
+average_by=last           # stage 7 averages the last checkpoints, or the best by dev_wer or loss
 paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
 paper_compare=""          # more exp dirs to print beside this one in the paper table
 help_message="Usage: $0 --langs 'xx yy' --config conf/X.yaml [options]
@@ -45,6 +47,7 @@ Options (default):
   --init CKPT ()                  fine-tune from this checkpoint's encoder
   --train_args '...' ()           passed to justkit.bin.train (--train.X / --model.X / --data.X overrides)
   --decode_args '...' ()          passed to justkit.bin.decode (--decode.X overrides)
+  --average_by last|dev_wer|loss ($average_by)  which checkpoints stage 7 averages (train.average_last of them)
   --paper_table B ($paper_table) --paper_compare 'exp/a exp/b' ()  the JUST paper's table in stage 8"
 
 # Options first, so that --help answers before anything is installed.
@@ -134,32 +137,42 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   t0=$(date +%s)
-  log "stage 6: train $config -> $exp"
+  log "stage 6: train $config -> $exp (log: $exp/log/train.log; TensorBoard: $exp/tensorboard)"
   mkdir -p $exp/log
   args=(--config "$config" --exp "$exp" --train_data dump/packed/train.jsonl --dev_data dump/packed/dev.jsonl
         --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --feats_dir dump/fbank/train)
   [ -n "$init" ] && args+=(--init "$init")
   # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
   args+=($train_args)
-  if [ "$ngpu" -gt 1 ]; then
-    $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
-      -m justkit.bin.train "${args[@]}" --device cuda
-  elif [ "$ngpu" -eq 1 ]; then
-    $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cuda
-  else
-    # path.sh keeps OMP_NUM_THREADS=1 for the parallel jobs; training alone may use every core
-    # (measured on the mini JUST model, 2 cores: 7540 vs 6444 frames/s with 2 vs 1 thread).
-    [ "$train_threads" -gt 0 ] || train_threads=$(nproc)
-    OMP_NUM_THREADS=$train_threads \
-      $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cpu
-  fi
+  run_train() {
+    if [ "$ngpu" -gt 1 ]; then
+      $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \
+        -m justkit.bin.train "${args[@]}" --device cuda
+    elif [ "$ngpu" -eq 1 ]; then
+      $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cuda
+    else
+      # path.sh keeps OMP_NUM_THREADS=1 for the parallel jobs; training alone may use every core
+      # (measured on the mini JUST model, 2 cores: 7540 vs 6444 frames/s with 2 vs 1 thread).
+      [ "$train_threads" -gt 0 ] || train_threads=$(nproc)
+      OMP_NUM_THREADS=$train_threads \
+        $train_cmd $exp/log/train.log python -m justkit.bin.train "${args[@]}" --device cpu
+    fi
+  }
+  run_train &
+  train_pid=$!
+  # A heartbeat on the console while it trains: each log interval's step, loss, lr, speed and
+  # ETA, and each dev pass (the full lines are in the log); ends with the training.
+  tail -n0 -F --pid=$train_pid "$exp/log/train.log" 2>/dev/null \
+    | grep --line-buffered -E '\] (step [0-9]+ epoch|dev at step|training done|resumed from)' \
+    | cut -d'|' -f1-5 | sed -u -E 's/^([0-9:]+) [A-Z]+ \[[^]]*\] /\1 [train] /' || true
+  wait $train_pid
   stage_time 6 $t0
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   t0=$(date +%s)
   log "stage 7: average checkpoints, decode ($test_sets)"
-  python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt"
+  python -m justkit.bin.average --exp "$exp" --out "$exp/model_avg.pt" --by "$average_by"
   if [ "$(model_mode)" = pretrain ]; then
     log "stage 7: $exp is a pretrain (w2v-BERT) model without an RNN-T decoder: nothing to decode;" \
         "fine-tune it with --init $exp/model_avg.pt"
@@ -181,8 +194,10 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     stage_time 8 $t0
     exit 0
   fi
-  python -m justkit.bin.score --exp "$exp" --langs "$langs"
+  python -m justkit.bin.score --exp "$exp" --langs "$langs" --command "$cmdline"
   cat "$exp/RESULTS.md"
+  # Everything inference needs in one directory (+ ONNX): python -m justkit.bin.transcribe --model_dir $exp/model x.wav
+  python -m justkit.bin.pack_model --onnx "$exp" "$exp/model"
   if [ "$paper_table" = true ]; then
     # shellcheck disable=SC2086
     python -m justkit.bin.paper_table "$exp" $paper_compare | tee "$exp/paper_table.md"

@@ -1,4 +1,6 @@
-"""Stage 7 (first step): average the model weights of an experiment's last N checkpoints."""
+"""Stage 7 (first step): average the model weights of an experiment's last N checkpoints, or of
+the N best on the dev set (by greedy dev WER or dev loss, from train.csv; train.keep_best
+keeps those checkpoints)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +20,9 @@ def build_parser() -> cli.Parser:
     p.add_argument("--exp", required=True, help="experiment directory exp/<tag>")
     p.add_argument("--out", required=True, help="output file, e.g. exp/<tag>/model_avg.pt")
     p.add_argument("--num", type=int, default=None,
-                   help="number of newest checkpoints to average (default: train.average_last of <exp>/config.yaml)")
+                   help="number of checkpoints to average (default: train.average_last of <exp>/config.yaml)")
+    p.add_argument("--by", default="last", choices=("last", "dev_wer", "loss"),
+                   help="which: the newest, or the best by dev WER / dev loss among the checkpoints kept")
     return p
 
 
@@ -27,7 +31,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = build_parser().parse(argv)
     from justkit.config import ConfigError
     from justkit.experiment import Experiment
-    from justkit.train.checkpoint import CheckpointError, average_checkpoints, list_checkpoints
+    from justkit.train.checkpoint import (CheckpointError, average_checkpoints, best_steps, checkpoint_step,
+                                          list_checkpoints)
 
     exp = Path(a.exp)
     setup_logging(exp / "log" / "average.log")
@@ -38,7 +43,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ckpts = list_checkpoints(exp / "checkpoints")
     if not ckpts:
         raise CheckpointError(f"{exp / 'checkpoints'}: no ckpt-<step>.pt files (run stage 6 first)")
-    chosen = ckpts[-num:]
+    if a.by == "last":
+        chosen = ckpts[-num:]
+    else:
+        have = {checkpoint_step(c): c for c in ckpts}
+        ranked = [s for s in best_steps(exp / "train.csv", a.by, len(have) + 1000) if s in have]
+        if not ranked:
+            raise CheckpointError(f"{exp}/train.csv: no dev {a.by} for any checkpoint in {exp / 'checkpoints'}")
+        chosen = sorted((have[s] for s in ranked[:num]), key=checkpoint_step)
+        logger.info("best %d by dev %s: steps %s", len(chosen), a.by, " ".join(str(checkpoint_step(c)) for c in chosen))
     if len(chosen) < num:
         logger.warning("only %d checkpoint(s) in %s; averaging those", len(chosen), exp / "checkpoints")
     out = average_checkpoints(chosen, a.out)

@@ -20,6 +20,7 @@ def build_parser() -> cli.Parser:
                    help="column order of the languages, e.g. 'en de' (default: as found, sorted); "
                    "the average is over every language found")
     p.add_argument("--top", type=int, default=10, help="most frequent errors listed in RESULTS.md")
+    p.add_argument("--command", default="", help="the command that made the experiment (recorded in RESULTS.md)")
     return p
 
 
@@ -33,7 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         setup_logging()
         raise ScoringError(f"{a.exp}: experiment dir not found")
     setup_logging(f"{a.exp}/log/score.log")
-    res = score_experiment(a.exp, top=a.top, langs=a.langs.split() or None)
+    res = score_experiment(a.exp, top=a.top, langs=a.langs.split() or None, command=a.command)
     for m, cols in sorted(res["methods"].items()):
         avg = res["average"].get(m, {}).get("wer")
         per = " ".join(f"{c}={v['wer']:.2f}" for c, v in cols.items())

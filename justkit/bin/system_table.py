@@ -31,7 +31,8 @@ def build_parser() -> cli.Parser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = build_parser().parse(argv)
     from justkit.log import setup_logging
-    from justkit.score.systems import aggregate, format_table, load_paper_if, machine, parse_groups, write
+    from justkit.provenance import machine
+    from justkit.score.systems import aggregate, format_table, load_paper_if, parse_groups, write
 
     setup_logging()
     groups = parse_groups(a.groups)

@@ -36,6 +36,7 @@ def greedy_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: GreedyC
     start = torch.full((B, 1), blank, dtype=torch.long, device=device)
     pred, state = model.predictor(start, None)           # [B, 1, Dp]
     tokens: List[List[int]] = [[] for _ in range(B)]
+    frames: List[List[int]] = [[] for _ in range(B)]
     scores = torch.zeros(B, dtype=torch.float64, device=device)
     for t in range(int(enc_lens.max().item()) if B else 0):
         active = enc_lens > t                                # [B]
@@ -52,5 +53,6 @@ def greedy_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: GreedyC
             state = state_where(emit, new_state, state)
             for b in emit.nonzero().flatten().tolist():
                 tokens[b].append(int(best[b]))
+                frames[b].append(t)
             active = emit
-    return [Hypothesis(tokens[b], float(scores[b])) for b in range(B)]
+    return [Hypothesis(tokens[b], float(scores[b]), frames=frames[b]) for b in range(B)]

@@ -19,6 +19,7 @@ class Hypothesis:
     tokens: List[int]
     score: float
     nbest: List["Hypothesis"] = field(default_factory=list)  # beam search: all final beam entries
+    frames: List[int] = field(default_factory=list)  # greedy: the encoder frame that emitted each token
 
 
 def state_index(state: State, index: torch.Tensor) -> State:

@@ -49,6 +49,7 @@ class Conv2dSubsampling(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.feat_dim = feat_dim
         self.min_frames = self.min_input_frames(k)
+        self.stride = 4  # input frames per output frame (two stride-2 convolutions)
 
     @staticmethod
     def min_input_frames(kernel: int = 3) -> int:
@@ -63,12 +64,12 @@ class Conv2dSubsampling(nn.Module):
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if feats.dim() != 3 or feats.size(-1) != self.feat_dim:
             raise ValueError(f"expected feats [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
-        if int(lens.min()) < self.min_frames:
+        if not torch.jit.is_tracing() and int(lens.min()) < self.min_frames:
             raise ValueError(
                 f"utterance with {int(lens.min())} frames is shorter than the {self.min_frames} "
                 "frames the conv subsampling needs; drop such utterances when packing"
             )
-        if int(lens.max()) > feats.size(1):
+        if not torch.jit.is_tracing() and int(lens.max()) > feats.size(1):
             raise ValueError(f"feat_lens max {int(lens.max())} > padded length {feats.size(1)}")
         x = self.conv(feats.unsqueeze(1))  # [B, C, T', F']
         b, c, t, f = x.shape

@@ -61,7 +61,7 @@ def _method_key(m: str):
 
 
 def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, top: int = 10,
-                     langs: Optional[Sequence[str]] = None) -> dict:
+                     langs: Optional[Sequence[str]] = None, command: str = "") -> dict:
     """Score every decode dir of ``exp``; write their ``wer.txt``/``sclite.txt``, then
     ``exp/results.json`` and ``exp/RESULTS.md``. Returns the results dict::
 
@@ -108,10 +108,27 @@ def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, t
                 "cer": round(sum(cols[c]["cer"] for c in present) / len(present), 4),
                 "langs": present,
             }
-    results = {"exp": str(exp), "methods": methods, "average": average, "langs": col_order}
+    results = {"exp": str(exp), "methods": methods, "average": average, "langs": col_order,
+               "provenance": provenance(exp, command)}
     atomic_write_text(exp / "results.json", json.dumps(results, indent=1, sort_keys=True) + "\n")
     atomic_write_text(exp / "RESULTS.md", format_results_md(results, set_results, top))
     return results
+
+
+def provenance(exp: Path, command: str = "") -> dict:
+    """Where the results come from: justkit's revision, the command, the config, the machine."""
+    from justkit.provenance import git_revision, machine
+
+    cfg = exp / "config.yaml"
+    out = {"revision": git_revision(), "command": command, "config": str(cfg) if cfg.is_file() else "",
+           "machine": machine()}
+    if cfg.is_file():
+        from justkit.config import load_yaml
+
+        c = load_yaml(cfg)
+        out["experiment_config"] = (c.get("paths") or {}).get("config", "")
+        out["model_mode"] = (c.get("model") or {}).get("mode", "")
+    return out
 
 
 def _read_rtf(d: Path) -> Optional[float]:
@@ -165,6 +182,16 @@ def format_results_md(results: dict, set_results: Dict[tuple, SetResult] | None 
         ]
         out.append("| " + " | ".join(row) + " |\n")
     out.append("\n")
+    prov = results.get("provenance") or {}
+    if prov:
+        out.append("## Provenance\n\n")
+        out.append(f"- justkit revision: `{prov.get('revision', 'unknown')}`\n")
+        if prov.get("command"):
+            out.append(f"- command: `{prov['command']}`\n")
+        if prov.get("config"):
+            out.append(f"- config: `{prov['config']}` (resolved from `{prov.get('experiment_config', '?')}`, "
+                       f"model mode {prov.get('model_mode', '?')})\n")
+        out.append(f"- machine: {prov.get('machine', '?')}\n\n")
     if set_results:
         out.append(f"## Top errors (per method, all sets; {top} most frequent)\n\n")
         for m in order:

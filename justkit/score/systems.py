@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from justkit.provenance import machine
 from justkit.score.paper import PaperTableError, experiment_row, load_paper
 
 
@@ -47,15 +46,6 @@ def aggregate(groups: Mapping[str, Sequence[str | Path]], method: Optional[str] 
 
 def _round(x: Optional[float]) -> Optional[float]:
     return None if x is None else round(x, 2)
-
-
-def machine() -> str:
-    """One line about where the numbers were measured."""
-    import torch
-
-    return (f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
 
 
 def _cell(m: Optional[float], sd: Optional[float]) -> str:

@@ -61,20 +61,51 @@ def load_latest_checkpoint(
     return None
 
 
-def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int = 0) -> Path:
-    """Write ``state`` to ``ckpt-<step>.pt`` atomically, then keep only the newest ``keep_last``.
-
-    ``keep_last <= 0`` keeps every checkpoint.
-    """
+def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int = 0,
+                    keep_steps: Sequence[int] = ()) -> Path:
+    """Write ``state`` to ``ckpt-<step>.pt`` atomically, then keep only the newest ``keep_last``
+    and those of ``keep_steps`` (e.g. the best on the dev set). ``keep_last <= 0`` keeps all."""
     path = checkpoint_path(ckpt_dir, step)
     atomic_torch_save(state, path)
     if keep_last > 0:
+        keep = {int(s) for s in keep_steps}
         for old in list_checkpoints(ckpt_dir)[:-keep_last]:
+            if checkpoint_step(old) in keep:
+                continue
             try:
                 old.unlink()
             except FileNotFoundError:
                 pass
     return path
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of ``ckpt-<step>.pt``."""
+    m = CKPT_RE.match(Path(path).name)
+    if not m:
+        raise CheckpointError(f"{path}: not a ckpt-<step>.pt file")
+    return int(m.group(1))
+
+
+def best_steps(csv_path: str | Path, metric: str, n: int) -> list[int]:
+    """The ``n`` steps with the lowest dev ``metric`` (``dev_wer`` or ``loss``) in ``train.csv``."""
+    import csv
+
+    p = Path(csv_path)
+    if n <= 0 or not p.is_file():
+        return []
+    rows = []
+    with open(p, encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("split") == "dev" and r.get(metric) not in (None, ""):
+                try:
+                    rows.append((float(r[metric]), int(r["step"])))
+                except ValueError:
+                    continue
+    best: dict[int, float] = {}
+    for v, s in rows:  # a step evaluated twice (resume): its last value
+        best[s] = v
+    return [s for s, _ in sorted(best.items(), key=lambda kv: (kv[1], -kv[0]))[:n]]
 
 
 # ----------------------------------------------------------------------------- RNG

@@ -29,6 +29,8 @@ class TrainConfig:
     log_interval: int = 10           # steps between log lines / CSV rows
     save_interval: int = 0           # steps between checkpoints (0: only at epoch ends and the end)
     keep_last: int = 5               # checkpoints kept (0: all)
+    keep_best: int = 0               # also keep the N best epoch-end checkpoints by best_metric on dev
+    best_metric: str = "dev_wer"     # dev_wer (greedy, models with a decoder) or loss (the dev loss)
     average_last: int = 5            # default N of `justkit.bin.average`
     dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
     dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
@@ -42,6 +44,7 @@ class TrainConfig:
     find_unused_parameters: bool = True   # DDP: modes leave some modules unused
     num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
     plots: bool = True               # write plots/*.png at epoch ends and at the end
+    tensorboard: bool = True         # TensorBoard event files in <exp>/tensorboard (every logged value)
     init: str = ""                   # checkpoint whose encoder initialises a fresh run (fine-tuning)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
 
@@ -56,5 +59,9 @@ class TrainConfig:
             raise ConfigError(f"train.amp: {self.amp!r} is not one of {AMP_MODES}")
         if self.log_interval < 1:
             raise ConfigError(f"train.log_interval must be >= 1, got {self.log_interval}")
+        if self.best_metric not in ("dev_wer", "loss"):
+            raise ConfigError(f"train.best_metric must be dev_wer or loss, got {self.best_metric!r}")
+        if self.keep_best < 0:
+            raise ConfigError(f"train.keep_best must be >= 0, got {self.keep_best}")
         if self.grad_balance_interval < 0:
             raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")

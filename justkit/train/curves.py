@@ -24,10 +24,13 @@ class TrainCurves:
     ``split`` is ``train`` (averages over a log interval) or ``dev`` (a dev-set evaluation).
     """
 
-    def __init__(self, csv_path: str | Path, plot_dir: str | Path):
+    def __init__(self, csv_path: str | Path, plot_dir: str | Path, tensorboard_dir: str | Path | None = None):
         self.csv_path = Path(csv_path)
         self.plot_dir = Path(plot_dir)
         self.rows: list[dict] = []
+        self.tb_dir = Path(tensorboard_dir) if tensorboard_dir else None
+        self._tb = None
+        self._tb_purge: int | None = None  # after a resume: events past this step are dropped
 
     def resume(self, step: int) -> None:
         """Load an existing CSV, dropping rows logged after ``step`` (work that a resume redoes)."""
@@ -45,9 +48,35 @@ class TrainCurves:
                     self.rows.append({k: _num(v) for k, v in row.items() if v not in ("", None)})
         dropped = "" if not self.rows else f" up to step {step}"
         logger.info("resumed %s: %d rows kept%s", self.csv_path, len(self.rows), dropped)
+        self._tb_purge = step + 1
 
     def add(self, row: dict) -> None:
         self.rows.append(dict(row))
+        self._to_tensorboard(row)
+
+    def _to_tensorboard(self, row: dict) -> None:
+        """Every numeric value of the row as a scalar ``<split>/<name>`` at its step."""
+        if self.tb_dir is None:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:  # tensorboard not installed: say so once, go on without
+                logger.warning("TensorBoard logging off (%s); pip install tensorboard", e)
+                self.tb_dir = None
+                return
+            self._tb = SummaryWriter(str(self.tb_dir), purge_step=self._tb_purge)
+        split, step = row.get("split", "train"), int(row.get("step", 0))
+        for k, v in row.items():
+            if k not in ("split", "step", "epoch") and _finite(v):
+                group = "grad_balance" if k.startswith(BALANCE) else split
+                self._tb.add_scalar(f"{group}/{k}", float(v), step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def columns(self) -> list[str]:
         keys: set[str] = set()
@@ -102,8 +131,65 @@ class TrainCurves:
             with atomic_open(path, "wb", encoding=None) as f:
                 fig.savefig(f, format="png")
             written.append(path)
-        extra = [self.plot_balance(), self.plot_dev_wer()]
+        extra = [self.plot_balance(), self.plot_dev_wer(), self.plot_overview()]
         return written + [p for p in extra if p]
+
+    def plot_overview(self) -> Path | None:
+        """``overview.png``: the loss and each term (log scale, train lines, dev points), the dev WER,
+        the learning rate and the gradient shares, in one figure."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        cols = self.columns()
+        if "loss" not in cols:
+            return None
+        fig = Figure(figsize=(12, 7), dpi=100)
+        FigureCanvasAgg(fig)
+        axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
+
+        def series(col, split):
+            return [(r["step"], r[col]) for r in self.rows if r.get("split") == split and _finite(r.get(col))]
+
+        ax = axes[0]
+        for col in ("loss", "rnnt", "ctc", "contrastive", "mlm", "diversity"):
+            for split, style in (("train", "-"), ("dev", "o--")):
+                pts = [(x, y) for x, y in series(col, split) if y > 0]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, style, markersize=3, label=f"{col} ({split})", lw=2 if col == "loss" else 1)
+        ax.set_yscale("log")
+        ax.set_title("losses (log scale)")
+        ax.legend(fontsize=7, ncol=2)
+        ax = axes[1]
+        pts = series("dev_wer", "dev")
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "o-k", markersize=3)
+        ax.set_title("dev WER (%, greedy, mean over languages)")
+        ax = axes[2]
+        pts = series("lr", "train")
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "-")
+        ax.set_title("learning rate")
+        ax = axes[3]
+        for col in (c for c in cols if c.startswith("gshare_")):
+            pts = series(col, "train")
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "-", label=col[len("gshare_"):])
+        ax.set_ylim(0, 1)
+        ax.set_title("share of the encoder gradient")
+        if ax.lines:
+            ax.legend(fontsize=7)
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.set_xlabel("step")
+        fig.tight_layout()
+        path = self.plot_dir / "overview.png"
+        with atomic_open(path, "wb", encoding=None) as f:
+            fig.savefig(f, format="png")
+        return path
 
     def plot_dev_wer(self) -> Path | None:
         """``dev_wer.png``: greedy dev WER per language (thin) and their mean (thick)."""

@@ -69,7 +69,8 @@ class Trainer:
         train_jsonl, dev_jsonl, cmvn = paths.train, paths.dev or None, paths.cmvn or None
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
-        self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots")
+        self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots",
+                                  self.exp_dir / "tensorboard" if self.cfg.tensorboard and self.dist.is_main else None)
         if self.cfg.num_threads > 0:
             torch.set_num_threads(self.cfg.num_threads)
 
@@ -274,6 +275,7 @@ class Trainer:
         if self.last_plot_step != self.step:
             self._plot()
         self._check_replicas()
+        self.curves.close()
         logger.info("training done: step %d, epoch %d, %d batches skipped, %.1f s",
                     self.step, self.train_loader.epoch, self.skipped_total, time.time() - self.t_start)
         return last_row
@@ -418,10 +420,11 @@ class Trainer:
             balance = " | encoder grad share " + " ".join(f"{k} {v:.2f}" for k, v in shares.items())
             self.balance = {}
         if self.dist.is_main:
-            terms = " ".join(f"{k} {row[k]:.4g}" for k in keys if k != "num_frames")
-            logger.info("step %d epoch %d | %s | lr %.3e gnorm %.3g%s | %.0f frames/s | ETA %s%s",
-                        self.step, epoch, terms, row["lr"], row["grad_norm"], balance, row["frames_per_s"],
-                        _fmt_eta(eta), f" | {skipped} skipped" if skipped else "")
+            # The first fields are the heartbeat asr.sh shows on the console (cut at the 5th '|').
+            terms = " ".join(f"{k} {row[k]:.4g}" for k in keys if k not in ("num_frames", "loss"))
+            logger.info("step %d epoch %d | loss %.4g | lr %.3e | %.0f frames/s | ETA %s%s | %s | gnorm %.3g%s",
+                        self.step, epoch, row.get("loss", float("nan")), row["lr"], row["frames_per_s"],
+                        _fmt_eta(eta), f" | {skipped} skipped" if skipped else "", terms, row["grad_norm"], balance)
             self.curves.add(row)
             self.curves.write_csv()
         return row
@@ -514,9 +517,10 @@ class Trainer:
         if self.dist.is_main and res:
             res.update(self.dev_wer())
         if self.dist.is_main and res:
-            terms = " ".join(f"{k} {v:.4g}" for k, v in res.items() if k != "num_frames")
-            logger.info("dev at step %d (epoch %d): %s (%.1f s)", self.step, self.train_loader.epoch,
-                        terms, time.time() - t0)
+            terms = " ".join(f"{k} {v:.4g}" for k, v in res.items() if k not in ("num_frames", "loss", "dev_wer"))
+            wer = f"greedy WER {res['dev_wer']:.2f}%" if "dev_wer" in res else "no WER"
+            logger.info("dev at step %d (epoch %d) | loss %.4g | %s | %.1f s | %s", self.step,
+                        self.train_loader.epoch, res.get("loss", float("nan")), wer, time.time() - t0, terms)
             self.curves.add({"split": "dev", "step": self.step, "epoch": self.train_loader.epoch, **res})
             self.curves.write_csv()
         self.iv_paused += time.time() - t0
@@ -561,7 +565,8 @@ class Trainer:
                 f"{' ...' if len(bad) > 5 else ''}; not saving it over the last good checkpoint")
         state = self.checkpoint_state()
         if self.dist.is_main:
-            path = ckpt_lib.save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.keep_last)
+            keep = ckpt_lib.best_steps(self.curves.csv_path, self.cfg.best_metric, self.cfg.keep_best)
+            path = ckpt_lib.save_checkpoint(state, self.ckpt_dir, self.step, self.cfg.keep_last, keep)
             logger.info("saved %s", path)
         self.last_saved_step = self.step
         self.iv_paused += time.time() - t0

@@ -1,0 +1,116 @@
+"""Transcribe audio with a trained model: ``Speech2Text.from_dir(path)(waveform, sample_rate) -> text``.
+
+The front end is the recipe's: audio at any rate is resampled to the model's rate as stage 2
+does (Kaiser-windowed sinc), then Kaldi fbank (stage 3's options) and the global CMVN; the
+search is the stage-7 greedy or beam search. The model directory is a packed one
+(``justkit.models.package``) or an experiment directory.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.greedy import GreedyConfig, greedy_search
+from justkit.frontend.fbank import FbankConfig, compute_fbank
+from justkit.frontend.resample import resample
+from justkit.models.factory import build_model, load_checkpoint
+from justkit.models.package import locate
+from justkit.text.tokenizer import Tokenizer, check_vocab
+
+log = logging.getLogger(__name__)
+
+METHODS = ("greedy", "beam")
+
+
+@dataclass
+class Transcript:
+    """One result: the text, its word pieces and, for greedy search, each piece's start time."""
+
+    text: str
+    pieces: List[str] = field(default_factory=list)
+    times: List[float] = field(default_factory=list)  # seconds from the start of the audio
+    score: float = 0.0
+
+
+class Speech2Text:
+    """A model ready to transcribe: ``s2t(waveform, sample_rate) -> str``, ``s2t.transcribe(batch)``."""
+
+    def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
+                 device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
+                 greedy: Optional[GreedyConfig] = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.fbank = fbank
+        self.cmvn = cmvn
+        self.method = method
+        self.beam = beam or BeamConfig()
+        self.greedy = greedy or GreedyConfig()
+        # seconds per encoder frame: the fbank hop times the subsampling
+        self.frame_seconds = fbank.frame_shift_ms / 1000 * getattr(model.frontend, "stride", 4)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
+                 beam_size: int = 4) -> "Speech2Text":
+        """Load the model of a packed model directory or of an experiment directory."""
+        from justkit.data.dataset import resolve_cmvn
+
+        files = locate(path)
+        ckpt = load_checkpoint(files.weights)
+        model = build_model(files.config["model"])
+        model.load_state_dict(ckpt["model"])
+        tok = Tokenizer(files.tokenizer)
+        check_vocab(tok, model.cfg.vocab_size, str(files.weights))
+        fbank = FbankConfig.from_dict(files.fbank)
+        cmvn = resolve_cmvn(files.cmvn) if files.cmvn else None
+        return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size))
+
+    # ------------------------------------------------------------------ front end
+    def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
+        """Resampled, fbank, CMVN: ``[T, D]`` float32, as the data loader feeds the model."""
+        x = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"{name or 'waveform'}: expected 1-D mono samples, got shape {x.shape}")
+        rate = int(self.fbank.sample_frequency)
+        if int(sample_rate) != rate:
+            x = resample(x, int(sample_rate), rate)
+        feats = compute_fbank(x, self.fbank, rate, name or None)
+        if self.cmvn is not None:
+            mean, std = self.cmvn
+            feats = (feats - mean) / std
+        return np.asarray(feats, dtype=np.float32)
+
+    # ------------------------------------------------------------------ search
+    @torch.no_grad()
+    def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = ()) -> List[Transcript]:
+        """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together)."""
+        if not batch:
+            return []
+        feats = [self.features(w, sr, names[i] if i < len(names) else "") for i, (w, sr) in enumerate(batch)]
+        lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
+        for i, f in enumerate(feats):
+            x[i, : f.shape[0]] = torch.from_numpy(f)
+        enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
+        if self.method == "greedy":
+            hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
+        else:
+            hyps = beam_search(self.model, enc, enc_lens, self.beam)
+        out = []
+        for h in hyps:
+            pieces = [self.tokenizer.id_to_piece(t) for t in h.tokens]
+            times = [round(t * self.frame_seconds, 3) for t in h.frames]
+            out.append(Transcript(self.tokenizer.decode(h.tokens), pieces, times, h.score))
+        return out
+
+    def __call__(self, waveform, sample_rate: int) -> str:
+        """The text of one utterance (1-D float samples in [-1, 1] at ``sample_rate``)."""
+        return self.transcribe([(waveform, sample_rate)])[0].text

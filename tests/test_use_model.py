@@ -1,0 +1,176 @@
+"""Using a trained model: the packed model directory, Speech2Text, the transcribe CLI, ONNX export.
+
+The recipe test (test_recipe_e2e.py) checks the same on a model the recipe trained; these build a
+small experiment directory by hand, so that each piece is checked on its own and fast.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from justkit.config import dump_yaml
+from justkit.datadir.tables import read_table
+from justkit.experiment import Experiment
+from justkit.fileio import atomic_torch_save
+from justkit.frontend.cmvn import accumulate, write_cmvn
+from justkit.frontend.fbank import FbankConfig, compute_fbank
+from justkit.models.just import JUSTConfig, JUSTModel
+from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = {"en": [("en1", "the cat sat"), ("en2", "a dog ran"), ("en3", "the dog sat")],
+         "pl": [("pl1", "kot i pies"), ("pl2", "pies i kot")]}
+
+
+def _signal(seed: int, seconds: float, sr: int = 16000) -> np.ndarray:
+    """Speech-like test audio: a few harmonics with a slow envelope and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = rng.uniform(100, 220)
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 6))
+    x = x * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)) + 0.01 * rng.standard_normal(len(t))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """exp/<tag> as stages 3-7 leave it: config.yaml with paths, model_avg.pt; audio in 16 kHz FLAC."""
+    d = tmp_path_factory.mktemp("use")
+    tok = train_tokenizer(TEXTS, d / "token", TokenizerConfig(vocab_size=20, hard_vocab_limit=False, model_type="bpe"))
+    fb = FbankConfig()
+    (d / "fbank/conf").mkdir(parents=True)
+    dump_yaml({"fbank": fb.__dict__}, d / "fbank/conf/fbank.yaml")
+    (d / "fbank/feat_dim").write_text("80\n")
+    audio, feats = {}, {}
+    for i, (u, _) in enumerate(x for v in TEXTS.values() for x in v):
+        audio[u] = d / "audio" / f"{u}.flac"
+        audio[u].parent.mkdir(exist_ok=True)
+        sf.write(audio[u], _signal(i, 1.0 + 0.2 * i), 16000, subtype="PCM_16")
+        x, sr = sf.read(audio[u], dtype="float32")
+        feats[u] = compute_fbank(x, fb, sr, u)
+    write_cmvn(d / "fbank/cmvn.ark", accumulate(feats.values()))
+    kaldiio.save_ark(str(d / "fbank/feats.ark"), feats, scp=str(d / "fbank/feats.scp"))
+    model_cfg = yaml.safe_load((ROOT / "egs/TEMPLATE/conf/model/tiny.yaml").read_text())["model"]
+    model_cfg.update(mode="supervised", vocab_size=tok.vocab_size)
+    exp = Experiment.from_dict({"model": model_cfg, "train": {"max_steps": 1}, "paths": {
+        "tokenizer": str(d / "token/spm.model"), "cmvn": str(d / "fbank/cmvn.ark"), "features": str(d / "fbank")}})
+    torch.manual_seed(0)
+    model = JUSTModel(exp.model)
+    with torch.no_grad():  # a decisive output layer, so that the searches emit tokens
+        model.joint.out.weight.mul_(8.0)
+        model.joint.out.bias[0] = -2.0
+    exp_dir = d / "exp"
+    exp.save(exp_dir)
+    atomic_torch_save({"model": model.state_dict(), "config": exp.to_dict(), "step": 1, "epoch": 0},
+                      exp_dir / "model_avg.pt")
+    return {"dir": d, "exp": exp_dir, "audio": audio, "feats": feats, "model": model.eval()}
+
+
+def test_pack_model_round_trip(experiment, tmp_path):
+    from justkit.bin.pack_model import main
+    from justkit.models.factory import load_model
+    from justkit.models.package import locate
+
+    out = tmp_path / "packed"
+    assert main([str(experiment["exp"]), str(out)]) == 0
+    for f in ("model.pt", "config.yaml", "spm.model", "cmvn.ark", "fbank.yaml", "README.md"):
+        assert (out / f).is_file(), f
+    model, cfg = load_model(out / "model.pt")
+    ref = experiment["model"].state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    files = locate(out)
+    assert files.fbank == FbankConfig().__dict__ and files.cmvn == out / "cmvn.ark"
+    assert (out / "spm.model").read_bytes() == (experiment["dir"] / "token/spm.model").read_bytes()
+    # incomplete directories and pre-training models are refused with one clear line
+    (out / "spm.model").unlink()
+    assert main([str(experiment["exp"]), str(tmp_path / "x")]) == 0  # packing reads the experiment
+    from justkit.models.package import ModelDirError
+
+    with pytest.raises(ModelDirError, match="lacks"):
+        locate(out)
+
+
+def test_speech2text_equals_decoding_the_packed_features(experiment, tmp_path):
+    """Transcribing the FLAC files gives exactly what stage 7's greedy search gives on stage 3's
+    features of the same audio (same front end, CMVN and search)."""
+    from justkit.data.dataset import resolve_cmvn
+    from justkit.decode.greedy import GreedyConfig, greedy_search
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.text.tokenizer import Tokenizer
+
+    s2t = Speech2Text.from_dir(experiment["exp"])
+    mean, std = resolve_cmvn(experiment["dir"] / "fbank/cmvn.ark")
+    tok = Tokenizer(experiment["dir"] / "token/spm.model")
+    model = experiment["model"]
+    texts = []
+    for u, path in experiment["audio"].items():
+        x, sr = sf.read(path, dtype="float32")
+        f = torch.from_numpy((experiment["feats"][u] - mean) / std)[None]
+        with torch.no_grad():
+            enc, lens = model.encode(f, torch.tensor([f.shape[1]]))
+        want = tok.decode(greedy_search(model, enc, lens, GreedyConfig())[0].tokens)
+        got = s2t.transcribe([(x, sr)])[0]
+        assert got.text == want == s2t(x, sr)
+        assert len(got.times) == len(got.pieces) and got.times == sorted(got.times)
+        texts.append(want)
+    assert any(texts), "the model emitted nothing: the comparison would be empty"
+    # other sample rates are resampled as stage 2 does; batched equals one by one
+    x, sr = sf.read(experiment["audio"]["en1"], dtype="float32")
+    from justkit.frontend.resample import resample
+
+    x48 = resample(x, 16000, 48000)
+    assert s2t.features(x48, 48000).shape == s2t.features(x, 16000).shape
+    batch = [sf.read(p, dtype="float32") for p in experiment["audio"].values()]
+    assert [r.text for r in s2t.transcribe(batch)] == texts
+
+
+def test_transcribe_cli_files_dirs_wav_scp_and_bad_audio(experiment, tmp_path, capfd):
+    from justkit.bin.transcribe import main
+
+    exp = experiment["exp"]
+    out = tmp_path / "hyp.txt"
+    audio_dir = experiment["dir"] / "audio"
+    assert main(["--model_dir", str(exp), str(audio_dir), "--out", str(out)]) == 0
+    hyp = read_table(out, allow_empty_value=True)
+    assert sorted(hyp) == sorted(experiment["audio"])
+    assert main(["--model_dir", str(exp), str(experiment["audio"]["pl1"]), "--method", "beam", "--beam_size", "2",
+                 "--out", str(tmp_path / "beam.txt")]) == 0
+    assert list(read_table(tmp_path / "beam.txt", allow_empty_value=True)) == ["pl1"]
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"utt_{u} {p}\n" for u, p in experiment["audio"].items()))
+    assert main(["--model_dir", str(exp), "--wav_scp", str(scp), "--out", str(tmp_path / "h2.txt")]) == 0
+    assert sorted(read_table(tmp_path / "h2.txt", allow_empty_value=True)) == sorted(f"utt_{u}" for u in hyp)
+    # unreadable audio: named, the others still transcribed, exit status 2
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio at all")
+    capfd.readouterr()
+    rc = main(["--model_dir", str(exp), str(bad), str(experiment["audio"]["pl1"]), "--out", str(tmp_path / "h3.txt")])
+    err = capfd.readouterr().err
+    assert rc == 2 and "broken.wav" in err and "unreadable" in err
+    assert list(read_table(tmp_path / "h3.txt", allow_empty_value=True)) == ["pl1"]
+    assert main(["--model_dir", str(exp), str(tmp_path / "missing.wav")]) == 2
+
+
+def test_onnx_greedy_equals_pytorch_greedy(experiment, tmp_path):
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.models.onnx import OnnxTransducer, export_onnx
+
+    export_onnx(experiment["exp"], tmp_path / "onnx")
+    ort_model = OnnxTransducer(tmp_path / "onnx")
+    s2t = Speech2Text.from_dir(experiment["exp"])
+    raw = list(experiment["feats"].values())  # raw fbank: the CMVN is inside encoder.onnx
+    want = [r.text for r in s2t.transcribe([sf.read(p, dtype="float32") for p in experiment["audio"].values()])]
+    got = [s2t.tokenizer.decode(h) for h in ort_model.greedy_search(raw)]
+    assert got == want
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx/encoder.onnx")).metadata_props}
+    assert meta["model_type"] == "justkit_transducer_lstm" and meta["blank_id"] == "0"
+    assert (tmp_path / "onnx/tokens.txt").read_text().splitlines()[0] == "<blk> 0"
