@@ -17,9 +17,13 @@ class ConfigError(JustkitError, ValueError):
     """A config file or override is malformed; the message names the file and key."""
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
     """Load a YAML mapping; an ``include:`` list of paths (relative to the file) is merged first."""
     path = Path(path)
+    key = path.resolve()
+    if key in _including:
+        chain = " -> ".join(str(p) for p in (*_including, key))
+        raise ConfigError(f"{path}: includes itself ({chain})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -33,7 +37,9 @@ def load_yaml(path: str | Path) -> dict:
         includes = [includes]
     merged: dict = {}
     for inc in includes:
-        merged = deep_merge(merged, load_yaml(path.parent / inc))
+        if not isinstance(inc, str):
+            raise ConfigError(f"{path}: include: expects file names, got {inc!r}")
+        merged = deep_merge(merged, load_yaml(path.parent / inc, (*_including, key)))
     return deep_merge(merged, data)
 
 

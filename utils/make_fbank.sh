@@ -31,6 +31,9 @@ n=$(grep -c . "$src/wav.scp" || true)
 [ "$nj" -le "$n" ] || nj=$n
 
 mkdir -p "$dst/log" "$dst/split" "$dst/data" "$dst/conf"
+# One writer per output dir: a second run of this stage on it stops here, naming the first.
+exec 9>>"$dst/.lock"
+flock -n 9 || die "$dst is being written by another run (lock $dst/.lock); wait for it to end or kill it"
 # Check the config before anything is removed; keep a copy of the options used.
 python - "$config" "$dst/conf/fbank.yaml" <<'PY' || die "$config: invalid fbank config"
 import sys
@@ -46,9 +49,10 @@ find "$dst/data" -name '.*.tmp' -type f -delete
 
 echo "$0: fbank of $n utterances of $src with $nj job(s); logs in $dst/log/fbank.*.log"
 eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
+qdst=$(printf '%q' "$dst")  # paths are data in the job's command line, never shell syntax
 "${cmd_words[@]}" JOB=1:"$nj" "$dst/log/fbank.JOB.log" \
-  python -m justkit.bin.fbank --config "$dst/conf/fbank.yaml" --ark "$dst/data/feats.JOB.ark" \
-    "$dst/split/wav.JOB.scp" "$dst/split/fbank.JOB" \
+  python -m justkit.bin.fbank --config "$qdst/conf/fbank.yaml" --ark "$qdst/data/feats.JOB.ark" \
+    "$qdst/split/wav.JOB.scp" "$qdst/split/fbank.JOB" \
   || die "fbank failed; see the job logs named above ($dst/log/fbank.*.log)"
 
 python -m justkit.bin.merge_jobs --nj "$nj" --feat_dim \

@@ -30,6 +30,9 @@ n=$(grep -c . "$src/wav.scp" || true)
 [ "$nj" -le "$n" ] || nj=$n
 
 mkdir -p "$dst/log" "$dst/split" "$dst/data"
+# One writer per output dir: a second run of this stage on it stops here, naming the first.
+exec 9>>"$dst/.lock"
+flock -n 9 || die "$dst is being written by another run (lock $dst/.lock); wait for it to end or kill it"
 # Leftovers of killed jobs: temp files (never read) and per-job outputs of earlier runs.
 find "$dst/data" -name '.*.tmp' -type f -delete
 rm -f "$dst"/split/resample.* "$dst"/split/wav.*.scp
@@ -37,9 +40,10 @@ rm -f "$dst"/split/resample.* "$dst"/split/wav.*.scp
 
 echo "$0: resampling $n utterances of $src to $fs Hz with $nj job(s); logs in $dst/log/resample.*.log"
 eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
+qdst=$(printf '%q' "$dst")  # paths are data in the job's command line, never shell syntax
 "${cmd_words[@]}" JOB=1:"$nj" "$dst/log/resample.JOB.log" \
-  python -m justkit.bin.resample --fs "$fs" --audio_dir "$dst/data" \
-    "$dst/split/wav.JOB.scp" "$dst/split/resample.JOB" \
+  python -m justkit.bin.resample --fs "$fs" --audio_dir "$qdst/data" \
+    "$qdst/split/wav.JOB.scp" "$qdst/split/resample.JOB" \
   || die "resampling failed; see the job logs named above ($dst/log/resample.*.log)"
 
 python -m justkit.bin.merge_jobs --nj "$nj" \

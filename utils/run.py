@@ -16,8 +16,10 @@ host and start time and ends with `# Accounting: time=S threads=T` and
 `# Ended (code X) at <date>`.
 
 Exit status: 0 if every job succeeded; 1 otherwise, with the failed jobs and their logs
-named on stderr; 2 for a bad command line; 128+signal when stopped by SIGINT/SIGTERM
-(running jobs are killed).
+named on stderr; 2 for a bad command line; 128+signal when stopped by SIGINT/SIGTERM/SIGHUP
+(running jobs are killed). Jobs also end when the runner is killed outright (SIGKILL):
+each job's process group is sent SIGTERM when its runner dies. A re-run keeps the earlier
+log as <log>.1 (.2, ... up to 5) instead of truncating it.
 
 Options (also written --opt=value; Kaldi's dashed spellings are accepted too):
   --backend local|slurm    where jobs run (default: local)
@@ -235,6 +237,34 @@ def kill_groups(procs: dict[int, subprocess.Popen]) -> None:
         p.wait()
 
 
+def rotate_log(log: Path, keep: int = 5) -> None:
+    """An existing ``log`` becomes ``log.1`` (``log.1`` -> ``log.2`` ...; ``keep`` old ones): a re-run
+    never truncates the log of an earlier (perhaps killed) run."""
+    if not log.exists():
+        return
+    for i in range(keep - 1, 0, -1):
+        old = log.with_name(f"{log.name}.{i}")
+        if old.exists():
+            os.replace(old, log.with_name(f"{log.name}.{i + 1}"))
+    os.replace(log, log.with_name(f"{log.name}.1"))
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the runner dies, however it dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+# The job's bash runs the command in the background and waits, so that a SIGTERM (sent by us,
+# or by the kernel when the runner dies: _die_with_parent) is handled at once and ends the
+# job's whole process group, not just bash.
+JOB_WRAPPER = 'trap "trap - TERM; kill -TERM 0" TERM; ( {cmd} ) & wait $!'
+
+
 def run_local(cfg: RunnerConfig, spec: JobSpec) -> int:
     """Run the jobs here, at most ``max_jobs_run`` at once; the runner's exit status."""
     max_jobs = cfg.max_jobs_run or os.cpu_count() or 1
@@ -248,14 +278,15 @@ def run_local(cfg: RunnerConfig, spec: JobSpec) -> int:
                 log, cmd = Path(spec.log(job)), spec.cmd(job)
                 try:
                     log.parent.mkdir(parents=True, exist_ok=True)
+                    rotate_log(log)
                     with open(log, "w", encoding="utf-8") as f:
                         f.write(header(cmd))
                         f.flush()
                         # Own session (so its own process group): we can kill the whole job tree.
                         proc = subprocess.Popen(
-                            ["bash", "-o", "pipefail", "-c", cmd],
+                            ["bash", "-o", "pipefail", "-c", JOB_WRAPPER.format(cmd=cmd)],
                             stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                            start_new_session=True,
+                            start_new_session=True, preexec_fn=_die_with_parent,
                         )
                 except OSError as e:
                     print(f"{PROG}: job {job} not started: {e}", file=sys.stderr)
@@ -411,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGINT, _Signals.handler)
     signal.signal(signal.SIGTERM, _Signals.handler)
+    signal.signal(signal.SIGHUP, _Signals.handler)  # a closed terminal stops the jobs too
     return run_slurm(cfg, spec) if cfg.backend == "slurm" else run_local(cfg, spec)
 
 

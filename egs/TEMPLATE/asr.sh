@@ -58,6 +58,17 @@ Options (default):
 [ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
 [ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
 [ -n "$tag" ] || tag=$(basename "$config" .yaml)
+# Names and paths go into job command lines (utils/run.py, as Kaldi's run.pl, passes words
+# without spaces to bash as they are): only plain characters, so that nothing is run by accident.
+[[ "$tag" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: --tag (or the config's file name) '$tag' may use only A-Z a-z 0-9 . _ -" >&2; exit 2; }
+for opt in config init fbank_config token_config decode_config; do
+  v=${!opt}
+  [ -z "$v" ] || [[ "$v" =~ ^[A-Za-z0-9._/+=@:-]+$ ]] || {
+    echo "$0: --$opt '$v': a path with spaces or shell characters; rename it (allowed: A-Z a-z 0-9 . _ / + = @ : -)" >&2; exit 2; }
+done
+for l in $langs; do
+  [[ "$l" =~ ^[a-z]{2,3}$ ]] || { echo "$0: --langs: '$l' is not a language code (ISO 639: 2-3 lower-case letters)" >&2; exit 2; }
+done
 exp=exp/$tag
 train_sets="train"
 dev_sets="dev"
@@ -144,6 +155,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   [ -n "$init" ] && args+=(--init "$init")
   # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
   args+=($train_args)
+  # Each word quoted for the job's shell: an option's value is data, never a command.
+  for i in "${!args[@]}"; do args[$i]=$(printf '%q' "${args[$i]}"); done
   run_train() {
     if [ "$ngpu" -gt 1 ]; then
       $train_cmd $exp/log/train.log torchrun --standalone --nproc_per_node "$ngpu" \

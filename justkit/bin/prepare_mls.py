@@ -22,6 +22,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--flavour", default="opus", choices=("opus", "flac"), help="release --download fetches")
     p.add_argument("--base_url", default=MLS_BASE_URL, help="where the release tarballs are")
     cli.add_bool(p, "keep_archive", False, "keep the .tar.gz after extraction")
+    cli.add_bool(p, "verify_md5", True, "refuse a download whose md5 is not published in md5sum.txt")
     p.add_argument("--nj", type=int, default=1, help="processes reading audio headers")
     p.add_argument("--splits", default="train dev test", help="which splits to prepare (space-separated)")
     p.add_argument("--log_file", default=None, help="also log to this file")
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = from_dict(PrepareConfig, {
         "mls_root": a.mls_root, "out": a.out, "langs": a.langs.split(), "download": a.download,
         "flavour": a.flavour, "base_url": a.base_url, "keep_archive": a.keep_archive, "nj": max(1, a.nj),
-        "splits": a.splits.split()},
+        "splits": a.splits.split(), "verify_md5": a.verify_md5},
         "prepare_mls")
     prepare(cfg)
     return 0

@@ -65,6 +65,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log_file = exp / "log" / "train.log"
         # run.sh's $train_cmd already sends our stderr into this very file: log it once.
         setup_logging(None if _is_stderr(log_file) else log_file)
+        from justkit.fileio import lock_dir
+
+        lock = lock_dir(exp, "a training of this experiment")  # noqa: F841 (held until exit)
     else:
         setup_logging(None, level=logging.WARNING)
     try:

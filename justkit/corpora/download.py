@@ -148,14 +148,21 @@ def download_file(
     return dest
 
 
+class RefusedMember(DownloadError):
+    """An archive member that extraction refuses (a link, a device, a path outside the tree)."""
+
+
 def extract_tar(archive: str | Path, dest_dir: str | Path, top: str) -> Path:
     """Extract ``archive`` (whose members all lie under ``top/``) to ``dest_dir/top``, atomically.
 
     Extraction goes to a hidden sibling first and is renamed into place when complete, so
     ``dest_dir/top`` either does not exist or holds the whole archive. Reading the gzip
     stream to its end verifies its CRC and length, so a truncated or corrupt archive
-    raises DownloadError. Members outside ``top/`` (absolute paths, ``..``, links leaving
-    the tree) are refused (tarfile's ``data`` filter).
+    raises DownloadError. Only regular files and directories under ``top/`` are extracted:
+    links of any kind (an MLS release has none), devices and members outside ``top/`` are
+    refused before anything is written for them, and tarfile's ``data`` filter checks the
+    rest (absolute paths, ``..``). Refusing links outright matters on Pythons whose filter
+    can be bypassed by a chain of links (CVE-2025-4517, fixed in 3.11.13 / 3.12.11).
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     final = dest_dir / top
@@ -171,12 +178,22 @@ def extract_tar(archive: str | Path, dest_dir: str | Path, top: str) -> Path:
                 if name in ("", "."):
                     continue
                 if name != top and not name.startswith(top + "/"):
-                    raise DownloadError(f"{archive}: member {m.name!r} is not under {top}/; not an MLS archive?")
+                    raise RefusedMember(f"{archive}: member {m.name!r} is not under {top}/; not an MLS archive?")
+                if not (m.isfile() or m.isdir()):
+                    kind = "a link" if (m.issym() or m.islnk()) else "not a regular file or directory"
+                    raise RefusedMember(f"{archive}: member {m.name!r} is {kind}; refused (an MLS archive holds "
+                                        "only files and directories)")
                 tar.extract(m, tmp, filter="data")
             # tarfile stops at the end-of-archive blocks; read the compressed stream to its end
             # so that gzip checks its CRC and length trailer too.
             while tar.fileobj.read(1 << 20):
                 pass
+    except RefusedMember:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except tarfile.FilterError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RefusedMember(f"{archive}: member refused by the extraction filter ({e}); not extracted") from None
     except (tarfile.TarError, EOFError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DownloadError(f"{archive}: corrupt or truncated archive ({e}); delete it and download again") from None

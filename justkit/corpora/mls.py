@@ -11,6 +11,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from justkit.frontend.audio import MIN_SAMPLES, AudioError, audio_info
 from justkit.corpora.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
 from justkit.errors import JustkitError
+from justkit.text.normalize import normalize
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,10 @@ def read_split(ld: LanguageDir, split: str) -> SplitRecords:
         if not text:
             rec.problems.append(Problem(utt, where, "empty transcript"))
             continue
+        if not normalize(text, ld.lang):
+            rec.problems.append(Problem(utt, where, f"transcript {text!r} has no word left after normalisation "
+                                                    "(punctuation or symbols only)"))
+            continue
         if not audio.is_file():
             rec.problems.append(Problem(utt, str(audio), "transcript without audio: file not found"))
             continue
@@ -320,18 +325,22 @@ def archive_name(lang: str, flavour: str = "opus") -> str:
     return f"mls_{lang_name(lang)}{'_opus' if flavour == 'opus' else ''}.tar.gz"
 
 
-def official_md5(archive: str, base_url: str = MLS_BASE_URL) -> Optional[str]:
-    """The archive's md5 from the published ``md5sum.txt``; None (with a warning) if unavailable."""
+def official_md5(archive: str, base_url: str = MLS_BASE_URL, required: bool = True) -> Optional[str]:
+    """The archive's md5 from the published ``md5sum.txt``. Without it (unreachable, or the
+    archive not listed) a download is an error unless ``required`` is False (``--no_verify_md5``):
+    then None, with a warning, and only the gzip stream's CRC checks the archive."""
     url = f"{base_url}/{MLS_MD5_FILE}"
     try:
         table = parse_md5_table(fetch_text(url))
+        problem = None if archive in table else f"{url} lists no md5 for {archive}"
     except DownloadError as e:
-        log.warning("%s; the archive is checked by reading it to the end instead", e)
-        return None
-    if archive not in table:
-        log.warning("%s lists no md5 for %s; the archive is checked by reading it to the end instead", url, archive)
-        return None
-    return table[archive]
+        table, problem = {}, str(e)
+    if problem is None:
+        return table[archive]
+    if required:
+        raise DownloadError(f"{problem}: cannot verify the download (--no_verify_md5 skips the check)")
+    log.warning("%s; the archive is checked only by reading its gzip stream to the end", problem)
+    return None
 
 
 def download_language(
@@ -342,6 +351,7 @@ def download_language(
     md5: Optional[str] = None,
     keep_archive: bool = False,
     config: DownloadConfig | dict | None = None,
+    verify_md5: bool = True,
 ) -> LanguageDir:
     """Download ``mls_<language>[_opus].tar.gz`` into ``mls_root`` (resumable), verify it and extract it.
 
@@ -356,7 +366,7 @@ def download_language(
     archive = root / archive_name(lang, flavour)
     url = f"{base_url}/{archive.name}"
     if md5 is None:
-        md5 = official_md5(archive.name, base_url)
+        md5 = official_md5(archive.name, base_url, required=verify_md5)
     log.info("downloading %s (%s) -> %s", url, PUBLISHED_SIZES[lang][0 if flavour == "opus" else 1], archive)
     download_file(url, archive, md5=md5, config=config, progress=_progress_logger(archive.name))
     log.info("extracting %s -> %s/%s", archive, root, top)

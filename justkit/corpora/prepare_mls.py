@@ -46,6 +46,7 @@ class PrepareConfig:
     keep_archive: bool = False
     nj: int = 1
     splits: Sequence[str] = SPLITS  # which of train/dev/test to prepare (an unlabelled pool: train only)
+    verify_md5: bool = True        # a download without a published md5 is an error unless False
 
     def __post_init__(self) -> None:
         bad = [s for s in self.splits if s not in SPLITS]
@@ -60,7 +61,7 @@ def locate(cfg: PrepareConfig, lang: str) -> LanguageDir:
     except MLSError:
         if not cfg.download:
             raise
-    return download_language(lang, cfg.mls_root, flavour=cfg.flavour, base_url=cfg.base_url,
+    return download_language(lang, cfg.mls_root, flavour=cfg.flavour, base_url=cfg.base_url, verify_md5=cfg.verify_md5,
                              keep_archive=cfg.keep_archive)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from justkit.data.specaug import SpecAugConfig, spec_augment
 from justkit.errors import JustkitError
+from justkit.fileio import refuse_pipe
 
 PACKED_KEYS = ("utt", "feats", "num_frames", "tokens", "lang", "labelled", "text")
 
@@ -105,7 +106,7 @@ class PackedDataset:
     def load_feats(self, i: int) -> np.ndarray:
         """Features of entry ``i`` with CMVN applied; errors name the utterance and the path."""
         e = self.entries[i]
-        rx = e["feats"]
+        rx = refuse_pipe(e["feats"], f"{self.source}: utt {e['utt']}: feats")
         ark = str(rx).rsplit(":", 1)[0]
         try:
             x = kaldiio.load_mat(rx)

@@ -11,7 +11,7 @@ import kaldiio
 from justkit.datadir.badutts import BadUtt, read_bad_shard, write_bad_utts
 from justkit.datadir.tables import DataDirError, read_table, write_table
 from justkit.datadir.validate import DataDirInvalid, fix_data_dir, validate_data_dir
-from justkit.fileio import atomic_open, atomic_write_text
+from justkit.fileio import atomic_open, atomic_write_text, refuse_pipe
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
         if name == "feats.scp" and feat_dim:
             if not table:
                 raise DataDirInvalid(f"{dst}: no utterance has features (see {dst}/bad_utts.txt)")
-            first = next(iter(table.values()))
+            first = refuse_pipe(next(iter(table.values())), f"{dst}/feats.scp")
             atomic_write_text(dst / "feat_dim", f"{kaldiio.load_mat(first).shape[1]}\n")
     for b in bad:
         log.warning("%s: dropping utterance %s (%s): %s", dst, b.utt, b.file, b.reason)

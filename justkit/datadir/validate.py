@@ -200,8 +200,10 @@ def validate_data_dir(
 
     if cfg.check_audio and "wav.scp" in tables:
         for u, val in tables["wav.scp"].items():
-            if val.endswith("|"):
-                continue  # a command (Kaldi "extended filename"); its inputs are not checked
+            if val.strip().endswith("|") or val.strip().startswith("|"):
+                problems.append(f"{d}/wav.scp: id {u}: a shell command, not an audio file "
+                                "(justkit reads audio files only; docs/trust.md)")
+                continue
             if not Path(val).is_file():  # relative paths are relative to the cwd, as in Kaldi
                 problems.append(f"{d}/wav.scp: id {u}: audio file not found: {val}")
     return problems

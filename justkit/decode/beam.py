@@ -11,6 +11,9 @@ from justkit.decode.hyp import Hypothesis, check_model, state_index
 
 
 ALGORITHMS = ("graves", "modified")
+# Graves search: at most A_MAX * beam_size partial hypotheses wait on a frame. An under-trained
+# model that prefers labels to blank would otherwise grow them ~beam_size-fold per label.
+A_MAX = 4
 
 
 @dataclass
@@ -81,6 +84,8 @@ def graves_beam_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: Be
             while A:
                 seq, (score, nsym) = max(A.items(), key=lambda kv: kv[1][0])
                 del A[seq]
+                if not math.isfinite(score):  # nothing better left (or a non-finite model): stop
+                    break
                 pred, _ = pred_of(seq)
                 logp = model.joint(frame, pred).log_softmax(-1).view(-1).double()
                 s_blank = score + float(logp[blank])
@@ -100,6 +105,10 @@ def graves_beam_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: Be
                 best_a = max((v for v, _ in A.values()), default=-math.inf)
                 if sum(1 for v in Bset.values() if v > best_a) >= K:
                     break
+                if len(A) > A_MAX * K:  # a model that emits many labels per frame: keep the search bounded
+                    A = dict(sorted(A.items(), key=lambda kv: -kv[1][0])[: A_MAX * K])
+            if not Bset:  # every score non-finite: keep the hypotheses, scored -inf
+                Bset = {seq: -math.inf for seq in hyps}
             hyps = dict(sorted(Bset.items(), key=lambda kv: -kv[1])[:K])
         ranked = sorted(hyps.items(), key=lambda kv: -final_score(kv[0], kv[1], cfg))
         nbest = [Hypothesis(list(s), float(v)) for s, v in ranked[: max(cfg.nbest, 1)]]

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from justkit.config import from_dict
+from justkit.errors import JustkitError
 from justkit.datadir.tables import write_table
 from justkit.data.dataset import PackedDataset
 from justkit.data.loader import Collate
@@ -81,6 +82,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class NonFiniteModel(JustkitError, ValueError):
+    """The model's encoder output is NaN or infinite: a search over it would be meaningless."""
+
+
+def check_finite(enc: torch.Tensor, utts: Sequence[str], source: str = "") -> None:
+    """Refuse to search non-finite encoder outputs (a poisoned model, or NaN features): a beam
+    search never meets its stop test on NaN scores."""
+    bad = ~torch.isfinite(enc).flatten(1).all(1)
+    if bool(bad.any()):
+        names = [u for u, b in zip(utts, bad.tolist()) if b]
+        raise NonFiniteModel(f"{source}: utterance {names[0]}: the encoder output is NaN/inf "
+                             f"({len(names)} of {len(utts)} in the batch); is the model or its features finite?")
+
+
 @torch.no_grad()
 def decode_dataset(
     model: Any, dataset: PackedDataset, cfg: DecodeConfig, device: str | torch.device = "cpu",
@@ -103,6 +118,7 @@ def decode_dataset(
         batch = collate([dataset[i] for i in idx])
         feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
         enc, enc_lens = model.encode(feats, feat_lens)
+        check_finite(enc, batch["utts"], dataset.source)
         _sync(device)
         t_enc = time.perf_counter() - t0
         for m in cfg.methods:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.decoder import check_finite
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
@@ -100,6 +101,7 @@ class Speech2Text:
         for i, f in enumerate(feats):
             x[i, : f.shape[0]] = torch.from_numpy(f)
         enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
+        check_finite(enc, [names[i] if i < len(names) else f"#{i}" for i in range(len(batch))], "transcribe")
         if self.method == "greedy":
             hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
         else:

@@ -44,6 +44,58 @@ def _check_file(path: Path, utt: Optional[str]) -> None:
         raise AudioError(path, utt, "empty file (0 bytes)")
 
 
+OGG_TAIL_BYTES = 1 << 16  # the last page of an Ogg stream is at most ~64 KB
+OPUS_RATE = 48000
+
+
+def _ogg_end(path: Path) -> Tuple[bool, int, Optional[int]]:
+    """(end-of-stream flag on the last page, its granule position, Opus pre-skip or None)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - OGG_TAIL_BYTES))
+        tail = f.read()
+    i = tail.rfind(b"OggS")
+    if i < 0 or len(tail) < i + 27:
+        return False, -1, None
+    nseg = tail[i + 26]
+    body = sum(tail[i + 27 : i + 27 + nseg])
+    if len(tail) - i != 27 + nseg + body or len(tail) < i + 27 + nseg:
+        return False, -1, None  # the last page is cut short (or garbage follows it)
+    flags = tail[i + 5]
+    granule = struct.unpack("<q", tail[i + 6 : i + 14])[0]
+    j = head.find(b"OpusHead")
+    preskip = struct.unpack("<H", head[j + 10 : j + 12])[0] if j >= 0 and len(head) >= j + 12 else None
+    return bool(flags & 0x04), granule, preskip
+
+
+def check_ogg_complete(path: PathLike, utt: Optional[str] = None, samples: Optional[int] = None,
+                       sample_rate: Optional[int] = None) -> None:
+    """Refuse a truncated Ogg stream: one whose last page lacks the end-of-stream flag, or (Opus)
+    whose decoded length falls short of the length the last page's granule position promises.
+
+    libsndfile decodes a cut Ogg/Opus file without complaint, as shorter audio, which would then
+    be trained against the full transcript (a truncated FLAC, by contrast, fails to decode).
+    """
+    path = Path(path)
+    eos, granule, preskip = _ogg_end(path)
+    if not eos:
+        raise AudioError(path, utt, "truncated Ogg stream (no complete last page marked end-of-stream)")
+    if samples is not None and preskip is not None and granule >= 0:
+        expected = granule - preskip  # samples at 48 kHz
+        got = samples * OPUS_RATE / (sample_rate or OPUS_RATE)
+        if got < expected - OPUS_RATE * 0.02:
+            raise AudioError(path, utt, f"truncated Opus stream: {got / OPUS_RATE:.3f} s decoded, "
+                                        f"{expected / OPUS_RATE:.3f} s announced by its last page")
+
+
+def _is_ogg(path: Path) -> bool:
+    return path.suffix.lower() in (".opus", ".ogg", ".oga")
+
+
 def audio_info(path: PathLike, utt: Optional[str] = None) -> Tuple[int, int, int]:
     """``(num_frames, sample_rate, channels)`` from the header; raises AudioError like load_audio."""
     path = Path(path)
@@ -52,6 +104,8 @@ def audio_info(path: PathLike, utt: Optional[str] = None) -> Tuple[int, int, int
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(path, utt, f"unreadable or corrupt audio ({e})") from None
+    if _is_ogg(path):
+        check_ogg_complete(path, utt)
     return int(info.frames), int(info.samplerate), int(info.channels)
 
 
@@ -89,6 +143,8 @@ def load_audio(
         raise AudioError(path, utt, f"only {num} sample(s); need at least {min_samples}")
     if not np.isfinite(samples).all():
         raise AudioError(path, utt, "contains NaN or infinite sample values")
+    if _is_ogg(path):
+        check_ogg_complete(path, utt, num, int(sr))
     return np.ascontiguousarray(samples, dtype=np.float32), int(sr)
 
 

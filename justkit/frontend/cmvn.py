@@ -11,7 +11,7 @@ import kaldiio
 import numpy as np
 
 from justkit.datadir.tables import read_table
-from justkit.fileio import atomic_open
+from justkit.fileio import atomic_open, refuse_pipe
 from justkit.errors import JustkitError
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> n
     stats: Optional[np.ndarray] = None
     t0 = last = time.monotonic()
     for i, (utt, rx) in enumerate(table.items(), 1):
+        refuse_pipe(rx, f"{feats_scp}: utterance {utt}")
         try:
             x = kaldiio.load_mat(rx)
         except Exception as e:  # kaldiio raises many types for a bad offset or a truncated ark
@@ -109,6 +110,7 @@ def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
 
 def read_cmvn(path: str | Path) -> np.ndarray:
     """Read Kaldi-layout global stats ``[2, D+1]`` float64."""
+    refuse_pipe(str(path), "CMVN stats")
     try:
         stats = np.asarray(kaldiio.load_mat(str(path)), dtype=np.float64)
     except FileNotFoundError:

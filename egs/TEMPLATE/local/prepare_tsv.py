@@ -20,6 +20,7 @@ from pathlib import Path
 import soundfile as sf
 
 from justkit.datadir.tables import DataDirError, utt2spk_to_spk2utt, write_table
+from justkit.text.normalize import normalize
 
 SPLITS = ("train", "dev", "test")
 
@@ -37,6 +38,9 @@ def prepare(tsv: Path, lang: str, out: Path) -> int:
         if "_" in spk or " " in spk or " " in utt:
             raise DataDirError(f"{tsv}:{lineno}: id {utt}: speaker/utterance ids may not contain "
                                f"spaces, speaker ids no '_' (keeps utt and speaker sort orders equal)")
+        if not normalize(text, lang):
+            raise DataDirError(f"{tsv}:{lineno}: id {utt}: transcript {text!r} has no word left after "
+                               "normalisation (punctuation or symbols only)")
         path = Path(audio) if Path(audio).is_absolute() else (tsv.parent / audio).resolve()
         try:
             dur = sf.info(str(path)).duration
