@@ -58,11 +58,12 @@ def test_subsampling_rejects_bad_input():
 
 
 # ---------------------------------------------------------------- conformer
+@pytest.mark.parametrize("pos_enc", ["rel_bias", "rope", "none"])
 @pytest.mark.parametrize("attention", ["global", "local"])
 @pytest.mark.parametrize("conv_norm", ["batch", "layer"])
-def test_conformer_padding_invariance(attention, conv_norm):
+def test_conformer_padding_invariance(attention, conv_norm, pos_enc):
     torch.manual_seed(0)
-    cfg = conf_cfg(attention=attention, left_window=3, right_window=2, conv_norm=conv_norm)
+    cfg = conf_cfg(attention=attention, left_window=3, right_window=2, conv_norm=conv_norm, pos_enc=pos_enc)
     stack = ConformerStack(D, 2, cfg)
     x = torch.randn(2, 12, D)
     lens = torch.tensor([12, 7])
@@ -263,3 +264,29 @@ def test_predictor_stepwise_equals_full_and_joint_broadcast():
     assert torch.allclose(logits[1, 3, 2], joint(enc[1, 3], full[1, 2]), atol=1e-6)
     with pytest.raises(ValueError, match="long"):
         pred(tokens.float())
+
+
+def test_global_attention_mask_is_key_padding_only():
+    """Global attention needs no [T, T] mask: a [B, 1, 1, T] key-padding mask (what the fused
+    SDPA kernels take); local attention's band is [B, 1, T, T] and never masks a whole row."""
+    from justkit.nn.conformer import attention_allowed
+
+    valid = lengths_to_valid(torch.tensor([5, 3]), 5)
+    assert attention_allowed(valid, conf_cfg()).shape == (2, 1, 1, 5)
+    local = attention_allowed(valid, conf_cfg(attention="local", left_window=1, right_window=0))
+    assert local.shape == (2, 1, 5, 5) and local.any(-1).all()
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    from justkit.nn.conformer import rotary
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    seq_q = q.expand(1, 1, 12, 8).clone()
+    seq_k = k.expand(1, 1, 12, 8).clone()
+    scores = rotary(seq_q, 10000.0) @ rotary(seq_k, 10000.0).transpose(-1, -2)  # [1, 1, 12, 12]
+    for shift in (1, 3):
+        assert torch.allclose(scores[0, 0, 2, 5], scores[0, 0, 2 + shift, 5 + shift], atol=1e-5)
+    assert not torch.allclose(scores[0, 0, 2, 5], scores[0, 0, 2, 6], atol=1e-3)
+    with pytest.raises(ValueError, match="even head dimension"):
+        ConformerStack(6, 1, conf_cfg(num_heads=2, pos_enc="rope"))

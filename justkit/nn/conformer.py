@@ -11,7 +11,7 @@ from torch import nn
 
 ATTENTION_TYPES = ("global", "local")
 CONV_NORMS = ("batch", "layer")
-POS_ENCODINGS = ("rel_bias", "none")
+POS_ENCODINGS = ("rel_bias", "rope", "none")
 
 
 @dataclass
@@ -22,9 +22,13 @@ class ConformerConfig:
     distance (Shaw et al. 2018 / T5 style) added to the attention logits. It fits
     ``scaled_dot_product_attention``'s additive ``attn_mask``, costs H x (2P+1) parameters
     per layer, and, unlike Transformer-XL's content-dependent term, needs no extra
-    matmul; distances beyond ``max_rel_pos`` share one bias. ``none`` = no position term
-    in attention (w2v-BERT, Table 1: the convolutions carry position); the mask is then a
-    boolean key mask only.
+    matmul; distances beyond ``max_rel_pos`` share one bias. It is a dense [1, H, T, T]
+    additive mask, which keeps ``scaled_dot_product_attention`` off its flash kernel.
+    ``rope`` = rotary position embedding of queries and keys (Su et al. 2021; relative by
+    construction, no mask term). ``none`` = no position term in attention (w2v-BERT, Table 1:
+    the convolutions carry position). With ``rope`` or ``none`` and global attention the only
+    mask is the key padding, a [B, 1, 1, T] boolean that the memory-efficient kernel takes
+    (and no mask at all when a batch has no padding, which the flash kernel takes).
     """
 
     num_heads: int = 4
@@ -37,7 +41,8 @@ class ConformerConfig:
     left_window: int = 64  # local attention: frames to the left a query sees (encoder frames)
     right_window: int = 0  # local attention: frames to the right
     max_rel_pos: int = 64  # relative distances are clipped to [-max_rel_pos, max_rel_pos]
-    pos_enc: str = "rel_bias"  # "rel_bias" or "none" (w2v-BERT Table 1: no relative attention)
+    pos_enc: str = "rel_bias"  # "rel_bias", "rope" or "none" (w2v-BERT Table 1: no relative attention)
+    rope_base: float = 10000.0  # rope: the wavelength base of the rotary frequencies
 
     def __post_init__(self) -> None:
         if self.pos_enc not in POS_ENCODINGS:
@@ -60,20 +65,33 @@ def lengths_to_valid(lens: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def attention_allowed(valid: torch.Tensor, cfg: ConformerConfig) -> torch.Tensor:
-    """[B, 1, T, T] bool: query i may attend key j (key valid and, if local, inside the band).
+    """Bool mask, True where query i may attend key j: [B, 1, 1, T] (global: valid keys) or
+    [B, 1, T, T] (local: valid keys inside the band, and every query itself).
 
-    Every query may also attend itself, so padded query rows are never fully masked
-    (a fully masked row would give NaN); valid rows are unchanged by this since a valid
-    query always sees itself.
+    No row is ever fully masked (that would give NaN): a global query sees the utterance's
+    valid keys (there is at least one), a local one at least itself; valid rows are unchanged
+    by the latter since a valid query always sees itself.
     """
-    t = valid.size(1)
     allowed = valid[:, None, None, :]
+    if cfg.attention != "local":
+        return allowed
+    t = valid.size(1)
     idx = torch.arange(t, device=valid.device)
     rel = idx[None, :] - idx[:, None]  # key - query
-    if cfg.attention == "local":
-        band = (rel >= -cfg.left_window) & (rel <= cfg.right_window)
-        allowed = allowed & band[None, None]
-    return allowed | (rel == 0)[None, None]  # (not torch.eye: ONNX Runtime has no bool EyeLike)
+    band = (rel >= -cfg.left_window) & (rel <= cfg.right_window)
+    return (allowed & band[None, None]) | (rel == 0)[None, None]  # (not torch.eye: ONNX Runtime has no bool EyeLike)
+
+
+def rotary(x: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotary position embedding of ``x`` [B, H, T, Dh] (Dh even): pairs (i, i + Dh/2) rotated by
+    position t times frequency base^(-2i/Dh)."""
+    t, dh = x.size(-2), x.size(-1)
+    half = dh // 2
+    freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) * 2.0 / dh)
+    ang = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * freq[None, :]  # [T, Dh/2]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class RelPosMultiHeadAttention(nn.Module):
@@ -90,10 +108,15 @@ class RelPosMultiHeadAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.rel_bias = (nn.Parameter(torch.zeros(2 * cfg.max_rel_pos + 1, cfg.num_heads))
                          if cfg.pos_enc == "rel_bias" else None)
+        self.rope_base = cfg.rope_base if cfg.pos_enc == "rope" else None
+        if self.rope_base is not None and (d_model // cfg.num_heads) % 2:
+            raise ValueError(f"pos_enc rope needs an even head dimension, got {d_model // cfg.num_heads}")
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        if self.rope_base is not None:
+            q, k = rotary(q, self.rope_base), rotary(k, self.rope_base)
         if self.rel_bias is None:
             mask = allowed
         else:
