@@ -13,6 +13,8 @@ from justkit.config import from_dict
 from justkit.losses.contrastive import contrastive_loss
 from justkit.losses.mlm import mlm_loss
 from justkit.losses.rnnt import BACKENDS, rnnt_loss
+from justkit.losses.rnnt_pruned import (RNNTLossConfig, chunked_rnnt_costs, gather_windows, lattice_nll,
+                                        lattice_occupation, prune_ranges, pruned_lattice, simple_lattice)
 from justkit.nn.conformer import ConformerConfig, ConformerStack, frozen_running_stats, lengths_to_valid
 from justkit.nn.joint import Joint, JointConfig
 from justkit.nn.masking import MaskingConfig, SpanMasker
@@ -24,7 +26,7 @@ MODES = ("supervised", "pretrain", "just")
 RNNT_NORMS = ("frame", "token", "utterance")
 # Parameter-name prefixes of the RNN-T decoder; everything else is "the encoder" that
 # load_pretrained_encoder copies from a pre-trained (w2v-BERT or JUST) checkpoint.
-RNNT_PREFIXES = ("predictor.", "joint.", "ctc_head.")
+RNNT_PREFIXES = ("predictor.", "joint.", "ctc_head.", "simple_am_proj.", "simple_lm_proj.")
 
 
 @dataclass
@@ -70,6 +72,9 @@ class JUSTConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     rnnt_backend: str = "torchaudio"
+    # Which RNN-T loss: full (the [B, T', U+1, V] joint; chunk_utts bounds its memory) or pruned
+    # (k2's pruned RNN-T: a simple loss plus the joint on s_range label positions per frame).
+    rnnt_loss: RNNTLossConfig = field(default_factory=RNNTLossConfig)
     rnnt_norm: str = "frame"  # frame | token | utterance: what the summed RNN-T/CTC NLL is divided by
     # Auxiliary CTC loss on the RNN-T encoder output (a linear head over the same word
     # pieces), added as w_ctc * L_ctc. Not part of JUST (0 in the paper configs); ESPnet's
@@ -154,6 +159,10 @@ class JUSTModel(nn.Module):
             self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint)
         else:
             self.predictor = self.joint = None
+        pruned = self.supervised and cfg.rnnt_loss.type == "pruned"
+        # the pruned loss's trivial joiner: encoder and prediction network projected to the vocabulary
+        self.simple_am_proj = nn.Linear(d, cfg.vocab_size) if pruned else None
+        self.simple_lm_proj = nn.Linear(cfg.predictor.hidden_dim, cfg.vocab_size) if pruned else None
         self.ctc_head = nn.Linear(d, cfg.vocab_size) if self.supervised and cfg.w_ctc > 0 else None
 
     # ---------------------------------------------------------------- encoder
@@ -175,7 +184,9 @@ class JUSTModel(nn.Module):
             n = torch.tensor(enc_lens.numel(), device=enc_lens.device)
         return n.clamp(min=1).to(torch.float32)
 
-    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
+    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor,
+              step: int = 0) -> tuple[torch.Tensor, dict]:
+        """The RNN-T term (normalised, see rnnt_norm) and what to log of it."""
         tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
         enc, enc_lens = enc[rows], enc_lens[rows]
         enc = enc[:, : int(enc_lens.max())]  # torchaudio wants T == max(logit_lens)
@@ -183,13 +194,39 @@ class JUSTModel(nn.Module):
         tokens = tokens[:, :u]
         pred_in = torch.cat([self.predictor.initial_tokens(tokens.size(0), tokens.device), tokens], dim=1)
         pred, _ = self.predictor(pred_in)
+        norm = self._normaliser(enc_lens, token_lens)
+        lc = self.cfg.rnnt_loss
         # The joint and the loss run in fp32 even under autocast: bf16 logits would lose
         # the small probability differences the RNN-T lattice sums over.
         with torch.autocast(enc.device.type, enabled=False):
-            logits = self.joint(enc.float()[:, :, None, :], pred.float()[:, None, :, :])  # [B, T', U+1, V]
-            nll = rnnt_loss(logits, tokens, enc_lens, token_lens, blank=self.blank_id,
-                            reduction="sum", backend=self.cfg.rnnt_backend)
-        return nll / self._normaliser(enc_lens, token_lens)
+            if lc.type == "pruned":
+                return self._rnnt_pruned(enc.float(), enc_lens, pred.float(), tokens, token_lens, norm, step)
+            if lc.chunk_utts > 0:
+                nll = chunked_rnnt_costs(enc.float(), pred.float(), self.joint, tokens, enc_lens, token_lens,
+                                         lc.chunk_utts, self.blank_id).sum()
+            else:
+                logits = self.joint(enc.float()[:, :, None, :], pred.float()[:, None, :, :])  # [B, T', U+1, V]
+                nll = rnnt_loss(logits, tokens, enc_lens, token_lens, blank=self.blank_id,
+                                reduction="sum", backend=self.cfg.rnnt_backend)
+        loss = nll / norm
+        return loss, {"rnnt": loss.detach()}
+
+    def _rnnt_pruned(self, enc, enc_lens, pred, tokens, token_lens, norm, step: int) -> tuple[torch.Tensor, dict]:
+        """k2's pruned RNN-T (justkit.losses.rnnt_pruned): simple loss, bounds, pruned joint."""
+        lc = self.cfg.rnnt_loss
+        lp_b, lp_l = simple_lattice(self.simple_am_proj(enc), self.simple_lm_proj(pred), tokens, self.blank_id)
+        simple = lattice_nll(lp_b, lp_l, enc_lens, token_lens).sum() / norm
+        starts = prune_ranges(lattice_occupation(lp_b, lp_l, enc_lens, token_lens), enc_lens, token_lens, lc.s_range)
+        e = self.joint.enc_proj(enc)[:, :, None, :]
+        p = gather_windows(self.joint.pred_proj(pred), starts, lc.s_range)  # [B, T', S, J]
+        logits = self.joint.out(torch.tanh(e + p))                           # [B, T', S, V]
+        lp_b2, lp_l2 = pruned_lattice(logits, starts, tokens, token_lens, pred.size(1), self.blank_id)
+        pruned = lattice_nll(lp_b2, lp_l2, enc_lens, token_lens)
+        # a pruned lattice that cannot reach the end (s_range too small for an utterance) costs 0
+        pruned = torch.where(torch.isfinite(pruned), pruned, torch.zeros_like(pruned)).sum() / norm
+        s_scale, p_scale = lc.scales(step)
+        loss = s_scale * simple + p_scale * pruned
+        return loss, {"rnnt": pruned.detach(), "rnnt_simple": simple.detach()}
 
     def _ctc(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
         """Auxiliary CTC (blank 0) on the labelled rows, normalised as the RNN-T loss
@@ -207,7 +244,8 @@ class JUSTModel(nn.Module):
         # gradients (zeros) for all parameters.
         params = self.parameters() if not self.unsupervised else (
             list(self.predictor.parameters()) + list(self.joint.parameters())
-            + (list(self.ctc_head.parameters()) if self.ctc_head is not None else []))
+            + [p for m in (self.ctc_head, self.simple_am_proj, self.simple_lm_proj) if m is not None
+               for p in m.parameters()])
         return sum(p.sum() for p in params) * 0.0
 
     def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, Any]:
@@ -275,9 +313,9 @@ class JUSTModel(nn.Module):
                     enc, enc_lens = self.encode(feats if sup is None else sup, feat_lens)
                     if num_frames is None:
                         num_frames = enc_lens.sum()
-                l_rnnt = self._rnnt(enc, enc_lens, batch, rows)
+                l_rnnt, logged = self._rnnt(enc, enc_lens, batch, rows, step)
                 weighted["rnnt"] = l_rnnt
-                out["rnnt"] = l_rnnt.detach()
+                out.update(logged)
                 if self.ctc_head is not None:
                     l_ctc = self._ctc(enc, enc_lens, batch, rows)
                     weighted["ctc"] = cfg.w_ctc * l_ctc
@@ -338,6 +376,7 @@ class JUSTModel(nn.Module):
             "mlm_blocks": self.mlm_blocks, "masker": self.masker, "quantizer": self.quantizer,
             "contrastive_proj": self.contrastive_proj, "target_proj": self.target_proj, "mlm_head": self.mlm_head,
             "predictor": self.predictor, "joint": self.joint, "ctc_head": self.ctc_head,
+            "simple_am_proj": self.simple_am_proj, "simple_lm_proj": self.simple_lm_proj,
         }
         counts = {k: count_parameters(m) for k, m in parts.items() if m is not None}
         counts["total"] = count_parameters(self)
