@@ -7,9 +7,10 @@
 One timed step = Trainer._micro_step (forward + backward under the configured AMP) +
 Trainer._apply_update (clip, non-finite check, Adam, schedule) on one batch of the real
 loader (accum_grad forced to 1). Frames are real (unpadded) 10 ms input frames, so
-"audio h / train h" = frames/s x 0.01. Model FLOPs per step are counted once with
-torch.utils.flop_counter on a separate step; MFU = achieved FLOP/s / --peak-tflops (CUDA
-only; default looked up from the GPU name). Each config runs in a fresh process.
+"audio h / train h" = frames/s x 0.01. Model FLOPs per step are counted from the architecture
+(justkit.models.flops.training_flops over the batch's utterances; torch's FlopCounterMode
+over-counts depthwise-conv backward 512x and skips the CPU attention kernel); MFU = achieved
+FLOP/s / --peak-tflops (CUDA only; default looked up from the GPU name). Each config runs in a fresh process.
 Without --train, a synthetic packed set (random fbank, lengths uniform in --lengths) is used.
 """
 from __future__ import annotations
@@ -52,7 +53,6 @@ def synthetic_packed(d: Path, n: int, lengths: tuple[int, int], vocab: int, seed
 def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, lengths: tuple[int, int],
             q: mp.Queue) -> None:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from justkit.config import load_yaml
     from justkit.train.distributed import init_distributed
@@ -92,9 +92,11 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
 
     for _ in range(args.warmup):
         one_step()
-    with FlopCounterMode(display=False) as fc:
-        f_frames, _ = one_step()
-    flops_per_frame = fc.get_total_flops() / max(f_frames, 1)
+    from justkit.models.flops import training_flops
+
+    ds = t.train_loader.dataset
+    flops_per_frame = (sum(training_flops(t.model.cfg, e["num_frames"], len(e["tokens"]), bool(e["labelled"]))
+                           for e in ds.entries) / max(sum(e["num_frames"] for e in ds.entries), 1))
     sync()
     frames = utts = 0
     t0 = time.perf_counter()
