@@ -366,3 +366,35 @@ def test_analytic_flops_of_a_conformer_block_match_a_hand_count():
     # a whole training step: JUST runs the blocks twice, so about twice the supervised count
     sup, just = tiny_cfg("supervised"), tiny_cfg("just")
     assert 1.6 < training_flops(just, 1500, 30) / training_flops(sup, 1500, 30) < 2.4
+
+
+def test_training_step_reads_nothing_from_the_device(monkeypatch):
+    """JUST with the pruned RNN-T loss (the paper config's path): the forward and backward
+    read no tensor value on the host, so on a GPU nothing waits (HostSyncCounter flags what
+    would; the loss's device path is forced on the CPU)."""
+    from justkit.data.loader import Collate
+    from justkit.losses import rnnt_pruned
+    from justkit.train.host_sync import HostSyncCounter
+
+    from justkit.nn.subsampling import Conv2dSubsampling
+
+    monkeypatch.setattr(rnnt_pruned, "_device_path", lambda x: True)
+    # lengths on a GPU are checked on the host before the copy (Trainer), not in the forward
+    monkeypatch.setattr(Conv2dSubsampling, "check_lengths", lambda *a: None)
+    torch.manual_seed(0)
+    model = JUSTModel(tiny_cfg("just", w_ctc=0.0, rnnt_loss={"type": "pruned", "s_range": 3, "warm_step": 0}))
+    g = torch.Generator().manual_seed(0)
+    items = [{"utt": f"u{i}", "feats": torch.randn(n, 80, generator=g).numpy(), "tokens": [1, 2, 3][: 1 + i % 3],
+              "lang": "en", "labelled": i % 2 == 0} for i, n in enumerate((90, 70, 64, 81))]
+    batch = Collate()(items)
+    assert batch["num_labelled"] == 2 and batch["labelled"].tolist() == [True, True, False, False]
+    with HostSyncCounter() as c:
+        out = model(batch, step=3)
+        out["loss"].backward()
+    assert c.count == 0, dict(c.sites)
+    assert torch.isfinite(out["loss"]) and out["rnnt"] > 0 and out["contrastive"] > 0
+    # the counter does see reads: the boolean-row fallback (no num_labelled) is one
+    del batch["num_labelled"]
+    with HostSyncCounter() as c:
+        model(batch, step=3)
+    assert c.count >= 1 and any("just.py" in s for s in c.sites), dict(c.sites)

@@ -197,7 +197,7 @@ def test_contrastive_loss_hand_computed():
     mask = torch.tensor([[True, True, False]])
     kappa = 0.5
     loss, info = contrastive_loss(context, targets, mask, num_distractors=1, temperature=kappa)
-    assert info["distractors"].tolist() == [[1], [0]]
+    assert info["distractors"][0, :2, 0].tolist() == [1, 0] and info["anchors"].tolist() == [[True, True, False]]
     s = 1 / math.sqrt(2)
     l0 = -math.log(math.exp(1 / kappa) / (math.exp(1 / kappa) + math.exp(s / kappa)))
     l1 = -math.log(math.exp(s / kappa) / (math.exp(s / kappa) + math.exp(0.0)))
@@ -209,7 +209,10 @@ def test_contrastive_loss_hand_computed():
     # no utterance with two masked frames: zero loss that still has a graph
     c = context.clone().requires_grad_(True)
     loss, info = contrastive_loss(c, targets, torch.tensor([[True, False, False]]), 1, kappa)
-    assert info["num"] == 0 and loss.item() == 0.0 and loss.requires_grad
+    assert info["num"].item() == 0 and loss.item() == 0.0 and loss.requires_grad
+    # the quantizer's codes say "same target" as the vectors do
+    loss_c, _ = contrastive_loss(context, same, mask, 1, kappa, codes=torch.tensor([[[3], [3], [1]]]))
+    assert loss_c.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_distractors_never_the_positive():
@@ -218,19 +221,39 @@ def test_distractors_never_the_positive():
     mask = torch.rand(b, t, generator=g) < 0.4
     mask[2] = False
     mask[2, 5:7] = True  # two masked frames: each must draw the other one
+    mask[1] = False
+    mask[1, 9] = True  # one masked frame: no distractor, not an anchor
     anchors, neg = sample_distractors(mask, k, g)
-    assert anchors.numel() == int(mask.sum()) and neg.shape == (anchors.numel(), k)
-    assert not (neg == anchors[:, None]).any()
-    assert torch.equal(neg // t, (anchors // t)[:, None].expand_as(neg))
-    assert mask.reshape(-1)[neg].all()
-    a = anchors.tolist()
-    assert neg[a.index(2 * t + 5)].eq(2 * t + 6).all() and neg[a.index(2 * t + 6)].eq(2 * t + 5).all()
+    assert torch.equal(anchors, mask & (mask.sum(1, keepdim=True) >= 2)) and neg.shape == (b, t, k)
+    frames = torch.arange(t)[None, :, None].expand(b, t, k)
+    a = anchors[:, :, None].expand_as(neg)
+    assert not (neg == frames)[a].any()                                  # never the anchor
+    assert torch.gather(mask, 1, neg.reshape(b, -1)).view(b, t, k)[a].all()  # always a masked frame
+    assert neg[2, 5].eq(6).all() and neg[2, 6].eq(5).all()
     # roughly uniform over the other masked frames
     m = torch.zeros(1, 10, dtype=torch.bool)
     m[0, [1, 4, 8]] = True
     _, neg = sample_distractors(m, 3000, g)
-    counts = torch.bincount(neg[0], minlength=10)
+    counts = torch.bincount(neg[0, 1], minlength=10)
     assert counts[1] == 0 and abs(counts[4].item() - 1500) < 150 and counts[4] + counts[8] == 3000
+
+
+def test_contrastive_loss_matches_a_per_frame_reference():
+    torch.manual_seed(0)
+    b, t, d, k, kappa = 2, 12, 6, 4, 0.1
+    context, targets = torch.randn(b, t, d, requires_grad=True), torch.randn(b, t, d)
+    mask = torch.rand(b, t) < 0.5
+    mask[:, :2] = True
+    g = torch.Generator().manual_seed(1)
+    loss, info = contrastive_loss(context, targets, mask, k, kappa, generator=g)
+    ref = []
+    for i, j in info["anchors"].nonzero().tolist():
+        cand = torch.cat([targets[i, j:j + 1], targets[i, info["distractors"][i, j]]])
+        ref.append(-F.cosine_similarity(context[i, j][None], cand, dim=-1).div(kappa).log_softmax(0)[0])
+    assert loss.item() == pytest.approx(torch.stack(ref).mean().item(), rel=1e-5)
+    assert info["num"].item() == len(ref)
+    loss.backward()
+    assert context.grad[~info["anchors"]].abs().sum() == 0 and context.grad.abs().sum() > 0
 
 
 def test_mlm_loss_matches_cross_entropy():

@@ -121,6 +121,19 @@ def test_bounds_are_monotone_connected_and_follow_the_occupation():
     assert all(int(s[t]) <= t <= int(s[t]) + 2 for t in range(10))
 
 
+def test_device_bounds_equal_the_cpu_kernel():
+    """_bounds_torch (what a GPU runs, no host sync) chooses the windows the numba kernel does."""
+    from justkit.losses.rnnt_pruned import _bounds_torch
+
+    g = torch.Generator().manual_seed(0)
+    for S in (1, 2, 4, 9):
+        B, T, U = 5, 17, 11
+        occ = torch.rand(B, T, U + 1, generator=g, dtype=torch.float64) ** 4  # peaked, no ties
+        tl = torch.tensor([17, 9, 1, 12, 17])
+        ul = torch.tensor([11, 3, 0, 11, 7])
+        assert torch.equal(_bounds_torch(occ, tl, ul, S), prune_ranges(occ, tl, ul, S)), S
+
+
 def test_pruned_loss_bounds_the_full_one_and_config():
     """A pruned lattice holds a subset of the alignments: its cost is >= the full cost."""
     torch.manual_seed(4)

@@ -76,13 +76,17 @@ class Collate:
     ``feats`` [B, T, D] float32 (zero padded), ``feat_lens`` [B] long, ``feats_sup`` (only with
     ``with_sup``; unlabelled rows hold an un-augmented copy), ``tokens`` [B, U] long padded with
     0 (U >= 1), ``token_lens`` [B] long (0 for unlabelled rows: their transcripts are never
-    handed to the model), ``labelled`` [B] bool, ``langs``, ``utts``.
+    handed to the model), ``labelled`` [B] bool, ``num_labelled`` (an int), ``langs``, ``utts``.
+    The labelled rows come first (in sampler order, then the unlabelled ones), so that a
+    model takes them as ``[:num_labelled]``, a slice whose size the host already knows,
+    instead of a boolean index that waits for the device.
     """
 
     def __init__(self, with_sup: bool = False) -> None:
         self.with_sup = with_sup
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+        items = [it for it in items if it["labelled"]] + [it for it in items if not it["labelled"]]
         lens = [it["feats"].shape[0] for it in items]
         t_max = max(lens)
         labelled = [bool(it["labelled"]) for it in items]
@@ -98,6 +102,7 @@ class Collate:
             "tokens": tokens,
             "token_lens": torch.as_tensor([len(t) for t in toks], dtype=torch.long),
             "labelled": torch.as_tensor(labelled, dtype=torch.bool),
+            "num_labelled": sum(labelled),
             "langs": [it["lang"] for it in items],
             "utts": [it["utt"] for it in items],
         }
@@ -191,6 +196,6 @@ def build_loader(
         collate_fn=Collate(with_sup=specaug is not None),
         num_workers=cfg.num_workers,
         generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False,
+        persistent_workers=cfg.num_workers > 0,  # workers live across epochs
         pin_memory=pin_memory,
     )

@@ -34,6 +34,13 @@ from numba import prange
 import justkit.losses.rnnt_numba  # noqa: F401  (sets numba's threading layer before any kernel runs)
 
 _NEG_INF = -math.inf
+
+
+def _device_path(x: torch.Tensor) -> bool:
+    """True where the torch versions run (tensors off the CPU): lattice, occupation and bounds
+    then stay on the device. Tests patch it to run the device path on the CPU."""
+    return x.device.type != "cpu"
+
 LOSS_TYPES = ("full", "pruned")
 
 
@@ -138,7 +145,7 @@ def _lattice_numpy(lp_blank: torch.Tensor, lp_label: torch.Tensor, t_lens: torch
 def lattice_occupation(lp_blank: torch.Tensor, lp_label: torch.Tensor, t_lens: torch.Tensor,
                        u_lens: torch.Tensor) -> torch.Tensor:
     """[B, T, U+1]: the probability that an alignment passes through each node (no gradient)."""
-    if lp_blank.is_cuda:  # from the torch lattice's gradient: d(-ll)/d lp is minus the arc posterior
+    if _device_path(lp_blank):  # from the torch lattice's gradient: d(-ll)/d lp is minus the arc posterior
         lb, ll = lp_blank.detach().requires_grad_(), lp_label.detach().requires_grad_()
         with torch.enable_grad():
             g_blank, g_label = torch.autograd.grad(lattice_nll_torch(lb, ll, t_lens, u_lens).sum(), (lb, ll))
@@ -181,6 +188,7 @@ def lattice_nll_torch(lp_blank: torch.Tensor, lp_label: torch.Tensor, t_lens: to
     alpha[:, 0] = 0.0
     final = torch.full((n_batch,), neg, device=dev, dtype=dt)
     end_diag = t_lens.to(dev) - 1 + u_lens.to(dev)
+    t_last, u_end = (t_lens.to(dev) - 1).clamp(min=0), u_lens.to(dev)
     for d in range(n_time + n_u1 - 1):
         if d > 0:
             t_of = d - u_idx                                    # t of node (., u) on diagonal d
@@ -192,17 +200,15 @@ def lattice_nll_torch(lp_blank: torch.Tensor, lp_label: torch.Tensor, t_lens: to
             lab = torch.cat([lab[:, :1], alpha[:, :-1] + ll[:, tl[1:], u_idx[:-1]]], dim=1)  # (t, u-1) -> (t, u)
             valid = ((t_of >= 0) & (t_of < n_time))[None, :]
             alpha = torch.where(valid, torch.logaddexp(from_blank, lab), torch.full_like(from_blank, neg))
-        hit = end_diag == d
-        if bool(hit.any()):
-            t_last = (t_lens.to(dev) - 1).clamp(min=0)
-            final = torch.where(hit, alpha[b_idx, u_lens.to(dev)] + lb[b_idx, t_last, u_lens.to(dev)], final)
+        # (no "if hit.any()": reading it would wait for the device on every diagonal)
+        final = torch.where(end_diag == d, alpha[b_idx, u_end] + lb[b_idx, t_last, u_end], final)
     return (-final).to(lp_blank.dtype)
 
 
 def lattice_nll(lp_blank: torch.Tensor, lp_label: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor) -> torch.Tensor:
     """-log P(y|x) per utterance of the lattice given by the blank and label log-probabilities
     [B, T, U+1] (label at (t, u) = emitting the (u+1)-th target; -inf = no such arc)."""
-    if lp_blank.is_cuda:
+    if _device_path(lp_blank):
         return lattice_nll_torch(lp_blank, lp_label, t_lens, u_lens)
     return _LatticeNLL.apply(lp_blank, lp_label, t_lens, u_lens)
 
@@ -252,10 +258,15 @@ def _bounds_cpu(occ, t_lens, u_lens, s_range, out):
             out[b, t] = arg
         # monotone, connected (a path leaving frame t inside its window enters frame t+1 inside
         # the next), starting at u = 0 and ending able to reach U
+        # (the same three passes as _bounds_torch: cumulative max, steps of at most
+        # s_range - 1, at most top)
         out[b, 0] = 0
         for t in range(1, tb):
-            s = max(out[b, t], out[b, t - 1])
-            out[b, t] = min(s, out[b, t - 1] + s_range - 1, top)
+            out[b, t] = max(out[b, t], out[b, t - 1])
+        for t in range(1, tb):
+            out[b, t] = min(out[b, t], out[b, t - 1] + s_range - 1)
+        for t in range(tb):
+            out[b, t] = min(out[b, t], top)
         need = top
         for t in range(tb - 1, -1, -1):
             if out[b, t] < need:
@@ -265,9 +276,42 @@ def _bounds_cpu(occ, t_lens, u_lens, s_range, out):
             out[b, t] = out[b, tb - 1]
 
 
+def _bounds_torch(occ: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor, s_range: int) -> torch.Tensor:
+    """``_bounds_cpu`` with tensor operations on ``occ``'s device (no host sync, no loop over
+    frames): window sums from a cumulative sum over u, the best start per frame by argmax,
+    then monotone (cumulative max), steps of at most s_range - 1 (a cumulative max of
+    (s_range - 1) t - start, as k2 does it), at most U + 1 - s_range, and able to reach U
+    (at least U + 1 - s_range - (s_range - 1)(T_b - 1 - t))."""
+    n_batch, n_time, n_u1 = occ.shape
+    dev = occ.device
+    s1 = s_range - 1
+    u_lens, t_lens = u_lens.to(dev).long(), t_lens.to(dev).long()
+    u_idx = torch.arange(n_u1, device=dev)
+    t_idx = torch.arange(n_time, device=dev)
+    occ = occ.to(torch.float64).masked_fill(u_idx[None, None, :] > u_lens[:, None, None], 0.0)
+    csum = torch.nn.functional.pad(occ.cumsum(2), (1, s_range))  # csum[..., k] = sum of occ[..., :k]
+    csum[..., n_u1 + 1:] = csum[..., n_u1: n_u1 + 1]
+    win = csum[..., s_range: s_range + n_u1] - csum[..., :n_u1]   # [B, T, U+1]: sum over [s, s + S)
+    top = (u_lens + 1 - s_range).clamp(min=0)                      # [B]
+    win = win.masked_fill(u_idx[None, None, :] > top[:, None, None], -1.0)
+    out = win.argmax(2)                                            # first maximum, as the kernel
+    out[:, 0] = 0
+    out = torch.cummax(out, dim=1).values
+    line = s1 * t_idx[None, :]
+    out = line - torch.cummax(line - out, dim=1).values            # out[t] <= out[t-1] + s_range - 1
+    out = torch.minimum(out, top[:, None])
+    need = (top[:, None] - s1 * (t_lens[:, None] - 1 - t_idx[None, :])).clamp(min=0)
+    out = torch.maximum(out, need)
+    last = out.gather(1, (t_lens - 1).clamp(min=0)[:, None])
+    return torch.where(t_idx[None, :] >= t_lens[:, None], last, out)
+
+
 def prune_ranges(occ: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor, s_range: int) -> torch.Tensor:
     """Window starts [B, T] (long): per frame the ``s_range`` label positions with the most
-    occupation, made monotone and connected (see the module docstring)."""
+    occupation, made monotone and connected (see the module docstring). On the CPU the numba
+    kernel; elsewhere ``_bounds_torch`` (the same rule, kept on the device)."""
+    if _device_path(occ):
+        return _bounds_torch(occ.detach(), t_lens, u_lens, int(s_range))
     out = np.zeros(occ.shape[:2], dtype=np.int64)
     _bounds_cpu(occ.detach().to("cpu", torch.float64).numpy(), t_lens.cpu().numpy().astype(np.int64),
                 u_lens.cpu().numpy().astype(np.int64), int(s_range), out)

@@ -181,21 +181,23 @@ class JUSTModel(nn.Module):
         elif norm == "token":
             n = token_lens.sum()
         else:
-            n = torch.tensor(enc_lens.numel(), device=enc_lens.device)
+            n = torch.full((), enc_lens.numel(), device=enc_lens.device)  # a fill, not a host copy
         return n.clamp(min=1).to(torch.float32)
 
-    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor,
+    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows,
               step: int = 0) -> tuple[torch.Tensor, dict]:
         """The RNN-T term (normalised, see rnnt_norm) and what to log of it."""
         tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
         enc, enc_lens = enc[rows], enc_lens[rows]
-        enc = enc[:, : int(enc_lens.max())]  # torchaudio wants T == max(logit_lens)
-        u = int(token_lens.max())
-        tokens = tokens[:, :u]
+        lc = self.cfg.rnnt_loss
+        if lc.type == "full" and lc.chunk_utts <= 0 and self.cfg.rnnt_backend == "torchaudio":
+            # torchaudio wants T == max(logit_lens) and U == max(target_lens) (and reads both
+            # on the host itself); the other losses take padded sizes as they are
+            enc = enc[:, : int(enc_lens.max())]
+            tokens = tokens[:, : int(token_lens.max())]
         pred_in = torch.cat([self.predictor.initial_tokens(tokens.size(0), tokens.device), tokens], dim=1)
         pred, _ = self.predictor(pred_in)
         norm = self._normaliser(enc_lens, token_lens)
-        lc = self.cfg.rnnt_loss
         # The joint and the loss run in fp32 even under autocast: bf16 logits would lose
         # the small probability differences the RNN-T lattice sums over.
         with torch.autocast(enc.device.type, enabled=False):
@@ -227,6 +229,20 @@ class JUSTModel(nn.Module):
         s_scale, p_scale = lc.scales(step)
         loss = s_scale * simple + p_scale * pruned
         return loss, {"rnnt": pruned.detach(), "rnnt_simple": simple.detach()}
+
+    @staticmethod
+    def _labelled_rows(batch: Mapping, n: int, dev: torch.device):
+        """(rows, any labelled) of a batch. The loader puts labelled rows first and says how
+        many (``num_labelled``): a slice, no host sync. Without it, ``labelled`` [B] bool (or
+        every row) indexes the rows, which waits for the device once."""
+        k = batch.get("num_labelled")
+        if isinstance(k, int):
+            return slice(0, k), k > 0
+        labelled = batch.get("labelled")
+        if labelled is None:
+            return slice(0, n), n > 0
+        rows = labelled.to(dev).bool()
+        return rows, bool(rows.any())
 
     def _ctc(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
         """Auxiliary CTC (blank 0) on the labelled rows, normalised as the RNN-T loss
@@ -281,7 +297,8 @@ class JUSTModel(nn.Module):
                 c = self.contrastive_blocks(xm, valid)
                 m = self.mlm_blocks(c, valid)
             l_c, c_info = contrastive_loss(
-                self.contrastive_proj(c), self.target_proj(qo.quantized), mask, cfg.num_distractors, cfg.kappa)
+                self.contrastive_proj(c), self.target_proj(qo.quantized), mask, cfg.num_distractors, cfg.kappa,
+                codes=qo.ids)
             q = cfg.quantizer
             logits = self.mlm_head(m).view(m.size(0), m.size(1), q.groups, q.entries)
             l_m, m_info = mlm_loss(logits, qo.ids, mask)
@@ -290,15 +307,14 @@ class JUSTModel(nn.Module):
             out.update(
                 contrastive=l_c.detach(), diversity=qo.diversity_loss.detach(), mlm=l_m.detach(),
                 codebook_perplexity=qo.code_perplexity.detach(),
-                gumbel_temperature=torch.tensor(qo.temperature, device=dev),
+                gumbel_temperature=torch.full((), qo.temperature, device=dev),
                 contrastive_acc=torch.as_tensor(c_info["accuracy"], device=dev),
                 mlm_acc=torch.as_tensor(m_info["accuracy"], device=dev),
             )
             enc_masked, front, num_frames = (m, lens), (x, lens, valid), lens.sum()
         if self.supervised:
-            labelled = batch.get("labelled")
-            rows = torch.ones(feats.size(0), dtype=torch.bool, device=dev) if labelled is None else labelled.to(dev).bool()
-            if rows.any():
+            rows, any_labelled = self._labelled_rows(batch, feats.size(0), dev)
+            if any_labelled:
                 missing = [k for k in ("tokens", "token_lens") if k not in batch]
                 if missing:
                     raise KeyError(f"batch has labelled rows but no {missing}")

@@ -33,24 +33,28 @@ def span_mask(
 
     Per utterance of length L: n = max(min_spans, int(span_start_prob * L + U[0,1))) span starts
     drawn without replacement from [0, L - span] (spans may overlap, as in wav2vec 2.0);
-    a span is cut to L frames when L < span.
+    a span is cut to L frames when L < span. Drawn on the lengths' device with tensor
+    operations only (random keys ranked per row; the spans are a running sum of the starts),
+    so the training step does not wait for the device.
     """
-    b = lens.numel()
-    mask = torch.zeros(b, max_len, dtype=torch.bool)
-    lens_cpu = lens.detach().cpu()
-    for i in range(b):
-        n_frames = int(lens_cpu[i])
-        if n_frames <= 0:
-            continue
-        span = min(cfg.span, n_frames)
-        n_starts = n_frames - span + 1
-        u = float(torch.rand((), generator=generator))
-        n = max(cfg.min_spans, int(cfg.span_start_prob * n_frames + u))  # = fairseq mask_prob 0.65 / M
-        n = min(n, n_starts)
-        starts = torch.randperm(n_starts, generator=generator)[:n]
-        idx = (starts[:, None] + torch.arange(span)[None, :]).reshape(-1)
-        mask[i, idx] = True
-    return mask.to(lens.device)
+    dev = lens.device
+    b, t = lens.numel(), max_len
+    lens = lens.reshape(-1).long()
+    gen_dev = generator.device if generator is not None else dev
+    keys = torch.rand(b, t, generator=generator, device=gen_dev).to(dev)
+    u = torch.rand(b, generator=generator, device=gen_dev).to(dev)
+    pos = torch.arange(t, device=dev)
+    n_starts = (lens - cfg.span + 1).clamp(min=1)            # start positions [0, L - span]
+    n = torch.floor(cfg.span_start_prob * lens.float() + u).long().clamp(min=cfg.min_spans)
+    n = torch.minimum(n, n_starts) * (lens > 0).long()
+    # n distinct starts: the n smallest random keys among the allowed positions
+    keys = keys.masked_fill(pos[None, :] >= n_starts[:, None], 2.0)
+    rank = torch.argsort(torch.argsort(keys, dim=1), dim=1)
+    starts = (rank < n[:, None]).to(torch.int32)
+    # frame i is masked when a span starts in (i - span, i]
+    c = torch.nn.functional.pad(starts.cumsum(1), (cfg.span, 0))
+    covered = c[:, cfg.span:] - c[:, : t]
+    return (covered > 0) & (pos[None, :] < lens[:, None])
 
 
 class SpanMasker(nn.Module):

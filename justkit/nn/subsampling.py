@@ -61,16 +61,24 @@ class Conv2dSubsampling(nn.Module):
         k = self.cfg.kernel
         return conv_out_len(conv_out_len(lens, k), k)
 
+    def check_lengths(self, lens: torch.Tensor, padded: int) -> None:
+        """Raise ValueError unless every length is in [min_frames, padded] (``lens`` on the host)."""
+        lo, hi = int(lens.min()), int(lens.max())
+        if lo < self.min_frames:
+            raise ValueError(
+                f"utterance with {lo} frames is shorter than the {self.min_frames} "
+                "frames the conv subsampling needs; drop such utterances when packing"
+            )
+        if hi > padded:
+            raise ValueError(f"feat_lens max {hi} > padded length {padded}")
+
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if feats.dim() != 3 or feats.size(-1) != self.feat_dim:
             raise ValueError(f"expected feats [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
-        if not torch.jit.is_tracing() and int(lens.min()) < self.min_frames:
-            raise ValueError(
-                f"utterance with {int(lens.min())} frames is shorter than the {self.min_frames} "
-                "frames the conv subsampling needs; drop such utterances when packing"
-            )
-        if not torch.jit.is_tracing() and int(lens.max()) > feats.size(1):
-            raise ValueError(f"feat_lens max {int(lens.max())} > padded length {feats.size(1)}")
+        if lens.device.type == "cpu" and not torch.jit.is_tracing():
+            # lengths on an accelerator are checked by the caller while still on the host
+            # (Trainer: before the copy), so that the forward never waits for the device
+            self.check_lengths(lens, feats.size(1))
         x = self.conv(feats.unsqueeze(1))  # [B, C, T', F']
         b, c, t, f = x.shape
         x = self.proj(x.transpose(1, 2).reshape(b, t, c * f))

@@ -41,7 +41,9 @@ class TrainConfig:
     # (one extra forward and one backward per term, on that step's first batch, outside the
     # update; 0 = never). Logged with the next log line, in train.csv and plots/grad_balance.png.
     grad_balance_interval: int = 0
-    find_unused_parameters: bool = True   # DDP: modes leave some modules unused
+    # DDP: every mode gives every parameter a gradient on every batch (a batch without labels
+    # touches the RNN-T part with a zero), so the extra graph walk is off by default
+    find_unused_parameters: bool = False
     num_threads: int = 0             # torch intra-op threads on CPU (0: leave torch's default)
     plots: bool = True               # write plots/*.png at epoch ends and at the end
     tensorboard: bool = True         # TensorBoard event files in <exp>/tensorboard (every logged value)

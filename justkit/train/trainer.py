@@ -87,7 +87,7 @@ class Trainer:
         supervised_only = not getattr(self.model, "unsupervised", True)
         self.train_loader = build_loader(
             self.data_cfg, train_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size, train=True,
-            labelled_only=supervised_only,
+            labelled_only=supervised_only, pin_memory=self.device.type == "cuda",
         )
         if self.dist.is_main:
             ents = self.train_loader.dataset.entries
@@ -98,7 +98,7 @@ class Trainer:
         if dev_jsonl:
             self.dev_loader = build_loader(
                 self.data_cfg, dev_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size,
-                train=False, max_frames=self.cfg.dev_max_frames or None,
+                train=False, max_frames=self.cfg.dev_max_frames or None, pin_memory=self.device.type == "cuda",
             )
         self.step = 0
         self.skipped_total = 0
@@ -202,6 +202,14 @@ class Trainer:
         The first batch of an update snapshots the model's buffers (batch-norm running
         statistics, ...), which a skipped update restores: a non-finite batch leaves no trace.
         """
+        # Lengths are read while still on the host: the step itself never waits for the device.
+        frames = int(batch["feat_lens"].sum())
+        check = getattr(getattr(self.model, "frontend", None), "check_lengths", None)
+        if check is not None:
+            try:
+                check(batch["feat_lens"], batch["feats"].size(1))
+            except ValueError as e:
+                raise ValueError(f"{e} (batch with {', '.join(batch.get('utts', [])[:4])} ...)") from None
         batch = _to_device(batch, self.device)
         if self._buffers_before is None:
             self._buffers_before = self._snapshot_buffers()
@@ -217,10 +225,12 @@ class Trainer:
             # all-reduce; the NaN gradients are then dropped on all ranks together.
             self.scaler.scale(loss * scale).backward()
         terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
-        return terms, finite, int(batch["feat_lens"].sum())
+        return terms, finite, frames
 
-    def _apply_update(self, finite_local: torch.Tensor) -> tuple[bool, float]:
-        """Clip, agree across ranks on skipping, then step. Returns (applied, grad norm)."""
+    def _apply_update(self, finite_local: torch.Tensor) -> tuple[bool, torch.Tensor]:
+        """Clip, agree across ranks on skipping, then step. Returns (applied, grad norm as a
+        0-dim tensor: read at logging time). Deciding to skip is the one host sync per update
+        (as torch's GradScaler's own step does)."""
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         gnorm = clip_gradients(self.model.parameters(), self.cfg.clip_grad_norm)
@@ -241,7 +251,7 @@ class Trainer:
         if self.scaler.is_enabled():
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return applied, float(gnorm.item())
+        return applied, gnorm.detach()
 
     # ------------------------------------------------------------------ main loop
     def train(self) -> dict:
@@ -354,7 +364,7 @@ class Trainer:
         self.balance = {f"gnorm_{k}": v for k, v in vals.items()}
         self.balance.update({f"gshare_{k}": (v / total if total > 0 else 0.0) for k, v in vals.items()})
 
-    def _on_skip(self, group: list, gnorm: float, epoch: int) -> None:
+    def _on_skip(self, group: list, gnorm: torch.Tensor, epoch: int) -> None:
         self.skipped_total += 1
         self.consecutive_skips += 1
         self.iv_skipped += 1
@@ -363,7 +373,7 @@ class Trainer:
         logger.warning(
             "step %d (epoch %d): non-finite %s on some rank; update skipped, weights unchanged. "
             "this rank's utterances: %s%s",
-            self.step, epoch, ", ".join(bad_terms) if bad_terms else f"gradient (norm {gnorm})",
+            self.step, epoch, ", ".join(bad_terms) if bad_terms else f"gradient (norm {float(gnorm)})",
             " ".join(utts[:8]), " ..." if len(utts) > 8 else "",
         )
         if self.consecutive_skips >= self.cfg.max_consecutive_skips:
@@ -408,7 +418,7 @@ class Trainer:
         eta = (self._total_steps() - self.step) * per_step
         row = {"split": "train", "step": self.step, "epoch": epoch,
                "lr": self.scheduler.get_last_lr()[0],
-               "grad_norm": self.iv_gnorm / max(self.iv_updates, 1),
+               "grad_norm": float(self.iv_gnorm) / max(self.iv_updates, 1),
                "frames_per_s": frames / elapsed, "skipped": skipped,
                "elapsed_s": time.time() - self.t_start}
         row.update({k: vals[i].item() / n for i, k in enumerate(keys)})
