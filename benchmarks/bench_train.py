@@ -111,8 +111,9 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
     if t.device.type == "cuda":
         peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), 0)
         mfu = fps * flops_per_frame / (peak * 1e12) if peak else None
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if t.device.type == "cuda" else None
     q.put({
-        "name": name, "params_M": n_params / 1e6, "max_frames": max_frames, "steps": args.steps,
+        "name": name, "peak_gpu_GiB": peak_gpu, "flops_per_step": fps * flops_per_frame * dt / args.steps, "params_M": n_params / 1e6, "max_frames": max_frames, "steps": args.steps,
         "s_per_step": dt / args.steps, "utts_per_step": utts / args.steps, "frames_per_s": fps,
         "audio_h_per_h": fps * 0.01, "tflops_per_s": fps * flops_per_frame / 1e12, "mfu": mfu,
         "padding": padding, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

@@ -118,6 +118,27 @@ def test_batched_greedy_equals_unbatched(trained):
         assert single.score == pytest.approx(batched[b].score, abs=1e-4)
 
 
+def test_sync_free_greedy_equals_greedy_and_reads_once(trained):
+    """The device path (no host read per frame) gives the same labels, frames and scores;
+    its host reads do not grow with the number of frames."""
+    from justkit.train.host_sync import HostSyncCounter
+
+    model, _, _, enc, enc_lens = trained
+    cfg = GreedyConfig(max_symbols_per_frame=3)
+    ref = greedy_search(model, enc, enc_lens, cfg, sync_free=False)
+    assert sum(len(h.tokens) for h in ref) > 0
+    counts = []
+    for pad in (0, enc.size(1)):
+        e = torch.cat([enc, torch.randn(enc.size(0), pad, enc.size(2))], 1)
+        with HostSyncCounter() as c:
+            got = greedy_search(model, e, enc_lens, cfg, sync_free=True)
+        counts.append(c.count)
+        for h, r in zip(got, ref):
+            assert h.tokens == r.tokens and h.frames == r.frames
+            assert h.score == pytest.approx(r.score, abs=1e-9)
+    assert counts[0] == counts[1], counts
+
+
 @pytest.mark.parametrize("algorithm", ["graves", "modified"])
 def test_batched_beam_equals_unbatched(trained, algorithm):
     model, _, _, enc, enc_lens = trained

@@ -41,7 +41,7 @@ class HostSyncCounter(TorchFunctionMode):
         self.count = 0
 
     def _site(self) -> str:
-        for fr in reversed(traceback.extract_stack()[:-3]):
+        for fr in reversed(traceback.extract_stack()[:-2]):  # minus this frame and __torch_function__
             if "/torch/" not in fr.filename and not fr.filename.endswith("host_sync.py"):
                 return f"{fr.filename.rsplit('/justkit/', 1)[-1]}:{fr.lineno} {fr.name}"
         return "?"
