@@ -169,8 +169,9 @@ def main() -> None:
             ratios = [f"{k}: {ta['seconds'] / r['seconds']:.1f}x faster, {ta['peak_mb'] / max(r['peak_mb'], 1e-3):.1f}x less memory"
                       for k, r in row.items() if k != "torchaudio" and r["seconds"]]
             print(f"{'':>16}   vs torchaudio: " + "; ".join(ratios))
+        if args.json:  # after every size: a long run stopped early keeps what it measured
+            Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
         print(f"wrote {args.json}")
 
 
