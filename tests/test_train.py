@@ -134,10 +134,13 @@ def test_resume_is_exact(data, tmp_path):
     make_trainer(cfg, straight, data, data, None).train()
     make_trainer(tiny_config(max_steps=2, accum_grad=2), resumed, data, data, None).train()
     assert C.list_checkpoints(resumed / "checkpoints")[-1].name == "ckpt-2.pt"
+    first_run_s = C.load_latest_checkpoint(resumed / "checkpoints")[0]["elapsed_s"]
     t = make_trainer(cfg, resumed, data, data, None)
     t.train()
     assert t.step == 5
     assert_same_run(straight, resumed)
+    # the wall time in train.csv counts the first run too, not only the resumed one
+    assert float(train_rows(resumed)[-1]["elapsed_s"]) > first_run_s > 0
     # a finished run re-run is a no-op
     again = make_trainer(cfg, resumed, data, data, None)
     assert again.train() == {} and again.step == 5

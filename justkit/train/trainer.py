@@ -102,6 +102,8 @@ class Trainer:
             )
         self.step = 0
         self.skipped_total = 0
+        self.elapsed_before = 0.0  # training wall time of the runs this one resumes
+        self.t_start = time.time()
         self.consecutive_skips = 0
         self.last_saved_step = -1
         self.last_eval_step = -1
@@ -145,6 +147,7 @@ class Trainer:
         ckpt_lib.set_rng_state(rngs[self.dist.rank % len(rngs)])
         self.step = int(state["step"])
         self.skipped_total = int(state.get("skipped", 0))
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         self.last_saved_step = self.step
         if self.dist.is_main:
             self.curves.resume(self.step)
@@ -420,7 +423,7 @@ class Trainer:
                "lr": self.scheduler.get_last_lr()[0],
                "grad_norm": float(self.iv_gnorm) / max(self.iv_updates, 1),
                "frames_per_s": frames / elapsed, "skipped": skipped,
-               "elapsed_s": time.time() - self.t_start}
+               "elapsed_s": self._elapsed()}
         row.update({k: vals[i].item() / n for i, k in enumerate(keys)})
         self._reset_interval()
         balance = ""
@@ -547,6 +550,10 @@ class Trainer:
                 raise RuntimeError(f"DDP replicas diverged: rank {r}'s weights differ from rank 0's")
         logger.info("DDP: weights identical on all %d ranks", self.dist.world_size)
 
+    def _elapsed(self) -> float:
+        """Training wall time in seconds, summed over every run of this experiment (resumes)."""
+        return self.elapsed_before + time.time() - self.t_start
+
     def checkpoint_state(self) -> dict:
         """Everything a resume needs; collective under DDP (gathers every rank's RNG state)."""
         rngs = gather_objects(ckpt_lib.rng_state(), self.dist)
@@ -560,6 +567,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.train_loader.epoch,
             "skipped": self.skipped_total,
+            "elapsed_s": self._elapsed(),
             "config": self.config,
         }
 
