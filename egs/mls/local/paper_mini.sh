@@ -128,6 +128,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "stage 5: decode and score the test sets; results/paper_mini.{md,json}"
   sets=$(for l in $langs; do echo $packed/test_$l.jsonl; done)
   groups=()
+  all_dirs=()
+  for s in $seeds; do [ -f $exp/pretrain_s$s/train.csv ] && all_dirs+=("$exp/pretrain_s$s"); done
   for sys in $systems; do
     dirs=()
     for s in $seeds; do
@@ -136,6 +138,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
       OMP_NUM_THREADS=$(nproc) python -m justkit.bin.decode --exp $d --config conf/decode.yaml $sets
       python -m justkit.bin.score --exp $d --langs "$langs"
       dirs+=("$d")
+      all_dirs+=("$d")
     done
     groups+=("$sys=$(IFS=,; echo "${dirs[*]}")")
   done
@@ -145,6 +148,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     --command "local/paper_mini.sh --seeds '$seeds' --systems '$systems' --subset $subset" \
     --wall_s $(( $(date +%s) - t_start )) --out_md results/paper_mini.md --out_json results/paper_mini.json \
     "${groups[@]}"
+  local/plot_paper_mini.py --out results/paper_mini_curves.png "${all_dirs[@]}"
   cat results/paper_mini.md
 fi
 log "done in $(( $(date +%s) - t_start )) s"
