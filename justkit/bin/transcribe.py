@@ -115,8 +115,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             log.warning("--ctm: times come from greedy search only; none written for --method %s", a.method)
         atomic_write_text(a.ctm, "".join(c + "\n" for c in ctm))
     el = time.perf_counter() - t0
-    log.info("%d utterance(s), %.1f s of audio in %.2f s (RTF %.4f, %s search, %s)%s", len(lines), audio_s, el,
-             el / max(audio_s, 1e-9), a.method, a.device, f"; {failed} unreadable" if failed else "")
+    rtf = f"RTF {el / audio_s:.4f}, " if audio_s > 0 else ""
+    log.info("%d utterance(s), %.1f s of audio in %.2f s (%s%s search, %s)%s", len(lines), audio_s, el,
+             rtf, a.method, a.device, f"; {failed} unreadable" if failed else "")
     return cli.EXIT_USER_ERROR if failed else 0
 
 
