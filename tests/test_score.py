@@ -211,4 +211,7 @@ def test_system_table_mean_and_spread_over_seeds(tmp_path, capsys):
     assert "| just | 2 | 10.0 ± 0.0 | 40.0 ± 14.1 | 25.0 ± 7.1 |" in md
     assert "| just | -66.7 | -42.9 | -50.0 |" in md  # relative to the first system
     assert "command: `x.sh`" in md and "wall time: 2 min" in md
+    assert "Test WER (%), beam search;" in md  # the search the runs were read from (beam by default)
+    assert table_main([*groups, "--method", "greedy", "--out_md", str(tmp_path / "g.md")]) == 0
+    assert "Test WER (%), greedy search;" in (tmp_path / "g.md").read_text()
     assert table_main(["nonsense"]) == 2

@@ -27,10 +27,12 @@ def aggregate(groups: Mapping[str, Sequence[str | Path]], method: Optional[str] 
     over seeds of each run's language average; ``*_sd`` the sample standard deviation (None for
     one seed)."""
     out: Dict[str, dict] = {}
+    used: set = set()
     for name, exps in groups.items():
         if not exps:
             raise PaperTableError(f"system {name}: no experiment given")
         rows = [experiment_row(e, method, langs) for e in exps]
+        used.update(r.name.rsplit(" (", 1)[-1].rstrip(")") for r in rows)
         use = list(langs) or rows[0].langs_scored
         avg, avg_sd = _mean_sd([r.avg for r in rows])
         wer, wer_sd = {}, {}
@@ -41,7 +43,8 @@ def aggregate(groups: Mapping[str, Sequence[str | Path]], method: Optional[str] 
             "wer_sd": {k: _round(v) for k, v in wer_sd.items()}, "seeds": len(rows),
             "runs": [{"exp": r.source, "avg": r.avg, "wer": r.wer} for r in rows],
         }
-    return {"systems": out, "langs": list(langs) or (rows[0].langs_scored if groups else [])}
+    return {"systems": out, "langs": list(langs) or (rows[0].langs_scored if groups else []),
+            "method": method or "/".join(sorted(used))}
 
 
 def _round(x: Optional[float]) -> Optional[float]:
@@ -62,7 +65,8 @@ def format_table(agg: dict, title: str = "", paper: Optional[dict] = None, basel
     systems = agg["systems"]
     out = [f"# {title}\n\n" if title else ""]
     header = ["system", "seeds"] + langs + ["avg"]
-    out.append("Test WER (%), beam search; mean ± sample standard deviation over seeds.\n\n")
+    search = agg.get("method") or "beam"
+    out.append(f"Test WER (%), {search} search; mean ± sample standard deviation over seeds.\n\n")
     out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     for name, s in systems.items():
         cells = [name, str(s["seeds"])] + [_cell(s["wer"].get(l), s["wer_sd"].get(l)) for l in langs]
