@@ -120,7 +120,8 @@ def format_paper_table(paper: dict, ours: Sequence[Row]) -> str:
     out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     notes = []
     for r in paper["rows"]:
-        notes.append(f"[{len(notes) + 1}] {r.source}" + (f" ({r.status})" if r.status else ""))
+        says_status = r.status and not r.source.startswith(r.status)  # "not found: ..." says it already
+        notes.append(f"[{len(notes) + 1}] {r.source}" + (f" ({r.status})" if says_status else ""))
         out.append("| " + " | ".join([f"{r.name} [{len(notes)}]"] + [_f(r.wer.get(lang)) for lang in langs]
                                      + [_f(r.avg)]) + " |\n")
     for r in ours:
