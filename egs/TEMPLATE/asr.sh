@@ -174,11 +174,11 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   run_train &
   train_pid=$!
   # A heartbeat on the console while it trains: each log interval's step, loss, lr, speed and
-  # ETA, and each dev pass (the full lines are in the log); ends with the training. Every
+  # ETA, and each dev pass's loss and WER (the full lines are in the log); ends with the training. Every
   # filter is line-buffered, so the heartbeat also shows at once when the console is a file.
   tail -n0 -F --pid=$train_pid "$exp/log/train.log" 2>/dev/null \
     | grep --line-buffered -E '\] (step [0-9]+ epoch|dev at step|training done|resumed from)' \
-    | sed -u -E 's/^([0-9:]+) [A-Z]+ \[[^]]*\] /\1 [train] /; s/^(([^|]*\|){4}[^|]*)\|.*$/\1/' || true
+    | sed -u -E 's/^([0-9:]+) [A-Z]+ \[[^]]*\] /\1 [train] /; / dev at /s/^(([^|]*\|){3}[^|]*)\|.*$/\1/; s/^(([^|]*\|){4}[^|]*)\|.*$/\1/' || true
   wait $train_pid
   stage_time 6 $t0
 fi
