@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from numba import prange
 
-import justkit.losses.rnnt_numba  # noqa: F401  (sets numba's threading layer before any kernel runs)
-
-_NEG_INF = -math.inf
+# importing rnnt_numba also sets numba's threading layer before any kernel runs
+from justkit.losses.rnnt_numba import _NEG_INF, _log_add
 
 
 def _device_path(x: torch.Tensor) -> bool:
@@ -72,17 +71,6 @@ class RNNTLossConfig:
 
 
 # ----------------------------------------------------------------------------- the lattice
-
-
-@numba.njit(inline="always", cache=True)
-def _log_add(a: float, b: float) -> float:
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
 
 
 @numba.njit(parallel=True, cache=True)
