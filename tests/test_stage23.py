@@ -278,3 +278,37 @@ def test_wrapper_usage_errors(recipe):
     assert p.returncode != 0 and "conf/none.yaml: fbank config not found" in p.stderr
     p = run(recipe, "utils/make_fbank.sh", "--njobs", "2", "data/test", "dump/fbank/x", check=False)
     assert p.returncode != 0 and "unknown option --njobs" in p.stderr
+
+
+@pytest.mark.parametrize("storage,max_ratio", [("compressed", 0.3), ("compressed_2byte", 0.55)])
+def test_stage3_compressed_storage(recipe, stage3, storage, max_ratio):
+    """fbank: storage: compressed* writes Kaldi compressed matrices: a fraction of the bytes, read
+    back by kaldiio as float32 within the format's quantisation of each column's range."""
+    r = recipe["dir"]
+    conf = (r / "conf/fbank.yaml").read_text().replace("fbank:\n", f"fbank:\n  storage: {storage}\n", 1)
+    (r / f"conf/fbank_{storage}.yaml").write_text(conf)
+    run(recipe, "utils/make_fbank.sh", "--nj", "2", "--cmd", "utils/run.py", "--config",
+        f"conf/fbank_{storage}.yaml", "dump/raw/test", f"dump/fbank/test_{storage}")
+    dst = r / f"dump/fbank/test_{storage}"
+    got = load_feats(recipe, dst / "feats.scp")
+    assert sorted(got) == sorted(stage3["feats1"])
+    for u, exact in stage3["feats1"].items():
+        assert got[u].dtype == np.float32 and got[u].shape == exact.shape
+        col_range = exact.max(0) - exact.min(0)
+        step = col_range / (64 if storage == "compressed" else 65535 / 8)  # generous bounds of the formats
+        assert (np.abs(got[u] - exact) <= step + 1e-5).all(), u
+    size = lambda d: sum(p.stat().st_size for p in (d / "data").glob("feats.*.ark"))  # noqa: E731
+    assert size(dst) < max_ratio * size(stage3["dst"])
+    assert (dst / "conf/fbank.yaml").read_text().count(f"storage: {storage}") == 1
+    # CMVN statistics read the compressed features like any others
+    run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", f"dump/fbank/test_{storage}",
+        f"dump/fbank/test_{storage}/cmvn.ark")
+    stats = kaldiio.load_mat(str(dst / "cmvn.ark"))
+    assert stats[0, 80] == sum(m.shape[0] for m in got.values())
+
+
+def test_unknown_storage_is_a_config_error():
+    from justkit.frontend.fbank import FbankConfig
+
+    with pytest.raises(ValueError, match="storage must be one of"):
+        FbankConfig(storage="lilcom")

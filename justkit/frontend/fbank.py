@@ -25,6 +25,15 @@ class FbankError(JustkitError, ValueError):
         super().__init__(f"utterance {utt}: {reason}" if utt is not None else reason)
 
 
+# Stage 3's feature storage -> kaldiio's compression_method (Kaldi's CompressionMethod):
+#   float32           uncompressed float matrices ("FM"): 4 bytes per value, exact;
+#   compressed        Kaldi's compressed matrix for speech features (copy-feats --compress,
+#                     kSpeechFeature): ~1 byte per value, errors up to about 1/255 of a column's range;
+#   compressed_2byte  kTwoByteAuto: ~2 bytes per value, errors up to about 1/65535 of the matrix's range.
+# Every reader goes through kaldiio.load_mat, which decompresses to float32.
+STORAGE_FORMATS = {"float32": None, "compressed": 2, "compressed_2byte": 3}
+
+
 @dataclass(frozen=True)
 class FbankConfig:
     """Options of Kaldi's compute-fbank-feats (same names minus dashes), Kaldi's defaults except:
@@ -55,12 +64,17 @@ class FbankConfig:
     htk_compat: bool = False
     use_log_fbank: bool = True
     use_power: bool = True
+    # How stage 3 stores the features (Kaldi's make_fbank.sh --compress, not a compute-fbank-feats
+    # option; computing features on the fly ignores it): see STORAGE_FORMATS.
+    storage: str = "float32"
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "FbankConfig":
         return from_dict(cls, d, "fbank")
 
     def __post_init__(self) -> None:
+        if self.storage not in STORAGE_FORMATS:
+            raise ValueError(f"fbank storage must be one of {sorted(STORAGE_FORMATS)}, got {self.storage!r}")
         if self.window_type not in WINDOW_TYPES:
             raise ValueError(f"fbank window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
         if self.num_mel_bins <= 3:

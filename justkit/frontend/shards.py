@@ -17,7 +17,7 @@ from justkit.datadir.tables import read_table
 from justkit.errors import JustkitError
 from justkit.fileio import atomic_open
 from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
-from justkit.frontend.fbank import FbankConfig, FbankError, compute_fbank
+from justkit.frontend.fbank import STORAGE_FORMATS, FbankConfig, FbankError, compute_fbank
 from justkit.frontend.resample import output_length, resample
 from justkit.progress import ProgressLog
 
@@ -156,7 +156,7 @@ def fbank_shard(wav_scp: Path, ark: str, cfg: FbankConfig, progress_every: float
             try:
                 # kaldiio's scp offset points just past "<utt> " in the ark.
                 offset = f.tell() + len(utt.encode("utf-8")) + 1
-                kaldiio.save_ark(f, {utt: feats})
+                kaldiio.save_ark(f, {utt: feats}, compression_method=STORAGE_FORMATS[cfg.storage])
             except Exception as e:  # disk full etc.: stop, naming the utterance
                 raise RuntimeError(f"{wav_scp}: utterance {utt}: writing features to {ark} failed: {e}") from e
             scp[utt] = f"{ark}:{offset}"
