@@ -17,6 +17,27 @@ class ConfigError(JustkitError, ValueError):
     """A config file or override is malformed; the message names the file and key."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a second ``storage:`` or ``w_u:`` line would quietly win over the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hashable = hash(key) is not None
+            except TypeError:
+                hashable = False
+            if hashable and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (line {seen[key] + 1} and line "
+                    f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            if hashable:
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
     """Load a YAML mapping; an ``include:`` list of paths (relative to the file) is merged first."""
     path = Path(path)
@@ -25,7 +46,7 @@ def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
         chain = " -> ".join(str(p) for p in (*_including, key))
         raise ConfigError(f"{path}: includes itself ({chain})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:

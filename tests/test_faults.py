@@ -274,6 +274,12 @@ def test_config_values_are_type_checked(tmp_path):
     (tmp_path / "b.yaml").write_text("include: [a.yaml]\n")
     with pytest.raises(ConfigError, match="includes itself"):
         load_yaml(tmp_path / "a.yaml")
+    # a key given twice is an error naming both lines, not a silent "last one wins"
+    (tmp_path / "dup.yaml").write_text("fbank:\n  storage: compressed\n  dither: 0.0\n  storage: float32\n")
+    with pytest.raises(ConfigError, match=r"key 'storage' given twice \(line 2 and line 4\)"):
+        load_yaml(tmp_path / "dup.yaml")
+    (tmp_path / "ok.yaml").write_text("fbank: {storage: compressed}\nother: {storage: float32}\n")
+    assert load_yaml(tmp_path / "ok.yaml")["fbank"]["storage"] == "compressed"
 
 
 def test_average_num_zero_is_an_error(tmp_path, capfd):

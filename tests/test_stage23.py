@@ -285,8 +285,11 @@ def test_stage3_compressed_storage(recipe, stage3, storage, max_ratio):
     """fbank: storage: compressed* writes Kaldi compressed matrices: a fraction of the bytes, read
     back by kaldiio as float32 within the format's quantisation of each column's range."""
     r = recipe["dir"]
-    conf = (r / "conf/fbank.yaml").read_text().replace("fbank:\n", f"fbank:\n  storage: {storage}\n", 1)
-    (r / f"conf/fbank_{storage}.yaml").write_text(conf)
+    import yaml
+
+    conf = yaml.safe_load((r / "conf/fbank.yaml").read_text())
+    conf["fbank"]["storage"] = storage
+    (r / f"conf/fbank_{storage}.yaml").write_text(yaml.safe_dump(conf))
     run(recipe, "utils/make_fbank.sh", "--nj", "2", "--cmd", "utils/run.py", "--config",
         f"conf/fbank_{storage}.yaml", "dump/raw/test", f"dump/fbank/test_{storage}")
     dst = r / f"dump/fbank/test_{storage}"
