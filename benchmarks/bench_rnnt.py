@@ -51,8 +51,7 @@ def _child(size: str, backend: str, reps: int, device: str, joint_dim: int, s_ra
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from justkit.losses.rnnt import rnnt_loss
-    from justkit.losses.rnnt_pruned import (chunked_rnnt_costs, gather_windows, lattice_nll, lattice_occupation,
-                                            prune_ranges, pruned_lattice, simple_lattice)
+    from justkit.losses.rnnt_pruned import chunked_rnnt_costs, pruned_rnnt_nll
     from justkit.nn.joint import Joint, JointConfig
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -80,12 +79,8 @@ def _child(size: str, backend: str, reps: int, device: str, joint_dim: int, s_ra
         elif backend == "chunked":
             loss = chunked_rnnt_costs(enc, pred, joint, y, tl, ul, chunk=1).sum()
         else:
-            lp_b, lp_l = simple_lattice(am_proj(enc), lm_proj(pred), y)
-            simple = lattice_nll(lp_b, lp_l, tl, ul).sum()
-            starts = prune_ranges(lattice_occupation(lp_b, lp_l, tl, ul), tl, ul, s_range)
-            logits = joint.out(torch.tanh(joint.enc_proj(enc)[:, :, None] + gather_windows(joint.pred_proj(pred), starts, s_range)))
-            pruned = lattice_nll(*pruned_lattice(logits, starts, y, ul, pred.size(1)), tl, ul).sum()
-            loss = 0.5 * simple + pruned
+            simple, pruned = pruned_rnnt_nll(enc, pred, joint, am_proj, lm_proj, y, tl, ul, s_range)
+            loss = 0.5 * simple.sum() + pruned.sum()
         loss.backward()
         for p in (*joint.parameters(), *am_proj.parameters(), *lm_proj.parameters(), enc, pred):
             p.grad = None

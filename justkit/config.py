@@ -26,15 +26,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
-                hashable = hash(key) is not None
-            except TypeError:
-                hashable = False
-            if hashable and key in seen:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not key_node:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (line {seen[key] + 1} and line "
+                    None, None, f"key {key!r} given twice (line {first.start_mark.line + 1} and line "
                     f"{key_node.start_mark.line + 1})", key_node.start_mark)
-            if hashable:
-                seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 

@@ -69,13 +69,18 @@ class PipeRefused(JustkitError, ValueError):
     """A data file or option names a shell command where a file was expected."""
 
 
+def is_pipe(spec) -> bool:
+    """True for a Kaldi "extended filename" that runs a command: ``cmd |`` or ``| cmd``."""
+    s = str(spec).strip()
+    return s.endswith("|") or s.startswith("|")
+
+
 def refuse_pipe(spec: str, where: str) -> str:
     """``spec`` unchanged, unless it is a Kaldi "extended filename" that runs a command
     (``cmd |`` or ``| cmd``): kaldiio would execute it. justkit reads files only, unless the
     user opts in with JUSTKIT_ALLOW_PIPES=1 (docs/trust.md)."""
-    s = str(spec).strip()
-    if (s.endswith("|") or s.startswith("|")) and os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
-        raise PipeRefused(f"{where}: {s!r} is a shell command, not a file; justkit does not run commands "
+    if is_pipe(spec) and os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
+        raise PipeRefused(f"{where}: {str(spec).strip()!r} is a shell command, not a file; justkit does not run commands "
                        "from data files or options (set JUSTKIT_ALLOW_PIPES=1 to allow it; docs/trust.md)")
     return spec
 

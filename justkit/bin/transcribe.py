@@ -66,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = p.parse(argv)
     from justkit.decode.transcribe import Speech2Text
     from justkit.errors import JustkitError
-    from justkit.fileio import atomic_write_text
+    from justkit.fileio import atomic_write_text, is_pipe
     from justkit.frontend.audio import load_audio
     from justkit.log import setup_logging
 
@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i in range(0, len(items), a.batch_size):
         chunk = []
         for utt, path in items[i : i + a.batch_size]:
-            if path.endswith("|"):
+            if is_pipe(path):
                 log.error("%s: utterance %s: piped commands are not read; give a file path", path, utt)
                 failed += 1
                 continue

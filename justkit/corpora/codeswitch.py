@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from justkit.datadir.tables import DataDir, DataDirError, utt2spk_to_spk2utt
-from justkit.fileio import atomic_open
+from justkit.fileio import atomic_open, is_pipe
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _load_sources(dirs: Sequence[str | Path]) -> Dict[str, List[_Source]]:
 def _check_audio(src: _Source, sample_rate: int) -> None:
     """Readable, at ``sample_rate``: checked for every chosen source before anything is written."""
     path, where = src.wav.strip(), src.dir
-    if path.endswith("|"):
+    if is_pipe(path):
         raise DataDirError(f"{where}: utterance {src.utt}: piped wav.scp entries are not supported ({path!r})")
     try:
         sr = sf.info(path).samplerate

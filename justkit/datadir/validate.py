@@ -15,7 +15,7 @@ from justkit.datadir.tables import (
     utt2spk_to_spk2utt,
     write_table,
 )
-from justkit.fileio import atomic_open
+from justkit.fileio import atomic_open, is_pipe
 from justkit.lang import is_language_code
 
 DEFAULT_REQUIRE = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang")
@@ -200,7 +200,7 @@ def validate_data_dir(
 
     if cfg.check_audio and "wav.scp" in tables:
         for u, val in tables["wav.scp"].items():
-            if val.strip().endswith("|") or val.strip().startswith("|"):
+            if is_pipe(val):
                 problems.append(f"{d}/wav.scp: id {u}: a shell command, not an audio file "
                                 "(justkit reads audio files only; docs/trust.md)")
                 continue

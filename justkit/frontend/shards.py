@@ -15,7 +15,7 @@ import kaldiio
 from justkit.datadir.badutts import BadUtt
 from justkit.datadir.tables import read_table
 from justkit.errors import JustkitError
-from justkit.fileio import atomic_open
+from justkit.fileio import atomic_open, is_pipe
 from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
 from justkit.frontend.fbank import STORAGE_FORMATS, FbankConfig, FbankError, compute_fbank
 from justkit.frontend.resample import output_length, resample
@@ -87,7 +87,7 @@ def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float
     prog = ProgressLog(f"resample {wav_scp.name}", len(table), progress_every, log)
     for utt, src in table.items():
         problem = _id_problem(utt)
-        if problem is None and src.endswith("|"):
+        if problem is None and is_pipe(src):
             problem = "piped commands in wav.scp are not supported; give a file path"
         if problem is not None:
             log.warning("%s: utterance %s: %s", wav_scp, utt, problem)

@@ -40,6 +40,7 @@ def _device_path(x: torch.Tensor) -> bool:
     then stay on the device. Tests patch it to run the device path on the CPU."""
     return x.device.type != "cpu"
 
+
 LOSS_TYPES = ("full", "pruned")
 
 
@@ -336,6 +337,24 @@ def gather_windows(x: torch.Tensor, starts: torch.Tensor, s_range: int) -> torch
     b_, n_u1, d = x.shape
     u = (starts[:, :, None] + torch.arange(s_range, device=x.device)[None, None, :]).clamp(max=n_u1 - 1)
     return torch.gather(x, 1, u.reshape(b_, -1, 1).expand(-1, -1, d)).view(b_, starts.size(1), s_range, d)
+
+
+def pruned_rnnt_nll(enc: torch.Tensor, pred: torch.Tensor, joint: torch.nn.Module, am_proj: torch.nn.Module,
+                    lm_proj: torch.nn.Module, targets: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor,
+                    s_range: int, blank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance negative log-likelihoods (simple [B], pruned [B]) of the pruned RNN-T loss.
+
+    enc [B, T, D] and pred [B, U+1, Dp] are the encoder and prediction-network outputs;
+    ``am_proj``/``lm_proj`` project them to the vocabulary for the simple loss; ``joint`` (a
+    justkit.nn.joint.Joint) runs on ``s_range`` label positions per frame only. An utterance
+    whose pruned lattice cannot reach its end (``s_range`` too small for it) gets +inf."""
+    lp_b, lp_l = simple_lattice(am_proj(enc), lm_proj(pred), targets, blank)
+    simple = lattice_nll(lp_b, lp_l, t_lens, u_lens)
+    starts = prune_ranges(lattice_occupation(lp_b, lp_l, t_lens, u_lens), t_lens, u_lens, s_range)
+    logits = joint.combine(joint.enc_proj(enc)[:, :, None, :],
+                           gather_windows(joint.pred_proj(pred), starts, s_range))  # [B, T, S, V]
+    pruned = lattice_nll(*pruned_lattice(logits, starts, targets, u_lens, pred.size(1), blank), t_lens, u_lens)
+    return simple, pruned
 
 
 # ----------------------------------------------------------------------------- memory-lean full loss

@@ -13,8 +13,7 @@ from justkit.config import from_dict
 from justkit.losses.contrastive import contrastive_loss
 from justkit.losses.mlm import mlm_loss
 from justkit.losses.rnnt import BACKENDS, rnnt_loss
-from justkit.losses.rnnt_pruned import (RNNTLossConfig, chunked_rnnt_costs, gather_windows, lattice_nll,
-                                        lattice_occupation, prune_ranges, pruned_lattice, simple_lattice)
+from justkit.losses.rnnt_pruned import RNNTLossConfig, chunked_rnnt_costs, pruned_rnnt_nll
 from justkit.nn.conformer import ConformerConfig, ConformerStack, frozen_running_stats, lengths_to_valid
 from justkit.nn.joint import Joint, JointConfig
 from justkit.nn.masking import MaskingConfig, SpanMasker
@@ -216,14 +215,9 @@ class JUSTModel(nn.Module):
     def _rnnt_pruned(self, enc, enc_lens, pred, tokens, token_lens, norm, step: int) -> tuple[torch.Tensor, dict]:
         """k2's pruned RNN-T (justkit.losses.rnnt_pruned): simple loss, bounds, pruned joint."""
         lc = self.cfg.rnnt_loss
-        lp_b, lp_l = simple_lattice(self.simple_am_proj(enc), self.simple_lm_proj(pred), tokens, self.blank_id)
-        simple = lattice_nll(lp_b, lp_l, enc_lens, token_lens).sum() / norm
-        starts = prune_ranges(lattice_occupation(lp_b, lp_l, enc_lens, token_lens), enc_lens, token_lens, lc.s_range)
-        e = self.joint.enc_proj(enc)[:, :, None, :]
-        p = gather_windows(self.joint.pred_proj(pred), starts, lc.s_range)  # [B, T', S, J]
-        logits = self.joint.out(torch.tanh(e + p))                           # [B, T', S, V]
-        lp_b2, lp_l2 = pruned_lattice(logits, starts, tokens, token_lens, pred.size(1), self.blank_id)
-        pruned = lattice_nll(lp_b2, lp_l2, enc_lens, token_lens)
+        simple, pruned = pruned_rnnt_nll(enc, pred, self.joint, self.simple_am_proj, self.simple_lm_proj, tokens,
+                                         enc_lens, token_lens, lc.s_range, self.blank_id)
+        simple = simple.sum() / norm
         # a pruned lattice that cannot reach the end (s_range too small for an utterance) costs 0
         pruned = torch.where(torch.isfinite(pruned), pruned, torch.zeros_like(pruned)).sum() / norm
         s_scale, p_scale = lc.scales(step)

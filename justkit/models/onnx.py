@@ -59,10 +59,10 @@ class _Decoder(nn.Module):
 class _Joiner(nn.Module):
     def __init__(self, model) -> None:
         super().__init__()
-        self.out = model.joint.out
+        self.joint = model.joint
 
     def forward(self, encoder_out: torch.Tensor, decoder_out: torch.Tensor):
-        return self.out(torch.tanh(encoder_out + decoder_out))
+        return self.joint.combine(encoder_out, decoder_out)
 
 
 def _add_metadata(path: Path, meta: dict) -> None:

@@ -31,4 +31,9 @@ class Joint(nn.Module):
         self.out = nn.Linear(cfg.joint_dim, vocab_size)
 
     def forward(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.tanh(self.enc_proj(enc) + self.pred_proj(pred)))
+        return self.combine(self.enc_proj(enc), self.pred_proj(pred))
+
+    def combine(self, enc_proj: torch.Tensor, pred_proj: torch.Tensor) -> torch.Tensor:
+        """The logits from already projected inputs (broadcast): what the pruned loss computes on
+        its windows of label positions, and what the ONNX joiner exports."""
+        return self.out(torch.tanh(enc_proj + pred_proj))

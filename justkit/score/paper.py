@@ -28,6 +28,7 @@ class Row:
     id: str = ""
     langs_scored: List[str] = field(default_factory=list)  # experiments: languages decoded
     status: str = ""  # paper rows: how sure the row is (read, quoted elsewhere, inferred, not found)
+    method: str = ""  # experiments: the search the numbers come from (greedy, beam)
 
 
 def load_paper(path: str | Path = PAPER_YAML) -> dict:
@@ -93,7 +94,7 @@ def experiment_row(exp: str | Path, method: Optional[str] = None, langs: Sequenc
     wer = {lang: (cols[lang]["wer"] if lang in cols else None) for lang in langs}
     avg = avgs.get(method, {}).get("wer")
     scored = [c for c in own if c in cols]
-    return Row(f"{exp.name} ({method})", wer, avg, str(exp), exp.name, scored)
+    return Row(f"{exp.name} ({method})", wer, avg, str(exp), exp.name, scored, method=method)
 
 
 def paper_average_over(row: Row, langs: Sequence[str], all_langs: Sequence[str]) -> Optional[float]:

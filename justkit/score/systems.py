@@ -32,7 +32,7 @@ def aggregate(groups: Mapping[str, Sequence[str | Path]], method: Optional[str] 
         if not exps:
             raise PaperTableError(f"system {name}: no experiment given")
         rows = [experiment_row(e, method, langs) for e in exps]
-        used.update(r.name.rsplit(" (", 1)[-1].rstrip(")") for r in rows)
+        used.update(r.method for r in rows)
         use = list(langs) or rows[0].langs_scored
         avg, avg_sd = _mean_sd([r.avg for r in rows])
         wer, wer_sd = {}, {}
