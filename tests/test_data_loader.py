@@ -338,7 +338,8 @@ def make_fbank_dir(root, name="train"):
     d = root / "dump" / "fbank" / name
     d.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    rows = [(f"{l}_spk_{i:03d}", l, t) for l, v in PACK_TEXTS.items() for i, t in enumerate(v)]
+    # Sorted by id, as every stage writes a data dir's tables (stage 5 joins them in one pass).
+    rows = sorted((f"{l}_spk_{i:03d}", l, t) for l, v in PACK_TEXTS.items() for i, t in enumerate(v))
     with kaldiio.WriteHelper(f"ark,scp:{d}/feats.1.ark,{d}/feats.scp") as w:
         for utt, _, _ in rows:
             w(utt, rng.standard_normal((int(rng.integers(30, 90)), DIM)).astype(np.float32))
@@ -427,3 +428,157 @@ def test_pack_unlabelled_pool_without_transcripts(tmp_path):
     lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(rows) and not any(e["labelled"] or e["tokens"] or e["text"] for e in lines)
     assert run_pack([d, tmp_path / "x.jsonl"]) == 2  # labelled packing needs a tokenizer (and text)
+
+
+# -- the packed index and the vectorised epoch plan ---------------------------------------------
+def reference_all_batches(s, epoch):
+    """The sampler's epoch plan as the per-bucket Python loop wrote it before the flat plan."""
+    from justkit.data.sampler import _batch_seed, _greedy_cuts_py
+
+    def cut(order):
+        return [b.tolist() for b in np.split(np.asarray(order), _greedy_cuts_py(np.asarray(order), s.lengths,
+                                                                                s.max_frames))]
+
+    rng = np.random.default_rng((s.seed, epoch))
+    if not s.shuffle:
+        batches = cut(np.argsort(s.lengths, kind="stable"))
+    else:
+        drawn = s._draw_epoch(rng)
+        bucket_of = np.searchsorted(s.bucket_edges, s.lengths[drawn], side="left")
+        batches = []
+        for b in range(len(s.bucket_edges) + 1):
+            members = drawn[bucket_of == b]
+            if len(members):
+                batches.extend(cut(rng.permutation(members)))
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return [(b, _batch_seed(s.seed, epoch, n)) for n, b in enumerate(batches)]
+
+
+@pytest.mark.parametrize("shuffle,share,world", [(True, 0.0, 1), (True, 0.3, 3), (False, 0.0, 2)])
+def test_flat_plan_equals_the_per_bucket_loop(shuffle, share, world):
+    # 30k utterances: buckets of > 4096, so the numba cut runs, not only its Python twin.
+    n = 30000
+    rng = np.random.default_rng(5)
+    lengths = np.clip(rng.lognormal(np.log(1200), 0.5, size=n), 50, 3500).astype(np.int32)
+    langs = rng.choice(["en", "de", "pl"], p=[0.8, 0.15, 0.05], size=n)
+    labelled = rng.random(n) < 0.2
+    for epoch in (0, 3):
+        sub = [BucketBatchSampler(lengths, list(langs), max_frames=20000, num_buckets=4, lang_alpha=0.5,
+                                  seed=2, shuffle=shuffle, labelled=labelled, labelled_share=share,
+                                  rank=r, world_size=world) for r in range(world)]
+        ref = reference_all_batches(sub[0], epoch)
+        plan = sub[0].all_batches(epoch)
+        assert [(list(b), b.seed) for b in plan] == ref
+        if shuffle:
+            ref = ref[: len(ref) // world * world]
+        for r, s in enumerate(sub):
+            mine = s.epoch_batches(epoch)
+            assert [(list(b), b.seed) for b in mine] == ref[r::world]
+            assert mine.padding_fraction() == pytest.approx(padding_fraction([b for b, _ in ref[r::world]], lengths))
+
+
+def test_greedy_cuts_numba_equals_python():
+    from justkit.data.sampler import _greedy_cuts_py, greedy_cuts
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 3000, size=50000).astype(np.int32)
+    order = rng.permutation(50000)
+    for budget in (2500, 20000, 1):  # 1: every item over budget, one batch each
+        assert np.array_equal(greedy_cuts(order, lengths, budget), _greedy_cuts_py(order, lengths, budget))
+
+
+def test_sampler_takes_language_codes():
+    lengths = mls_like_lengths(300)
+    names = ["de", "en"]
+    codes = np.array([1, 0, 1] * 100, dtype=np.uint8)
+    a = BucketBatchSampler(lengths, codes, max_frames=6000, seed=3, lang_alpha=0.5, lang_names=names)
+    b = BucketBatchSampler(lengths, [names[c] for c in codes], max_frames=6000, seed=3, lang_alpha=0.5)
+    assert [list(x) for x in a] == [list(x) for x in b]
+
+
+def test_stage5_writes_an_index_the_loader_maps(tmp_path, spm_model):
+    from justkit.data.manifest import PackedIndex, index_paths
+
+    d, rows = make_fbank_dir(tmp_path)
+    out = tmp_path / "dump" / "packed" / "train.jsonl"
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 0
+    npy, meta = index_paths(out)
+    assert npy.is_file() and meta.is_file()
+    idx = PackedIndex.open(out)
+    assert isinstance(idx.rows, np.memmap)  # mapped, not read
+    lines = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert [idx[i] for i in range(len(idx))] == lines
+    assert idx.lengths.tolist() == [e["num_frames"] for e in lines]
+    assert [idx.lang_names[c] for c in idx.lang_codes] == [e["lang"] for e in lines]
+    assert idx.num_tokens.tolist() == [len(e["tokens"]) for e in lines]
+    # The dataset over the index and over the dicts give the same items.
+    a, b = PackedDataset(out), PackedDataset(lines)
+    assert a.lengths.tolist() == b.lengths.tolist() and a.langs == b.langs
+    assert all(np.array_equal(a[i]["feats"], b[i]["feats"]) and a[i]["tokens"] == b[i]["tokens"]
+               for i in range(len(a)))
+    # Workers read their lines on their own descriptors: the same batches with 0 and 2 workers.
+    cfg = DataConfig(max_frames=300, buckets=2, seed=1)
+    one = collect(build_loader(cfg, out, cmvn_identity()))
+    cfg.num_workers = 2
+    assert collect(build_loader(cfg, out, cmvn_identity())) == one
+
+
+def test_stale_index_is_not_trusted(tmp_path, caplog):
+    from justkit.data.manifest import write_index
+
+    path = write_packed(tmp_path, small_rows(12))
+    write_index(path)
+    rows = small_rows(12)
+    rows[0] = (rows[0][0], rows[0][1], rows[0][2] + 1000, rows[0][3], rows[0][4])
+    write_packed(tmp_path, rows)  # the jsonl changes, the index beside it does not
+    with caplog.at_level(logging.WARNING):
+        ds = PackedDataset(path)
+    assert "does not match" in caplog.text
+    i = sorted(r[0] for r in rows).index(rows[0][0])  # the jsonl is sorted by utterance
+    assert ds.lengths[i] == rows[0][2] and ds[i]["utt"] == rows[0][0]
+
+
+def test_index_pointing_at_a_rewritten_line_names_it(tmp_path):
+    from justkit.data.manifest import write_index
+
+    path = write_packed(tmp_path, small_rows(12))
+    write_index(path)
+    text = path.read_bytes()
+    lines = text.split(b"\n")
+    lines[3] = b"x" * len(lines[3])  # same size: the index still matches the file's length
+    path.write_bytes(b"\n".join(lines))
+    ds = PackedDataset(path)
+    with pytest.raises(PackedDataError, match=r"train\.jsonl:4: not valid JSON .*re-run stage 5"):
+        ds[3]
+
+
+def test_pack_refuses_unsorted_tables_naming_the_line(tmp_path, spm_model):
+    from justkit.data.pack import PackError, pack_examples
+    from justkit.text.tokenizer import Tokenizer
+
+    d, _ = make_fbank_dir(tmp_path)
+    lines = (d / "utt2lang").read_text(encoding="utf-8").splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    (d / "utt2lang").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(PackError, match=r"utt2lang: utt \S+ has no language \(line 2 is .*not sorted"):
+        pack_examples(d, Tokenizer(spm_model))
+    lines[1], lines[2] = lines[2], lines[1]
+    (d / "utt2lang").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = (d / "text").read_text(encoding="utf-8").splitlines()
+    text[1], text[2] = text[2], text[1]  # the table that drives the join: every line is read in turn
+    (d / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
+    with pytest.raises(PackError, match=r"text:3: utt \S+ is out of order .*fix_data_dir"):
+        pack_examples(d, Tokenizer(spm_model))
+
+
+def test_labelled_only_keeps_the_index(tmp_path):
+    from justkit.data.manifest import PackedIndex, write_index
+
+    rows = small_rows(30)
+    path = write_packed(tmp_path, rows)
+    write_index(path)
+    loader = build_loader(DataConfig(max_frames=400, buckets=2), path, cmvn_identity(), labelled_only=True)
+    ds = loader.dataset
+    assert isinstance(ds.entries, PackedIndex)
+    assert len(ds) == sum(r[3] for r in rows) and ds.labelled.all()
+    assert sorted(u for b in collect(loader) for u in b) <= sorted(r[0] for r in rows if r[3])

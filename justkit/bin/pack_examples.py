@@ -20,26 +20,36 @@ def build_parser() -> cli.Parser:
                    help="a data dir whose text lists utterances that keep their labels (repeatable); "
                    "without any, every utterance is labelled")
     cli.add_bool(p, "unlabelled", False, "audio only: every utterance unlabelled, no transcripts read")
+    cli.add_bool(p, "index_only", False, "write the index of an existing jsonl (given as the only argument) "
+                 "and nothing else")
     p.add_argument("fbank_dir", type=Path, help="stage 3's dir (dump/fbank/<set>)")
-    p.add_argument("out", type=Path, help="output jsonl (dump/packed/<set>.jsonl)")
+    p.add_argument("out", type=Path, nargs="?", help="output jsonl (dump/packed/<set>.jsonl); it gets an "
+                   "index beside it, <out>.idx.npy + <out>.idx.json")
     return p
 
 
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = build_parser().parse(argv)
-    from justkit.data.pack import pack_examples, summary, write_packed
+    from justkit.data.manifest import PackedIndex, write_index
+    from justkit.data.pack import PackError, iter_examples, summary, write_packed
     from justkit.text.tokenizer import Tokenizer
 
+    if a.index_only:
+        if a.out is not None:
+            raise PackError("--index_only takes one argument, the jsonl")
+        setup_logging()
+        n = write_index(a.fbank_dir)
+        log.info("%s: index of %d examples written", a.fbank_dir, n)
+        return 0
+    if a.out is None:
+        raise PackError("give the feature dir and the output jsonl")
     setup_logging(a.out.parent / "log" / f"pack_{a.out.stem}.log")
     if a.tokenizer is None and not a.unlabelled:
-        from justkit.data.pack import PackError
-
         raise PackError("--tokenizer is required (unless --unlabelled)")
     tok = Tokenizer(a.tokenizer) if a.tokenizer is not None else None
-    examples = pack_examples(a.fbank_dir, tok, a.labelled_subset or None, unlabelled=a.unlabelled)
-    write_packed(examples, a.out)
-    log.info("%s -> %s: %s", a.fbank_dir, a.out, summary(examples))
+    write_packed(iter_examples(a.fbank_dir, tok, a.labelled_subset or None, unlabelled=a.unlabelled), a.out)
+    log.info("%s -> %s: %s", a.fbank_dir, a.out, summary(PackedIndex.open(a.out)))
     return 0
 
 

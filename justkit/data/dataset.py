@@ -9,44 +9,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import kaldiio
 import numpy as np
 
+from justkit.data.manifest import PACKED_KEYS, PackedDataError, PackedIndex, columns  # noqa: F401 (re-exported)
 from justkit.data.specaug import SpecAugConfig, spec_augment
-from justkit.errors import JustkitError
 from justkit.fileio import refuse_pipe
-
-PACKED_KEYS = ("utt", "feats", "num_frames", "tokens", "lang", "labelled", "text")
 
 Cmvn = Optional[Union[str, os.PathLike, Tuple[np.ndarray, np.ndarray]]]
 
 
-class PackedDataError(JustkitError, ValueError):
-    """A packed jsonl line or the features it points to are bad; names the file and utterance."""
-
-
 def read_packed(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
-    """Read a packed jsonl; every line must be an object with the keys of docs/interfaces.md."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise PackedDataError(f"{path}: packed file not found (run stage 5)") from None
-    out: List[Dict[str, Any]] = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ex = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PackedDataError(f"{path}:{lineno}: not valid JSON ({e})") from None
-        missing = [k for k in PACKED_KEYS if k not in ex] if isinstance(ex, dict) else list(PACKED_KEYS)
-        if missing:
-            utt = ex.get("utt", "?") if isinstance(ex, dict) else "?"
-            raise PackedDataError(f"{path}:{lineno}: utt {utt}: missing key(s) {missing}")
-        if not isinstance(ex["num_frames"], int) or ex["num_frames"] <= 0:
-            raise PackedDataError(f"{path}:{lineno}: utt {ex['utt']}: bad num_frames {ex['num_frames']!r}")
-        out.append(ex)
-    if not out:
-        raise PackedDataError(f"{path}: no utterances")
-    return out
+    """Every example of a packed jsonl as a list of dicts (small sets; training uses the index).
+
+    Every line must be an object with the keys of docs/interfaces.md.
+    """
+    return list(PackedIndex.open(path))
 
 
 def resolve_cmvn(cmvn: Cmvn) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -81,27 +56,47 @@ class PackedDataset:
     ) -> None:
         if isinstance(packed, (str, os.PathLike)):
             self.source = str(packed)
-            self.entries = read_packed(packed)
+            self.entries: Sequence[Dict[str, Any]] = PackedIndex.open(packed)
+        elif isinstance(packed, PackedIndex):
+            self.source = str(packed.path)
+            self.entries = packed
         else:
             self.source = "<entries>"
             self.entries = list(packed)
+        self._set_columns()
         self.cmvn = resolve_cmvn(cmvn)
         self.specaug = specaug if specaug is not None and specaug.enabled else None
+
+    def _set_columns(self) -> None:
+        e = self.entries
+        if isinstance(e, PackedIndex):
+            self.lengths, self.lang_codes, self.lang_names, self.labelled = (
+                e.lengths, e.lang_codes, e.lang_names, e.labelled)
+        else:
+            self.lengths, self.lang_codes, self.lang_names, self.labelled = columns(e)
+
+    def select(self, keep: np.ndarray) -> None:
+        """Keep only the entries ``keep`` (a boolean mask or positions), in that order."""
+        keep = np.asarray(keep)
+        if isinstance(self.entries, PackedIndex):
+            self.entries = self.entries.select(keep)
+        else:
+            pos = np.nonzero(keep)[0] if keep.dtype == bool else keep
+            self.entries = [self.entries[int(i)] for i in pos]
+        self._set_columns()
 
     def __len__(self) -> int:
         return len(self.entries)
 
     @property
-    def lengths(self) -> List[int]:
-        return [int(e["num_frames"]) for e in self.entries]
-
-    @property
     def langs(self) -> List[str]:
-        return [str(e["lang"]) for e in self.entries]
+        """The language of every entry (a list of strings: small sets; the loader uses the codes)."""
+        return [self.lang_names[int(c)] for c in self.lang_codes]
 
     @property
-    def utts(self) -> List[str]:
-        return [str(e["utt"]) for e in self.entries]
+    def utts(self) -> Sequence[str]:
+        """Utterance ids, read lazily from the jsonl (a sequence, not a list)."""
+        return _Utts(self.entries)
 
     def load_feats(self, i: int) -> np.ndarray:
         """Features of entry ``i`` with CMVN applied; errors name the utterance and the path."""
@@ -149,3 +144,16 @@ class PackedDataset:
                 if it["labelled"]:
                     it["feats_sup"] = spec_augment(it["feats"], self.specaug, rng)
         return items
+
+
+class _Utts(Sequence):
+    def __init__(self, entries: Sequence[Dict[str, Any]]) -> None:
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.entries[j]["utt"] for j in range(*i.indices(len(self)))]
+        return str(self.entries[int(i)]["utt"])

@@ -170,14 +170,14 @@ def build_loader(
     specaug = cfg.specaug if train and cfg.specaug.enabled else None
     dataset = PackedDataset(jsonl, cmvn=cmvn, specaug=specaug)
     if labelled_only:
-        dataset.entries = [e for e in dataset.entries if e["labelled"]]
-        if not dataset.entries:
+        dataset.select(dataset.labelled)
+        if not len(dataset):
             from justkit.data.dataset import PackedDataError
 
             raise PackedDataError(f"{jsonl}: no labelled utterance (a supervised model needs some)")
     sampler = BucketBatchSampler(
         dataset.lengths,
-        dataset.langs,
+        dataset.lang_codes,
         max_frames=max_frames or cfg.max_frames,
         num_buckets=cfg.buckets,
         lang_alpha=cfg.lang_alpha,
@@ -187,8 +187,9 @@ def build_loader(
         world_size=world_size,
         shuffle=train,
         utts=dataset.utts,
-        labelled=[bool(e["labelled"]) for e in dataset.entries],
+        labelled=dataset.labelled,
         labelled_share=cfg.labelled_share if train else 0.0,
+        lang_names=dataset.lang_names,
     )
     return ResumableDataLoader(
         dataset,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from justkit.config import from_dict
@@ -135,7 +136,7 @@ def decode_dataset(
             prog.update(len(idx), float(batch["feat_lens"].sum()) * FRAME_SHIFT_SEC)
     if prog is not None and prog.done:
         prog.finish()
-    audio = sum(lengths) * FRAME_SHIFT_SEC
+    audio = int(np.sum(lengths, dtype=np.int64)) * FRAME_SHIFT_SEC
     return {m: SetOutput(hyps[m], secs[m], audio) for m in cfg.methods}
 
 

@@ -90,9 +90,9 @@ class Trainer:
             labelled_only=supervised_only, pin_memory=self.device.type == "cuda",
         )
         if self.dist.is_main:
-            ents = self.train_loader.dataset.entries
-            n_lab = sum(bool(e["labelled"]) for e in ents)
-            logger.info("training set %s: %d utterances, %d labelled%s", train_jsonl, len(ents), n_lab,
+            ds = self.train_loader.dataset
+            n_lab = int(ds.labelled.sum())
+            logger.info("training set %s: %d utterances, %d labelled%s", train_jsonl, len(ds), n_lab,
                         " (unlabelled ones left out: supervised model)" if supervised_only else "")
         self.dev_loader = None
         if dev_jsonl:
@@ -484,22 +484,23 @@ class Trainer:
             return {}
         ds = self.dev_loader.dataset
         cap = self.cfg.dev_wer_max_utts
-        seen: dict[str, int] = {}
-        keep = []
-        for e in ds.entries:
-            if cap <= 0 or seen.get(e["lang"], 0) < cap:
-                keep.append(e)
-                seen[e["lang"]] = seen.get(e["lang"], 0) + 1
+        keep = np.ones(len(ds), dtype=bool)
+        if cap > 0:  # the first `cap` utterances of each language
+            keep[:] = False
+            for code in np.unique(ds.lang_codes):
+                keep[np.nonzero(ds.lang_codes == code)[0][:cap]] = True
         from justkit.data.dataset import PackedDataset
 
-        sub = PackedDataset(keep, cmvn=ds.cmvn)
+        sub = PackedDataset(ds.entries, cmvn=ds.cmvn)
+        sub.select(keep)
         sub.source = ds.source
         was_training = self.model.training
         with self._autocast():
             out = decode_dataset(self.model, sub, DecodeConfig(methods=["greedy"]), self.device, progress=False)
         self.model.train(was_training)
         hyps = {u: tok.decode(h.tokens) for u, h in out["greedy"].hyps.items()}
-        res = score_tables({e["utt"]: e["text"] for e in keep}, hyps, {e["utt"]: e["lang"] for e in keep},
+        entries = list(sub.entries)
+        res = score_tables({e["utt"]: e["text"] for e in entries}, hyps, {e["utt"]: e["lang"] for e in entries},
                            ref_name=f"{ds.source} (text)", hyp_name="dev greedy hypotheses")
         per_lang: dict[str, list] = {}
         for u in res.utts:
