@@ -141,3 +141,23 @@ def test_cli_as_run_sh_calls_it(tmp_path):
     assert cli.main(["--config", str(conf), "--text", str(data / "text"), "--utt2lang",
                      str(data / "utt2lang"), "--out", str(tmp_path / "t2")]) == 2
     assert not (tmp_path / "t2" / "spm.model").exists()
+
+
+def test_stage4_streaming_equals_in_memory(tmp_path):
+    """Stage 4 reads the data dir in passes instead of holding it: the same draw, the same model."""
+    from justkit.datadir.tables import DataDirError
+    from justkit.text.tokenizer import read_texts_by_lang, train_tokenizer_on_data_dir
+
+    data = tmp_path / "train"
+    data.mkdir()
+    items = sorted((f"{l}_{i:03d}", l, t) for l, v in CORPUS.items() for i, t in enumerate(v))
+    (data / "text").write_text("".join(f"{u} {t}\n" for u, _, t in items), encoding="utf-8")
+    (data / "utt2lang").write_text("".join(f"{u} {l}\n" for u, l, _ in items), encoding="utf-8")
+    for n in (0, 40):  # every transcript, and a language-balanced draw of 40 with repeats of pl
+        cfg = TokenizerConfig(vocab_size=150, hard_vocab_limit=False, lang_alpha=0.3, num_sentences=n, seed=2)
+        train_tokenizer(read_texts_by_lang(data / "text", data / "utt2lang"), tmp_path / f"mem{n}", cfg)
+        train_tokenizer_on_data_dir(data / "text", data / "utt2lang", tmp_path / f"stream{n}", cfg)
+        assert (tmp_path / f"mem{n}/spm.model").read_bytes() == (tmp_path / f"stream{n}/spm.model").read_bytes()
+    (data / "utt2lang").write_text("".join(f"{u} {l}\n" for u, l, _ in reversed(items)), encoding="utf-8")
+    with pytest.raises(DataDirError, match=r"utt2lang: utt de_000 has no language .*not sorted"):
+        train_tokenizer_on_data_dir(data / "text", data / "utt2lang", tmp_path / "bad", cfg)

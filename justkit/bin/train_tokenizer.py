@@ -26,13 +26,12 @@ def build_parser() -> cli.Parser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a, overrides = build_parser().parse(argv)
     from justkit.config import dump_yaml, from_dict, load_section, to_dict
-    from justkit.text.tokenizer import TokenizerConfig, read_texts_by_lang, train_tokenizer
+    from justkit.text.tokenizer import TokenizerConfig, train_tokenizer_on_data_dir
 
     setup_logging(a.out / "log" / "train_tokenizer.log")
     cfg = from_dict(TokenizerConfig, load_section(a.config or None, "tokenizer", overrides),
                     f"{a.config}: tokenizer" if a.config else "tokenizer")
-    texts = read_texts_by_lang(a.text, a.utt2lang)
-    tok = train_tokenizer(texts, a.out, cfg)
+    tok = train_tokenizer_on_data_dir(a.text, a.utt2lang, a.out, cfg)
     dump_yaml({"tokenizer": to_dict(cfg)}, a.out / "config.yaml")
     logger.info("vocab size %d -> %s", tok.vocab_size, a.out)
     return 0

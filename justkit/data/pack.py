@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Unio
 import numpy as np
 
 from justkit.data.manifest import PackedIndex, write_jsonl_with_index
-from justkit.datadir.tables import TableLine, iter_table, read_table
+from justkit.datadir.tables import SortedTableReader, read_table
 from justkit.text.normalize import normalize
 from justkit.text.tokenizer import Tokenizer
 from justkit.errors import JustkitError
@@ -22,89 +22,12 @@ class PackError(JustkitError, ValueError):
     """An utterance cannot be packed; the message names the file and the utterance."""
 
 
-def _utt_key(u: str) -> bytes:
-    return u.encode("utf-8")  # the C-locale byte order of Kaldi's sorted tables
-
-
 def labelled_ids(subset_dirs: Sequence[Union[str, os.PathLike]]) -> set:
     """Union of the utterance ids in ``<dir>/text`` of each limited-supervision data dir."""
     ids: set = set()
     for d in subset_dirs:
         ids.update(read_table(Path(d) / "text", allow_empty_value=True))
     return ids
-
-
-class _SortedTable:
-    """Look up keys, in increasing byte order, in a Kaldi table read as a stream.
-
-    A data dir's tables are sorted (C locale), so packing joins them in one pass over each
-    instead of holding every table in a dict (4 tables x 11M utterances). Keys passed over
-    without being asked for are counted (``skipped``, with the first of them).
-    """
-
-    def __init__(self, path: Path, allow_empty_value: bool = False) -> None:
-        self.path = path
-        self.allow_empty = allow_empty_value
-        self._it = iter_table(path)
-        self._prev: Optional[bytes] = None
-        self._cur: Optional[TableLine] = None
-        self._cur_key: Optional[bytes] = None
-        self.skipped = 0
-        self.first_skipped: Optional[str] = None
-        self._advance()
-
-    def _advance(self) -> None:
-        line = next(self._it, None)
-        if line is not None:
-            if line.error:
-                raise PackError(f"{self.path}:{line.lineno}: {line.error}")
-            if not line.value and not self.allow_empty:
-                raise PackError(f"{self.path}:{line.lineno}: utt {line.key}: no value")
-            key = _utt_key(line.key)
-            if self._prev is not None and key <= self._prev:
-                what = "repeated" if key == self._prev else "out of order (not sorted by id in the C locale)"
-                raise PackError(f"{self.path}:{line.lineno}: utt {line.key} is {what}; "
-                                "utils/fix_data_dir.py sorts a data dir")
-            self._prev = key
-            self._cur_key = key
-        else:
-            self._cur_key = None
-        self._cur = line
-
-    def get(self, utt: str) -> Optional[str]:
-        """The value of ``utt`` (None if the table has no line for it); keys must come in order."""
-        key = _utt_key(utt)
-        while self._cur is not None and self._cur_key < key:
-            self.skipped += 1
-            if self.first_skipped is None:
-                self.first_skipped = self._cur.key
-            self._advance()
-        if self._cur is not None and self._cur_key == key:
-            value = self._cur.value
-            self._advance()
-            return value
-        return None
-
-    def missing(self, utt: str, what: str) -> PackError:
-        """The error for ``utt`` not found: a missing line, or a table out of order."""
-        where = f"line {self._cur.lineno} is {self._cur.key}" if self._cur is not None else "end of file"
-        return PackError(f"{self.path}: utt {utt} has no {what} ({where}; if the line exists, the table "
-                         "is not sorted by id in the C locale: utils/fix_data_dir.py sorts a data dir)")
-
-    def drain(self) -> None:
-        """Pass over every line not consumed yet (they count as skipped)."""
-        while self._cur is not None:
-            self.skipped += 1
-            if self.first_skipped is None:
-                self.first_skipped = self._cur.key
-            self._advance()
-
-    def rest(self) -> Iterator[TableLine]:
-        """The lines not consumed yet (for the table that drives the join)."""
-        while self._cur is not None:
-            line = self._cur
-            self._advance()
-            yield line
 
 
 def iter_examples(
@@ -121,10 +44,9 @@ def iter_examples(
     d = Path(fbank_dir)
     if not unlabelled and tokenizer is None:
         raise PackError(f"{d}: a tokenizer is needed to pack labelled examples")
-    driver = _SortedTable(d / ("feats.scp" if unlabelled else "text"), allow_empty_value=not unlabelled)
-    feats = _SortedTable(d / "feats.scp")
-    frames = _SortedTable(d / "utt2num_frames")
-    langs = _SortedTable(d / "utt2lang")
+    driver = SortedTableReader(d / ("feats.scp" if unlabelled else "text"), allow_empty_value=not unlabelled,
+                               error=PackError)
+    feats, frames, langs = (SortedTableReader(d / n, error=PackError) for n in ("feats.scp", "utt2num_frames", "utt2lang"))
     keep = labelled_ids(labelled_subsets) if labelled_subsets else None
     n_out = n_unk = n_keep_seen = 0
     for line in driver.rest():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping
+from typing import Dict, Iterable, Iterator, Mapping, Optional
 
 from justkit.fileio import atomic_open
 from justkit.errors import JustkitError
@@ -48,6 +48,81 @@ def iter_table(path: str | Path) -> Iterator[TableLine]:
             continue
         parts = line.rstrip("\r").split(maxsplit=1)
         yield TableLine(lineno, parts[0], parts[1].strip() if len(parts) > 1 else "")
+
+
+class SortedTableReader:
+    """Look up keys, in increasing byte order, in a Kaldi table read as a stream.
+
+    A data dir's tables are sorted (C locale), so stages 4 and 5 join them in one pass over
+    each instead of holding every table in a dict (4 tables x 11M utterances). Keys passed
+    over without being asked for are counted (``skipped``, with the first of them). Problems
+    raise ``error`` (DataDirError, or the caller's own kind) naming the file and the line.
+    """
+
+    def __init__(self, path: str | Path, allow_empty_value: bool = False, error: type = DataDirError) -> None:
+        self.path = Path(path)
+        self.allow_empty = allow_empty_value
+        self.error = error
+        self._it = iter_table(path)
+        self._prev: Optional[bytes] = None
+        self._cur: Optional[TableLine] = None
+        self._cur_key: Optional[bytes] = None
+        self.skipped = 0
+        self.first_skipped: Optional[str] = None
+        self._advance()
+
+    def _advance(self) -> None:
+        line = next(self._it, None)
+        if line is not None:
+            if line.error:
+                raise self.error(f"{self.path}:{line.lineno}: {line.error}")
+            if not line.value and not self.allow_empty:
+                raise self.error(f"{self.path}:{line.lineno}: utt {line.key}: no value")
+            key = line.key.encode("utf-8")
+            if self._prev is not None and key <= self._prev:
+                what = "repeated" if key == self._prev else "out of order (not sorted by id in the C locale)"
+                raise self.error(f"{self.path}:{line.lineno}: utt {line.key} is {what}; "
+                                "utils/fix_data_dir.py sorts a data dir")
+            self._prev = key
+            self._cur_key = key
+        else:
+            self._cur_key = None
+        self._cur = line
+
+    def get(self, utt: str) -> Optional[str]:
+        """The value of ``utt`` (None if the table has no line for it); keys must come in order."""
+        key = utt.encode("utf-8")
+        while self._cur is not None and self._cur_key < key:
+            self.skipped += 1
+            if self.first_skipped is None:
+                self.first_skipped = self._cur.key
+            self._advance()
+        if self._cur is not None and self._cur_key == key:
+            value = self._cur.value
+            self._advance()
+            return value
+        return None
+
+    def missing(self, utt: str, what: str) -> Exception:
+        """The error for ``utt`` not found: a missing line, or a table out of order."""
+        where = f"line {self._cur.lineno} is {self._cur.key}" if self._cur is not None else "end of file"
+        return self.error(f"{self.path}: utt {utt} has no {what} ({where}; if the line exists, the table "
+                         "is not sorted by id in the C locale: utils/fix_data_dir.py sorts a data dir)")
+
+    def drain(self) -> None:
+        """Pass over every line not consumed yet (they count as skipped)."""
+        while self._cur is not None:
+            self.skipped += 1
+            if self.first_skipped is None:
+                self.first_skipped = self._cur.key
+            self._advance()
+
+    def rest(self) -> Iterator[TableLine]:
+        """The lines not consumed yet (for the table that drives the join)."""
+        while self._cur is not None:
+            line = self._cur
+            self._advance()
+            yield line
 
 
 def read_table(path: str | Path, allow_empty_value: bool = False) -> Dict[str, str]:

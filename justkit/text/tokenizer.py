@@ -4,9 +4,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import sentencepiece as spm
@@ -117,9 +118,9 @@ def train_tokenizer(
     Every character of every transcript is a required character (so none maps to <unk>,
     whatever the draw left out), and at the end every transcript must round-trip
     (``decode(encode(t)) == t``); otherwise TokenizerError names the first utterance that does
-    not, and nothing is written.
+    not, and nothing is written. (Stage 4 uses :func:`train_tokenizer_on_data_dir`, which
+    does the same without holding the transcripts in memory.)
     """
-    out_dir = Path(out_dir)
     all_items = [(lang, u, t) for lang in sorted(texts_by_lang) for u, t in texts_by_lang[lang]]
     if not all_items:
         raise TokenizerError("train_tokenizer: no transcripts")
@@ -130,10 +131,57 @@ def train_tokenizer(
     sample = sample_by_language(
         {l: [t for _, t in v] for l, v in texts_by_lang.items() if v}, cfg.lang_alpha, total, cfg.seed
     )
-    chars = sorted({c for _, _, t in all_items for c in t if c != " "})
+    chars = {c for _, _, t in all_items for c in t}
     counts = {l: len(v) for l, v in sorted(texts_by_lang.items())}
+    model = _train(sample, chars, counts, cfg)
+    _check_round_trip(model, ((u, l, t) for l, u, t in all_items))
+    return _write(out_dir, model, len(all_items))
+
+
+def train_tokenizer_on_data_dir(
+    text: Union[str, os.PathLike], utt2lang: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+    cfg: TokenizerConfig,
+) -> Tokenizer:
+    """:func:`train_tokenizer` on a data dir's ``text`` and ``utt2lang`` (sorted, as every stage
+    writes them), streaming: three passes over the files (count languages and characters; keep
+    the drawn transcripts; check that every transcript round-trips), so memory holds the
+    ``num_sentences`` drawn transcripts and a byte per utterance, not the corpus (MLS: 11.5M
+    transcripts, ~10 GB as dicts). The model equals :func:`train_tokenizer`'s on the same data.
+    """
+    names: Dict[str, int] = {}
+    codes = array("B")
+    chars: set = set()
+    for _, lang, norm in iter_normalised(text, utt2lang):
+        c = names.get(lang)
+        if c is None:
+            c = names[lang] = len(names)
+        codes.append(c)
+        chars.update(norm)
+    if not codes:
+        raise TokenizerError(f"{text}: no transcripts")
+    lang_of = np.frombuffer(codes, dtype=np.uint8)
+    # Pools of line numbers per language in sorted-language order: the positions (and so the
+    # draw) are those of sample_by_language over the same transcripts.
+    pools = {l: np.nonzero(lang_of == names[l])[0] for l in sorted(names)}
+    counts = {l: len(v) for l, v in pools.items()}
+    from justkit.lang import balanced_draw
+
+    drawn = balanced_draw(pools, cfg.lang_alpha, cfg.num_sentences or len(lang_of), np.random.default_rng(cfg.seed))
+    need = np.zeros(len(lang_of), dtype=bool)
+    need[drawn] = True
+    kept = {i: norm for i, (_, _, norm) in enumerate(iter_normalised(text, utt2lang)) if need[i]}
+    sample = [kept[int(i)] for i in drawn]
+    del kept, need
+    model = _train(sample, chars, counts, cfg)
+    del sample
+    _check_round_trip(model, iter_normalised(text, utt2lang))
+    return _write(out_dir, model, len(lang_of))
+
+
+def _train(sample: Sequence[str], chars: set, counts: Mapping[str, int], cfg: TokenizerConfig) -> bytes:
+    chars = sorted(c for c in chars if c != " ")
     logger.info("training %s sentencepiece, vocab %d, on %d drawn transcripts (alpha %.2f) of %s; %d chars",
-                cfg.model_type, cfg.vocab_size, len(sample), cfg.lang_alpha, counts, len(chars))
+                cfg.model_type, cfg.vocab_size, len(sample), cfg.lang_alpha, dict(counts), len(chars))
     model = io.BytesIO()
     spm.set_random_generator_seed(cfg.seed)
     try:
@@ -152,8 +200,13 @@ def train_tokenizer(
         )
     except RuntimeError as e:
         raise TokenizerError(f"sentencepiece training failed: {e} (adjust vocab_size in the config)") from None
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    for lang, utt, text in all_items:
+    return model.getvalue()
+
+
+def _check_round_trip(model: bytes, items: Iterable[Tuple[str, str, str]]) -> None:
+    """Every (utt, lang, text) must come back from encode + decode, without <unk>."""
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    for utt, lang, text in items:
         ids = sp.encode(text, out_type=int)
         back = sp.decode(ids)
         if back != text or 1 in ids:
@@ -161,13 +214,18 @@ def train_tokenizer(
                 f"utt {utt} ({lang}): transcript does not round-trip through the tokenizer: "
                 f"{text!r} -> {back!r} (ids {ids[:20]}...)"
             )
+
+
+def _write(out_dir: Union[str, os.PathLike], model: bytes, n_checked: int) -> "Tokenizer":
+    out_dir = Path(out_dir)
+    sp = spm.SentencePieceProcessor(model_proto=model)
     with atomic_open(out_dir / "spm.model", "wb", encoding=None) as f:
-        f.write(model.getvalue())
+        f.write(model)
     n = sp.get_piece_size()
     atomic_write_text(out_dir / "spm.vocab",
                       "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(n)))
     atomic_write_text(out_dir / "tokens.txt", "".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(n)))
-    logger.info("wrote %s/spm.model (%d pieces); all %d transcripts round-trip", out_dir, n, len(all_items))
+    logger.info("wrote %s/spm.model (%d pieces); all %d transcripts round-trip", out_dir, n, n_checked)
     return Tokenizer(out_dir / "spm.model")
 
 
@@ -179,20 +237,28 @@ def check_vocab(tok: "Tokenizer", model_vocab: int, model_path: str = "the model
             f"{model_vocab}: not the tokenizer of this model")
 
 
-def read_texts_by_lang(text: Union[str, os.PathLike], utt2lang: Union[str, os.PathLike]) -> Dict[str, List[Tuple[str, str]]]:
-    """``{lang: [(utt, normalised text)]}`` of a data dir's ``text`` and ``utt2lang``; an utterance
-    without a language or with an empty normalised transcript is an error naming it."""
-    from justkit.datadir.tables import DataDirError, read_table
+def iter_normalised(text: Union[str, os.PathLike], utt2lang: Union[str, os.PathLike]) -> Iterator[Tuple[str, str, str]]:
+    """(utt, lang, normalised text) for every line of a data dir's ``text``, joined with its
+    (sorted) ``utt2lang`` in one streaming pass; an utterance without a language or with an
+    empty normalised transcript is an error naming it."""
+    from justkit.datadir.tables import DataDirError, SortedTableReader
     from justkit.text.normalize import normalize
 
-    texts = read_table(text, allow_empty_value=True)
-    langs = read_table(utt2lang)
-    out: Dict[str, List[Tuple[str, str]]] = {}
-    for utt, raw in texts.items():
-        if utt not in langs:
-            raise DataDirError(f"{utt2lang}: utt {utt} (in {text}) has no language")
-        norm = normalize(raw, langs[utt])
+    langs = SortedTableReader(utt2lang)
+    for line in SortedTableReader(text, allow_empty_value=True).rest():
+        lang = langs.get(line.key)
+        if lang is None:
+            raise langs.missing(line.key, f"language (it is in {text})")
+        norm = normalize(line.value, lang)
         if not norm:
-            raise DataDirError(f"{text}: utt {utt}: empty transcript after normalisation ({raw!r})")
-        out.setdefault(langs[utt], []).append((utt, norm))
+            raise DataDirError(f"{text}: utt {line.key}: empty transcript after normalisation ({line.value!r})")
+        yield line.key, lang, norm
+
+
+def read_texts_by_lang(text: Union[str, os.PathLike], utt2lang: Union[str, os.PathLike]) -> Dict[str, List[Tuple[str, str]]]:
+    """``{lang: [(utt, normalised text)]}`` of a data dir's ``text`` and ``utt2lang`` (in memory:
+    small sets; see :func:`iter_normalised`)."""
+    out: Dict[str, List[Tuple[str, str]]] = {}
+    for utt, lang, norm in iter_normalised(text, utt2lang):
+        out.setdefault(lang, []).append((utt, norm))
     return out
