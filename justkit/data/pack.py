@@ -1,4 +1,4 @@
-"""Stage 5: pack a feature dir into jsonl training examples (feats rxspec, frames, tokens, language)."""
+"""Stage 5: pack a feature dir into jsonl training examples (feats rxspec or audio path, frames, tokens, language)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from justkit.datadir.tables import DataDirError, read_table
-from justkit.fileio import atomic_open
+from justkit.fileio import atomic_open, is_pipe
 from justkit.text.normalize import normalize
 from justkit.text.tokenizer import Tokenizer
 from justkit.errors import JustkitError
@@ -41,7 +41,10 @@ def pack_examples(
 ) -> List[Dict[str, Any]]:
     """One example per utterance of ``fbank_dir/text``, sorted by utterance id.
 
-    Reads ``text``, ``utt2lang``, ``feats.scp`` and ``utt2num_frames``. With ``labelled_subsets``
+    Reads ``text``, ``utt2lang``, ``feats.scp`` and ``utt2num_frames``. A dir of stage 3 with
+    ``--feats_type raw`` has no ``feats.scp``: its examples point at the audio instead
+    (``"audio": <wav.scp entry>``, ``"feats": null``; the loader computes fbank on the fly).
+    With ``labelled_subsets``
     only utterances listed in those dirs' ``text`` are ``labelled: true``. ``unlabelled``: audio
     only (an unlabelled pool): every utterance of ``feats.scp`` is packed with
     ``labelled: false``, no tokens and no text, and ``text`` is not read (it need not exist).
@@ -49,14 +52,18 @@ def pack_examples(
     an empty normalised transcript, or a transcript that encodes to <unk> only.
     """
     d = Path(fbank_dir)
+    on_the_fly = not (d / "feats.scp").is_file() and (d / "wav.scp").is_file()
+    src_name = "wav.scp" if on_the_fly else "feats.scp"
+    if on_the_fly:
+        logger.info("%s: no feats.scp: examples point at the audio of wav.scp (fbank on the fly)", d)
     if unlabelled:
-        texts = {u: "" for u in read_table(d / "feats.scp")}
+        texts = {u: "" for u in read_table(d / src_name)}
     else:
         if tokenizer is None:
             raise PackError(f"{d}: a tokenizer is needed to pack labelled examples")
         texts = read_table(d / "text", allow_empty_value=True)
     langs = read_table(d / "utt2lang")
-    feats = read_table(d / "feats.scp")
+    feats = read_table(d / src_name)
     frames = read_table(d / "utt2num_frames")
     keep = labelled_ids(labelled_subsets) if labelled_subsets else None
     if keep is not None:
@@ -65,13 +72,14 @@ def pack_examples(
             logger.info("%d utterance(s) of the labelled subsets are not in %s", missing, d)
     extra = set(feats) - set(texts)
     if extra:
-        logger.warning("%s: %d utterance(s) have feats but no transcript, e.g. %s; not packed",
+        logger.warning("%s: %d utterance(s) have features/audio but no transcript, e.g. %s; not packed",
                        d, len(extra), sorted(extra)[0])
     out: List[Dict[str, Any]] = []
     n_unk = 0
     for utt in sorted(texts, key=_utt_key):
         if utt not in feats:
-            raise PackError(f"{d / 'feats.scp'}: utt {utt} has no feats entry (stage 3 failed for it?)")
+            raise PackError(f"{d / src_name}: utt {utt} has no {'audio' if on_the_fly else 'feats'} entry "
+                            f"(stage 3 failed for it?)")
         if utt not in frames:
             raise PackError(f"{d / 'utt2num_frames'}: utt {utt} has no frame count")
         if utt not in langs:
@@ -83,8 +91,11 @@ def pack_examples(
         if n <= 0:
             raise PackError(f"{d / 'utt2num_frames'}: utt {utt}: {n} frames")
         lang = langs[utt]
+        where = {"feats": None, "audio": feats[utt]} if on_the_fly else {"feats": feats[utt]}
+        if on_the_fly and is_pipe(feats[utt]):
+            raise PackError(f"{d / 'wav.scp'}: utt {utt}: piped commands are not supported; give a file path")
         if unlabelled:
-            out.append({"utt": utt, "feats": feats[utt], "num_frames": n, "tokens": [], "lang": lang,
+            out.append({"utt": utt, **where, "num_frames": n, "tokens": [], "lang": lang,
                         "labelled": False, "text": ""})
             continue
         text = normalize(texts[utt], lang)
@@ -99,7 +110,7 @@ def pack_examples(
             )
         n_unk += tokenizer.unk_id in tokens
         out.append({
-            "utt": utt, "feats": feats[utt], "num_frames": n, "tokens": tokens, "lang": lang,
+            "utt": utt, **where, "num_frames": n, "tokens": tokens, "lang": lang,
             "labelled": keep is None or utt in keep, "text": text,
         })
     if not out:
