@@ -44,7 +44,7 @@ H200_AUDIO_S_PER_S = 3000.0
 
 
 def _audio_entries(data_dir: Path, root: Path, max_utts: int):
-    """(utt, path, bytes) of the first ``max_utts`` wav.scp entries (paths relative to the recipe dir)."""
+    """(utt, path, bytes) of the first ``max_utts`` wav.scp entries (relative paths: to the recipe dir ``root``)."""
     out = []
     for u, v in list(read_table(data_dir / "wav.scp").items())[:max_utts]:
         p = Path(v) if Path(v).is_absolute() else root / v
@@ -61,7 +61,8 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def bench_on_the_fly(name: str, data_dir: Path, max_utts: int, repeats: int, cmvn, max_frames: int) -> list:
+def bench_on_the_fly(name: str, data_dir: Path, root: Path, max_utts: int, repeats: int, cmvn,
+                     max_frames: int) -> list:
     """Rows for the audio of ``data_dir``: the loader worker's on-the-fly paths on one core."""
     import torch
 
@@ -71,7 +72,6 @@ def bench_on_the_fly(name: str, data_dir: Path, max_utts: int, repeats: int, cmv
     from justkit.frontend.resample import resample
 
     torch.set_num_threads(1)
-    root = data_dir.resolve().parents[2] if data_dir.parts[-3:-1] == ("dump", "raw") else data_dir.resolve().parents[1]
     ents = _audio_entries(data_dir, root, max_utts)
     cfg = FbankConfig()
     waves, rates = {}, set()
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         for name, d in (("flac", a.audio), ("opus", a.opus)):
             if not d:
                 continue
-            for rec in bench_on_the_fly(name, Path(d), a.max_utts, a.repeats, cmvn, a.max_frames):
+            for rec in bench_on_the_fly(name, Path(d), root, a.max_utts, a.repeats, cmvn, a.max_frames):
                 records.append(rec)
                 print(f"{rec['audio']:>14} | {rec['method']:>36} | {rec['audio_mb_per_hour']:10.1f} | "
                       f"{rec['x_real_time_per_core']:16.0f} | {rec['node_x_real_time']:12.0f} | "
