@@ -69,7 +69,7 @@ if [ "$feats_type" = raw ]; then
        "CMVN share $cmvn_fraction); logs in $dst/log/fbank.*.log"
   rm -rf "$dst/data"
   stats_opts=(); merge_opts=()
-  if awk "BEGIN { exit !($cmvn_fraction > 0) }"; then
+  if awk -v f="$cmvn_fraction" 'BEGIN { exit !(f > 0) }'; then
     stats_opts=(--cmvn_fraction "$cmvn_fraction" --cmvn_seed "$cmvn_seed" --cmvn_stats "$qdst/split/cmvn.JOB.ark")
     merge_opts=(--cmvn_stats "$dst/split/cmvn.JOB.ark=$dst/cmvn.ark")
   fi

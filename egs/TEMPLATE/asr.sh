@@ -74,7 +74,9 @@ for opt in config init fbank_config token_config decode_config; do
 done
 case "$feats_type" in
   fbank) featdir=dump/fbank ;;
-  raw) featdir=dump/onthefly ;;
+  raw) featdir=dump/onthefly
+       [[ "$cmvn_fraction" =~ ^(0?\.[0-9]+|1|1\.0*)$ ]] && awk -v f="$cmvn_fraction" 'BEGIN { exit !(f > 0) }' || {
+         echo "$0: --cmvn_fraction must be in (0, 1] (stage 6 needs the CMVN stats), got '$cmvn_fraction'" >&2; exit 2; } ;;
   *) echo "$0: --feats_type must be fbank or raw, got '$feats_type'" >&2; exit 2 ;;
 esac
 for l in $langs; do
