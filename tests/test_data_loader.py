@@ -544,6 +544,14 @@ def test_fly_bad_audio_names_jsonl_utt_and_file(tmp_path):
     with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: .*en_002\.flac gives fbank of shape "
                                               r"\(\d+, 80\), expected 7 frames"):
         dataset(lambda r: r.update(audio=wav["en_002"], num_frames=7)).load_feats(1)
+    # the device path's loader (waveforms only) checks the same frame count and names the same things
+    wrong = dataset(lambda r: r.update(audio=wav["en_002"], num_frames=7))
+    wrong.features_on = "device"
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: audio .*en_002\.flac has \d+ samples at "
+                                              r"16000 Hz = \d+ frames, expected 7"):
+        wrong[1]
+    with pytest.raises(PackedDataError, match=r"stored feats, no audio: data\.features_on device needs"):
+        PackedDataset(packed["stored"], fbank=cfg, features_on="device")[0]
     from justkit.fileio import PipeRefused
 
     with pytest.raises(PipeRefused, match=r"bad\.jsonl: utt en_001: audio: 'sox .* is a shell command"):

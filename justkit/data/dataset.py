@@ -135,15 +135,14 @@ class PackedDataset:
         e = self.entries[i]
         if e.get("feats") is None:
             x = self._fly_fbank(e)
-            src = e.get("audio")
+            what = f"audio {e.get('audio')} gives fbank of"
         else:
             x = self._read_feats(e)
-            src = e["feats"]
+            what = f"feats {e['feats']} has"
         if x.ndim != 2 or x.shape[0] != int(e["num_frames"]):
             raise PackedDataError(
-                f"{self.source}: utt {e['utt']}: {'audio' if e.get('feats') is None else 'feats'} {src} "
-                f"gives {'fbank of ' if e.get('feats') is None else ''}shape {x.shape}, "
-                f"expected {e['num_frames']} frames (packed with another fbank config or audio?)"
+                f"{self.source}: utt {e['utt']}: {what} shape {x.shape}, expected {e['num_frames']} frames"
+                + (" (packed with another fbank config or audio?)" if e.get("feats") is None else "")
             )
         if self.cmvn is not None:
             mean, std = self.cmvn
@@ -180,9 +179,9 @@ class PackedDataset:
     def load_wave(self, i: int) -> np.ndarray:
         """16 kHz (the fbank config's rate) float32 samples of audio entry ``i``, resampled if the file
         has another rate, with the utterance's seeded dither added (for ``features_on: device``)."""
-        from justkit.frontend.audio import AudioError, load_audio
+        from justkit.frontend.audio import AudioError
         from justkit.frontend.fbank import dither_noise, num_frames
-        from justkit.frontend.resample import resample
+        from justkit.frontend.shards import fly_samples
 
         e = self.entries[i]
         if e.get("feats") is not None:
@@ -190,12 +189,10 @@ class PackedDataset:
                                   f"device needs examples packed from stage 3 with --feats_type raw")
         src = self._audio_path(e)
         try:
-            x, sr = load_audio(src, e["utt"])
+            x = fly_samples(src, e["utt"], self.fbank)
         except AudioError as err:
             raise PackedDataError(f"{self.source}: utt {e['utt']}: {err}") from None
         fs = int(self.fbank.sample_frequency)
-        if sr != fs:
-            x = resample(x, sr, fs)
         n = num_frames(len(x), self.fbank)
         if n != int(e["num_frames"]):
             raise PackedDataError(

@@ -181,16 +181,21 @@ def in_cmvn_sample(utt: str, fraction: float, seed: int = 0) -> bool:
     return zlib.crc32(f"{seed} {utt}".encode("utf-8")) < fraction * 2**32
 
 
-def fly_features(src: str, utt: str, cfg: FbankConfig) -> np.ndarray:
-    """fbank of one audio file as the on-the-fly loader computes it: decode, resample to the config's
-    rate when the file has another (48 kHz opus straight from stage 1), Kaldi fbank (dither seeded
-    by ``utt``). Raises AudioError / FbankError naming the file and utterance."""
+def fly_samples(src: str, utt: str, cfg: FbankConfig) -> np.ndarray:
+    """Float32 samples of one audio file at the fbank config's rate: decoded, and resampled with
+    stage 2's resampler when the file has another rate (48 kHz opus straight from stage 1).
+    Raises AudioError naming the file and utterance."""
     x, sr = load_audio(src, utt)
     fs = int(cfg.sample_frequency)
-    if sr != fs:
-        x = resample(x, sr, fs)
+    return resample(x, sr, fs) if sr != fs else x
+
+
+def fly_features(src: str, utt: str, cfg: FbankConfig) -> np.ndarray:
+    """fbank of one audio file as the on-the-fly loader computes it: :func:`fly_samples`, then Kaldi
+    fbank (dither seeded by ``utt``). Raises AudioError naming the file and utterance."""
+    x = fly_samples(src, utt, cfg)
     try:
-        return compute_fbank(x, cfg, fs, utt)
+        return compute_fbank(x, cfg, int(cfg.sample_frequency), utt)
     except FbankError as e:
         raise AudioError(src, utt, e.reason) from None
 
