@@ -17,6 +17,9 @@ Sections (each prints its figures and PASS/FAIL; one failing section does not st
      resume: 4 steps + 4 resumed steps == 8 steps, weight for weight.
   f  host syncs: per-frame greedy vs the sync-free search, and the JUST training step, counted by
      torch.cuda.set_sync_debug_mode (HostSyncCounter's Python-level count on the CPU).
+  g  fbank on the device (data.features_on device): compute_fbank_batch + CMVN on padded 16 kHz
+     batches against the loader's per-utterance compute_fbank (max abs difference), and its
+     throughput in x real time against the ~3000x one H200 consumes training paper-size JUST.
 
 Writes the report (markdown) to --out and one JSON record per section to --json.
 """
@@ -379,6 +382,50 @@ def check_syncs(args) -> dict:
             "greedy_sync_free": n_free, "greedy_per_frame": n_sync}
 
 
+# ----------------------------------------------------------------------------- g
+@section("g", "fbank on the device: batched fbank + CMVN vs the loader's per-utterance fbank")
+def check_device_fbank(args) -> dict:
+    import numpy as np
+
+    from justkit.data.loader import device_features
+    from justkit.frontend.fbank import FbankConfig, compute_fbank, num_frames
+
+    dev = torch.device(args.device)
+    cfg = FbankConfig()
+    rng = np.random.default_rng(0)
+    # a training batch's worth: 20000-frame budget at 10-20 s (MLS), zero padded
+    secs = [1.0, 1.3, 0.9, 1.2] if args.dry_run else list(rng.uniform(10, 20, size=13))
+    waves = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in secs]
+    lens = torch.tensor([len(w) for w in waves])
+    wave = torch.zeros(len(waves), int(lens.max()))
+    for i, w in enumerate(waves):
+        wave[i, : len(w)] = torch.from_numpy(w)
+    mean, std = torch.full((80,), 10.0), torch.full((80,), 2.0)
+    batch = {"wave": wave.to(dev), "wave_lens": lens.to(dev), "utts": [f"u{i}" for i in range(len(waves))],
+             "feat_lens": torch.tensor([num_frames(len(w), cfg) for w in waves])}
+    out = device_features(dict(batch), cfg, (mean, std))
+    worst = 0.0
+    for i, w in enumerate(waves):
+        ref = (torch.from_numpy(compute_fbank(w, cfg)) - mean) / std
+        worst = max(worst, _maxdiff(out["feats"][i, : ref.size(0)], ref))
+    reps = 3 if args.dry_run else 50
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        device_features(dict(batch), cfg, (mean, std))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / reps
+    xrt = sum(secs) / dt
+    say(f"{len(waves)} utterances, {sum(secs):.1f} s of audio per batch, {reps} batches timed")
+    say("\n| what | value |\n|---|---|")
+    say(f"| max abs difference from compute_fbank + CMVN (normalised units) | {worst:.2e} |")
+    say(f"| batch time | {dt * 1e3:.2f} ms |")
+    say(f"| x real time | {xrt:.0f} (one H200 training paper-size JUST consumes ~3000) |")
+    return {"ok": worst < 1e-3, "max_abs_diff": worst, "batch_ms": dt * 1e3, "x_real_time": xrt}
+
+
 ARGS: argparse.Namespace
 
 
@@ -386,7 +433,7 @@ def main() -> int:
     global ARGS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry_run", action="store_true", help="tiny sizes on the CPU (what tests/test_benchmarks.py runs)")
-    p.add_argument("--sections", default="abcdef", help="which checks, e.g. 'ace'")
+    p.add_argument("--sections", default="abcdefg", help="which checks, e.g. 'ace'")
     p.add_argument("--mini_steps", type=int, default=300)
     p.add_argument("--paper_steps", type=int, default=30)
     p.add_argument("--paper_max_frames", type=int, default=48000, help="paper batch (frames incl. padding); conf default")
@@ -407,7 +454,8 @@ def main() -> int:
         + (f", CUDA {torch.version.cuda}" if args.device == "cuda" else "")
         + f"; {os.cpu_count()} CPU cores; git {_git_rev()}")
     say(f"command: {' '.join(sys.argv)}")
-    checks = {"a": check_kernels, "b": check_mini, "c": check_paper, "d": check_decode, "e": check_ddp, "f": check_syncs}
+    checks = {"a": check_kernels, "b": check_mini, "c": check_paper, "d": check_decode, "e": check_ddp, "f": check_syncs,
+              "g": check_device_fbank}
     t0 = time.time()
     for k in args.sections:
         checks[k](args)

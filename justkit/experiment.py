@@ -18,6 +18,7 @@ from justkit.train.config import TrainConfig
 
 SECTIONS = ("model", "data", "train", "paths")
 CONFIG_NAME = "config.yaml"
+FBANK_NAME = "fbank.yaml"
 
 
 @dataclasses.dataclass
@@ -41,6 +42,9 @@ class Experiment:
     data: DataConfig
     train: TrainConfig
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+    # The experiment dir it was loaded from (not part of the config): its fbank.yaml, the copy
+    # stage 6 keeps of stage 3's options, is what decoding and packing read first.
+    exp_dir: Optional[str] = dataclasses.field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ dicts and files
     @classmethod
@@ -77,7 +81,9 @@ class Experiment:
             p = p / CONFIG_NAME
         if not p.is_file():
             raise ConfigError(f"{p}: experiment config not found (stage 6 writes it)")
-        return cls.from_dict(load_yaml(p), str(p))
+        exp = cls.from_dict(load_yaml(p), str(p))
+        exp.exp_dir = str(p.parent)
+        return exp
 
     # ------------------------------------------------------------------ resolving
     @classmethod
@@ -108,13 +114,31 @@ class Experiment:
 
     # ------------------------------------------------------------------ what later stages need
     def frontend_config(self) -> Optional[dict]:
-        """The fbank options stage 3 used (``<features>/conf/fbank.yaml``), or None if unknown."""
+        """The fbank options stage 3 used, or None if unknown: the experiment's own copy
+        (``<exp>/fbank.yaml``, written by stage 6 with :meth:`save_frontend`) when loaded from an
+        experiment dir that has one, else ``<features>/conf/fbank.yaml``."""
+        if self.exp_dir:
+            own = Path(self.exp_dir) / FBANK_NAME
+            if own.is_file():
+                return load_yaml(own).get("fbank")
         if not self.paths.features:
             return None
         path = Path(self.paths.features) / "conf" / "fbank.yaml"
         if not path.is_file():
             return None
         return load_yaml(path).get("fbank")
+
+    def save_frontend(self, exp_dir: str | Path) -> Optional[Path]:
+        """Copy stage 3's fbank options to ``<exp_dir>/fbank.yaml`` (atomically), so the features the
+        model was trained on (stored, or computed on the fly by the loader) travel with it; None
+        when stage 3's dir has no options file."""
+        path = Path(self.paths.features) / "conf" / "fbank.yaml" if self.paths.features else None
+        if path is None or not path.is_file():
+            return None
+        fb = load_yaml(path).get("fbank")
+        out = Path(exp_dir) / FBANK_NAME
+        dump_yaml({"fbank": fb}, out)
+        return out
 
 
 def read_feat_dim(features_dir: str | Path) -> Optional[int]:

@@ -582,3 +582,199 @@ def test_labelled_only_keeps_the_index(tmp_path):
     assert isinstance(ds.entries, PackedIndex)
     assert len(ds) == sum(r[3] for r in rows) and ds.labelled.all()
     assert sorted(u for b in collect(loader) for u in b) <= sorted(r[0] for r in rows if r[3])
+
+
+# -- features on the fly (stage 3 --feats_type raw) ----------------------------------------
+def speechy(n, seed, rate=16000):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    f0 = rng.uniform(100, 250)
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 15)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.2 * x / np.abs(x).max() + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def fly_corpus(tmp_path, storage="float32", dither=0.0, n=5):
+    """FLAC files, their stage-3 features (stage 3's own job function) and two packed jsonl files
+    over them: ``stored`` (feats rxspecifiers) and ``fly`` (audio entries, feats null)."""
+    import soundfile as sf
+
+    from justkit.frontend.fbank import FbankConfig
+    from justkit.frontend.shards import fbank_shard
+
+    cfg = FbankConfig(storage=storage, dither=dither)
+    (tmp_path / "audio").mkdir(exist_ok=True)
+    wav = {}
+    for i in range(n):
+        utt = f"en_{i:03d}"
+        path = tmp_path / "audio" / f"{utt}.flac"
+        sf.write(path, speechy(8000 + 1777 * i, i), 16000, format="FLAC", subtype="PCM_16")
+        wav[utt] = str(path)
+    (tmp_path / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wav.items()))
+    scp, frames, bad = fbank_shard(tmp_path / "wav.scp", str(tmp_path / f"feats_{storage}.ark"), cfg)
+    assert not bad
+    out = {}
+    for name, where in (("stored", lambda u: {"feats": scp[u]}), ("fly", lambda u: {"feats": None, "audio": wav[u]})):
+        path = tmp_path / f"{name}_{storage}_{dither}.jsonl"
+        with open(path, "w") as f:
+            for u in sorted(wav):
+                f.write(json.dumps({"utt": u, **where(u), "num_frames": int(frames[u]), "tokens": [3, 4],
+                                    "lang": "en", "labelled": True, "text": "x"}) + "\n")
+        out[name] = path
+    rng = np.random.default_rng(5)
+    cmvn = (rng.normal(10, 1, 80).astype(np.float32), rng.uniform(1, 3, 80).astype(np.float32))
+    return cfg, wav, out, cmvn
+
+
+@pytest.mark.parametrize("dither", [0.0, 1.0])
+def test_fly_feats_equal_stored_float32(tmp_path, dither):
+    """Audio entries: fbank computed in the loader equals stage 3's stored float32 features exactly
+    (same function, same options; a non-zero dither is seeded by the utterance id in both)."""
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path, dither=dither)
+    stored = PackedDataset(packed["stored"], cmvn=cmvn)
+    fly = PackedDataset(packed["fly"], cmvn=cmvn, fbank=cfg)
+    for i in range(len(fly)):
+        a, b = stored[i], fly[i]
+        assert set(a) == set(b) and a["utt"] == b["utt"]
+        np.testing.assert_array_equal(a["feats"], b["feats"])
+        np.testing.assert_array_equal(b["feats"], fly[i]["feats"])  # reproducible
+    # the loader gives identical batches either way (fbank given as the recorded yaml mapping)
+    from justkit.config import to_dict
+
+    for cfg_data in (DataConfig(max_frames=400, num_workers=0), DataConfig(max_frames=400, num_workers=2)):
+        ba = list(build_loader(cfg_data, packed["stored"], cmvn))
+        bb = list(build_loader(cfg_data, packed["fly"], cmvn, fbank=to_dict(cfg)))
+        assert [x["utts"] for x in ba] == [x["utts"] for x in bb]
+        for x, y in zip(ba, bb):
+            assert torch.equal(x["feats"], y["feats"]) and torch.equal(x["feat_lens"], y["feat_lens"])
+
+
+def test_fly_feats_vs_compressed_storage(tmp_path):
+    """Against Kaldi-compressed storage the on-the-fly features differ by the format's quantisation only."""
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path, storage="compressed")
+    stored = PackedDataset(packed["stored"])
+    fly = PackedDataset(packed["fly"], fbank=cfg)
+    for i in range(len(fly)):
+        exact = fly.load_feats(i)
+        col_range = exact.max(0) - exact.min(0)
+        assert (np.abs(stored.load_feats(i) - exact) <= col_range / 64 + 1e-5).all()
+
+
+def test_fly_resamples_48k_audio(tmp_path):
+    """An audio entry at 48 kHz (stage 1's opus rate) is resampled in the worker with stage 2's resampler."""
+    import soundfile as sf
+
+    from justkit.frontend.fbank import FbankConfig, compute_fbank, num_frames
+    from justkit.frontend.resample import output_length, resample
+
+    x = speechy(48000 + 5, 1, 48000)
+    path = tmp_path / "a.flac"
+    sf.write(path, x, 48000, format="FLAC", subtype="PCM_24")
+    cfg = FbankConfig()
+    y, _ = sf.read(path, dtype="float32")
+    n = num_frames(output_length(len(y), 48000, 16000), cfg)
+    row = {"utt": "a", "feats": None, "audio": str(path), "num_frames": n, "tokens": [1], "lang": "en",
+           "labelled": True, "text": "x"}
+    ds = PackedDataset([row], fbank=cfg)
+    np.testing.assert_array_equal(ds.load_feats(0), compute_fbank(resample(y, 48000, 16000), cfg, 16000, "a"))
+
+
+def test_fly_bad_audio_names_jsonl_utt_and_file(tmp_path):
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path, n=3)
+    rows = [json.loads(l) for l in packed["fly"].read_text().splitlines()]
+
+    def dataset(mutate, fbank=cfg):
+        r = [dict(x) for x in rows]
+        mutate(r[1])
+        p = tmp_path / "bad.jsonl"
+        p.write_text("".join(json.dumps(x) + "\n" for x in r))
+        return PackedDataset(p, fbank=fbank)
+
+    Path = type(tmp_path)
+    Path(wav["en_001"]).write_bytes(b"fLaC" + bytes(100))  # corrupt
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: .*en_001\.flac: utterance en_001: "
+                                              r"unreadable or corrupt audio"):
+        dataset(lambda r: None).load_feats(1)
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: .*nope\.flac: .*file not found"):
+        dataset(lambda r: r.update(audio=str(tmp_path / "nope.flac"))).load_feats(1)
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: .*en_002\.flac gives fbank of shape "
+                                              r"\(\d+, 80\), expected 7 frames"):
+        dataset(lambda r: r.update(audio=wav["en_002"], num_frames=7)).load_feats(1)
+    # the device path's loader (waveforms only) checks the same frame count and names the same things
+    wrong = dataset(lambda r: r.update(audio=wav["en_002"], num_frames=7))
+    wrong.features_on = "device"
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: audio .*en_002\.flac has \d+ samples at "
+                                              r"16000 Hz = \d+ frames, expected 7"):
+        wrong[1]
+    with pytest.raises(PackedDataError, match=r"stored feats, no audio: data\.features_on device needs"):
+        PackedDataset(packed["stored"], fbank=cfg, features_on="device")[0]
+    from justkit.fileio import PipeRefused
+
+    with pytest.raises(PipeRefused, match=r"bad\.jsonl: utt en_001: audio: 'sox .* is a shell command"):
+        dataset(lambda r: r.update(audio="sox x.wav -t wav - |")).load_feats(1)
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: neither feats nor audio"):
+        dataset(lambda r: r.pop("audio")).load_feats(1)
+    with pytest.raises(PackedDataError, match=r"bad\.jsonl: utt en_001: audio entry .* but no fbank config"):
+        dataset(lambda r: None, fbank=None).load_feats(1)
+
+
+def test_pack_raw_dir_points_at_audio(tmp_path, spm_model):
+    """Stage 5 on a stage-3 raw dir (wav.scp, no feats.scp): audio entries, feats null; old
+    feats entries still load (the tests above); the loader trains from them."""
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path, n=4)
+    d = tmp_path / "dump" / "onthefly" / "train"
+    d.mkdir(parents=True)
+    rows = [json.loads(l) for l in packed["fly"].read_text().splitlines()]
+    tables = {"wav.scp": {r["utt"]: r["audio"] for r in rows}, "text": {r["utt"]: "hello world" for r in rows},
+              "utt2lang": {r["utt"]: "en" for r in rows}, "utt2num_frames": {r["utt"]: r["num_frames"] for r in rows}}
+    for name, t in tables.items():
+        (d / name).write_text("".join(f"{k} {v}\n" for k, v in sorted(t.items())))
+    out = tmp_path / "train.jsonl"
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 0
+    got = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [(g["utt"], g["audio"], g["feats"], g["num_frames"]) for g in got] == \
+        [(r["utt"], r["audio"], None, r["num_frames"]) for r in rows]
+    batches = list(build_loader(DataConfig(max_frames=1000), out, cmvn, fbank=cfg))
+    assert sum(len(b["utts"]) for b in batches) == len(rows)
+    (d / "wav.scp").write_text("en_000 sox a.wav -t wav - |\n")
+    assert run_pack(["--tokenizer", spm_model, d, out]) == 2  # a piped entry is refused at packing
+
+
+def test_device_features_match_loader_path(tmp_path):
+    """data.features_on device: the loader hands out padded waveforms; device_features (batched fbank +
+    CMVN, here on CPU) gives per utterance the loader path's features within 1e-4 (measured: <= 2e-6
+    in log-mel, before CMVN), zero padding included; the frame counts are the packed ones."""
+    from justkit.data.loader import device_features
+
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path, dither=1.0)
+    ref = {b_utt: f for b in build_loader(DataConfig(max_frames=600), packed["fly"], cmvn, fbank=cfg)
+           for b_utt, f, n in zip(b["utts"], b["feats"], b["feat_lens"]) for f in [f[:n]]}
+    dev_cfg = DataConfig(max_frames=600, features_on="device")
+    n_batches = 0
+    for b in build_loader(dev_cfg, packed["fly"], cmvn, fbank=cfg):
+        assert "feats" not in b and b["wave"].dim() == 2
+        out = device_features(b, cfg, cmvn)
+        assert "wave" not in out and out["feats"].shape[:2] == (len(b["utts"]), int(b["feat_lens"].max()))
+        for utt, f, n in zip(out["utts"], out["feats"], out["feat_lens"]):
+            torch.testing.assert_close(f[:n], ref[utt], atol=1e-4, rtol=0)
+            assert not f[n:].any()
+        n_batches += 1
+    assert n_batches >= 2
+    with pytest.raises(ValueError, match="features_on device does not support SpecAugment"):
+        DataConfig(features_on="device", specaug={"enabled": True})
+    with pytest.raises(ValueError, match="features_on must be loader or device"):
+        DataConfig(features_on="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_features_on_cuda_match_loader_path(tmp_path):
+    from justkit.data.loader import device_features
+
+    cfg, wav, packed, cmvn = fly_corpus(tmp_path)
+    ref = {u: f[:n] for b in build_loader(DataConfig(max_frames=600), packed["fly"], cmvn, fbank=cfg)
+           for u, f, n in zip(b["utts"], b["feats"], b["feat_lens"])}
+    for b in build_loader(DataConfig(max_frames=600, features_on="device"), packed["fly"], cmvn, fbank=cfg):
+        b = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in b.items()}
+        out = device_features(b, cfg, cmvn)
+        assert out["feats"].is_cuda
+        for utt, f, n in zip(out["utts"], out["feats"].cpu(), out["feat_lens"].cpu()):
+            torch.testing.assert_close(f[:n], ref[utt], atol=2e-3, rtol=0)

@@ -201,6 +201,45 @@ def test_run_sh_stages_1_to_8(tmp_path):
     assert Experiment.load(exp).train.max_steps == 3  # --train_args reached the trainer
 
 
+@pytest.mark.slow
+def test_run_sh_feats_type_raw(tmp_path):
+    """--feats_type raw: stage 3 stores no features (frame counts and CMVN from on-the-fly fbank in
+    dump/onthefly/), stage 5 packs audio entries, stages 6-7 compute fbank in the loader, stage 8
+    scores and packs a model whose transcribe gives stage 7's greedy text."""
+    egs = _recipe_copy(tmp_path)
+    r = _run(egs, "--langs", "en pl", "--nj", "2", "--config", "conf/train_e2e.yaml", "--feats_type", "raw",
+             "--codeswitch", "false", "--paper_table", "false", "--train_args", "--train.max_steps 8",
+             "--decode_args", "--decode.methods [greedy]")
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-6000:]
+    for s in range(1, 9):
+        assert f"stage {s} done" in log, f"stage {s} did not report\n{log[-3000:]}"
+    assert not (egs / "dump/fbank").exists()
+    for s in ("train", "dev", "test_en", "test_pl"):
+        d = egs / "dump/onthefly" / s
+        assert not (d / "feats.scp").exists(), s
+        assert [p.name for p in d.glob("*.ark")] == (["cmvn.ark"] if s == "train" else []), s
+        assert not (d / "data").exists(), s
+        frames = read_table(d / "utt2num_frames")
+        assert frames and set(frames) == set(read_table(d / "wav.scp")), s
+    rows = [json.loads(x) for x in (egs / "dump/packed/test_en.jsonl").read_text().splitlines()]
+    assert rows and all(r["feats"] is None and r["audio"].startswith("dump/raw/test_en/") for r in rows)
+    exp = egs / "exp/train_e2e"
+    assert (exp / "fbank.yaml").is_file() and (exp / "model/fbank.yaml").is_file()
+    results = json.loads((exp / "results.json").read_text())
+    assert results["average"]["greedy"]["langs"] == ["en", "pl"]
+    assert 0.0 <= results["average"]["greedy"]["wer"] <= 100.0  # 8 steps: a WER, not a good one
+    assert "| greedy |" in (exp / "RESULTS.md").read_text()
+    wav = egs / "dump/raw/test_en/wav.scp"
+    r = subprocess.run([sys.executable, "-m", "justkit.bin.transcribe", "--model_dir", str(exp / "model"),
+                        "--wav_scp", str(wav), "--out", str(tmp_path / "hyp.txt")], cwd=egs,
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    got = read_table(tmp_path / "hyp.txt", allow_empty_value=True)
+    want = read_table(exp / "decode_greedy_test_en/hyp.txt", allow_empty_value=True)
+    assert got == want
+
+
 def test_run_sh_rejects_unknown_option(tmp_path):
     egs = _recipe_copy(tmp_path)
     r = _run(egs, "--no_such_option", "1", timeout=120)

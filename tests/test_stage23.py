@@ -315,3 +315,59 @@ def test_unknown_storage_is_a_config_error():
 
     with pytest.raises(ValueError, match="storage must be one of"):
         FbankConfig(storage="lilcom")
+
+
+def test_stage3_raw_frames_and_cmvn_match_stored(recipe, stage3):
+    """--feats_type raw stores no features: frame counts from the audio headers equal the stored
+    path's, and the CMVN stats of the on-the-fly fbank (nj=2, summed) equal compute_cmvn's over
+    the stored float32 features."""
+    r = recipe["dir"]
+    run(recipe, "utils/make_fbank.sh", "--feats_type", "raw", "--cmvn_fraction", "1", "--nj", "2", "--cmd",
+        "utils/run.py", "--config", "conf/fbank.yaml", "dump/raw/test", "dump/onthefly/test")
+    dst = r / "dump/onthefly/test"
+    assert not (dst / "feats.scp").exists() and not list(dst.rglob("*.ark.*")) and not (dst / "data").exists()
+    assert (dst / "feat_dim").read_text().strip() == "80"
+    assert (dst / "conf/fbank.yaml").is_file()
+    stored = read_table(stage3["dst"] / "utt2num_frames")
+    assert read_table(dst / "utt2num_frames") == stored
+    assert sorted(read_table(dst / "wav.scp")) == sorted(GOOD)
+    bad = (dst / "bad_utts.txt").read_text().splitlines()
+    assert len(bad) == 1 and bad[0].split()[1] == SHORT and "shorter than one 25 ms frame" in bad[0]
+    stats = kaldiio.load_mat(str(dst / "cmvn.ark"))
+    allf = np.concatenate([stage3["feats1"][u] for u in sorted(stage3["feats1"])]).astype(np.float64)
+    assert stats.shape == (2, 81) and stats[0, 80] == len(allf)
+    np.testing.assert_allclose(stats[0, :80], allf.sum(0), rtol=1e-9)
+    np.testing.assert_allclose(stats[1, :80], (allf ** 2).sum(0), rtol=1e-9)
+
+    # a seeded share: the same sample whatever --nj, stats over exactly the sampled utterances
+    from justkit.frontend.shards import in_cmvn_sample
+
+    for nj in ("1", "2"):
+        run(recipe, "utils/make_fbank.sh", "--feats_type", "raw", "--cmvn_fraction", "0.5", "--cmvn_seed", "3",
+            "--nj", nj, "--cmd", "utils/run.py", "--config", "conf/fbank.yaml", "dump/raw/test",
+            f"dump/onthefly/test_half{nj}")
+    s1, s2 = (kaldiio.load_mat(str(r / f"dump/onthefly/test_half{nj}/cmvn.ark")) for nj in "12")
+    np.testing.assert_allclose(s1, s2, rtol=1e-12)
+    picked = [u for u in stage3["feats1"] if in_cmvn_sample(u, 0.5, 3)]
+    assert 0 < len(picked) < len(stage3["feats1"])
+    assert s1[0, 80] == sum(stage3["feats1"][u].shape[0] for u in picked)
+
+
+def test_stage3_raw_from_48k_opus_and_bad_audio(recipe, stage3):
+    """Stage 3 raw straight on stage 1's 48 kHz opus (the loader resamples on the fly): the frame
+    counts follow the resampling length rule; missing/corrupt/too short audio is listed and dropped;
+    a 0 share writes no CMVN stats; a bad --feats_type or --cmvn_fraction is refused."""
+    r = recipe["dir"]
+    run(recipe, "utils/make_fbank.sh", "--feats_type", "raw", "--nj", "2", "--cmd", "utils/run.py",
+        "--config", "conf/fbank.yaml", "data/test", "dump/onthefly/test48")
+    dst = r / "dump/onthefly/test48"
+    assert read_table(dst / "utt2num_frames") == read_table(stage3["dst"] / "utt2num_frames")
+    assert not (dst / "cmvn.ark").exists()
+    bad = {ln.split()[1]: ln for ln in (dst / "bad_utts.txt").read_text().splitlines()}
+    assert set(bad) == {MISSING, CORRUPT, SHORT}
+    assert "file not found" in bad[MISSING] and "unreadable or corrupt audio" in bad[CORRUPT]
+    p = run(recipe, "utils/make_fbank.sh", "--feats_type", "mfcc", "data/test", "dump/onthefly/x", check=False)
+    assert p.returncode != 0 and "--feats_type must be fbank or raw" in p.stderr
+    p = run(recipe, "utils/make_fbank.sh", "--feats_type", "raw", "--cmvn_fraction", "2", "data/test",
+            "dump/onthefly/x", check=False)
+    assert p.returncode != 0 and "--cmvn_fraction must be a number in [0, 1]" in p.stderr

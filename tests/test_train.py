@@ -407,3 +407,71 @@ def test_config_errors_in_any_section_end_with_one_line_and_exit_2(cli_data, tmp
         main(["--config", str(tmp_path / "conf.yaml"), "--exp", str(tmp_path / "exp"), "--train_data", str(packed),
               "--tokenizer", str(spm), "--devce", "cpu"])
     assert e.value.code == 2 and "unrecognized arguments: --devce" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- features on the fly
+
+
+def make_fly_data(d: Path, n: int = 12) -> tuple[Path, Path, Path]:
+    """16 kHz FLACs, stage 3's outputs over them (features dir with conf/fbank.yaml) and two packed
+    sets: stored float32 features and audio entries. Returns (stored.jsonl, fly.jsonl, features dir)."""
+    import soundfile as sf
+
+    from justkit.config import dump_yaml, to_dict
+    from justkit.frontend.fbank import FbankConfig
+    from justkit.frontend.shards import fbank_shard
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    wav = {}
+    for i in range(n):
+        utt = f"u{i:03d}"
+        t = np.arange(int(rng.integers(5000, 12000))) / 16000
+        x = np.sin(2 * np.pi * rng.uniform(100, 300) * t) * 0.1 + 0.01 * rng.standard_normal(len(t))
+        sf.write(d / f"{utt}.flac", x.astype(np.float32), 16000, format="FLAC", subtype="PCM_16")
+        wav[utt] = str(d / f"{utt}.flac")
+    (d / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wav.items()))
+    cfg = FbankConfig()
+    feats = d / "features"
+    (feats / "conf").mkdir(parents=True)
+    dump_yaml({"fbank": to_dict(cfg)}, feats / "conf" / "fbank.yaml")
+    (feats / "feat_dim").write_text("80\n")
+    scp, frames, _ = fbank_shard(d / "wav.scp", str(feats / "feats.ark"), cfg)
+    out = []
+    tokens = {u: rng.integers(2, 12, size=3).tolist() for u in wav}
+    for name, where in (("stored", lambda u: {"feats": scp[u]}), ("fly", lambda u: {"feats": None, "audio": wav[u]})):
+        with open(d / f"{name}.jsonl", "w") as f:
+            for i, u in enumerate(wav):
+                f.write(json.dumps({"utt": u, **where(u), "num_frames": int(frames[u]),
+                                    "tokens": tokens[u], "lang": "en" if i % 2 else "de",
+                                    "labelled": i % 4 != 0, "text": "x"}) + "\n")
+        out.append(d / f"{name}.jsonl")
+    return out[0], out[1], feats
+
+
+def test_features_on_the_fly_train_as_stored(tmp_path):
+    """Training from audio entries (fbank in the loader) is the same run as from stored float32
+    features; with data.features_on device (fbank + CMVN in the training step, batched) it matches
+    up to float rounding; the experiment keeps its own copy of the fbank options."""
+    from justkit.experiment import Experiment
+    from justkit.frontend.cmvn import accumulate, write_cmvn
+
+    stored, fly, feats = make_fly_data(tmp_path / "data")
+    mats = [kaldiio.load_mat(json.loads(l)["feats"]) for l in stored.read_text().splitlines()]
+    write_cmvn(feats / "cmvn.ark", accumulate(mats))
+    runs = {}
+    for name, packed, on in (("stored", stored, "loader"), ("fly", fly, "loader"), ("device", fly, "device")):
+        cfg = tiny_config(max_steps=3, save_interval=0)
+        cfg["data"]["features_on"] = on
+        cfg["paths"] = {"train": str(packed), "dev": str(packed), "cmvn": str(feats / "cmvn.ark"),
+                        "features": str(feats)}
+        exp = Experiment.from_dict(cfg)
+        Trainer(exp, tmp_path / name).train()
+        runs[name] = tmp_path / name
+    assert_same_run(runs["stored"], runs["fly"])
+    assert_same_run(runs["fly"], runs["device"], rtol=1e-4)
+    exp = Experiment.from_dict({**tiny_config(), "paths": {"features": str(feats)}})
+    assert exp.save_frontend(tmp_path / "fly") == tmp_path / "fly" / "fbank.yaml"
+    (feats / "conf" / "fbank.yaml").unlink()  # the experiment dir's own copy is what is read back
+    exp.save(tmp_path / "fly")
+    assert Experiment.load(tmp_path / "fly").frontend_config()["num_mel_bins"] == 80

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Stage 3: fbank features of a data dir in parallel jobs (kaldiio ark/scp shards).
 #   utils/make_fbank.sh [--nj 4] [--cmd utils/run.py] [--config conf/fbank.yaml] dump/raw/<set> dump/fbank/<set>
+# With --feats_type raw (the data loader computes fbank on the fly) no features are stored: <dst>
+# gets utt2num_frames (from the audio header and the config's framing), feat_dim, conf/fbank.yaml,
+# the source's files (wav.scp, ...) and, with --cmvn_fraction F > 0, cmvn.ark: global CMVN stats of
+# the fbank of a seeded share F of the utterances (1 = all), summed over the jobs.
 # Writes <dst>/data/feats.JOB.ark (+ .scp), <dst>/feats.scp, utt2num_frames, feat_dim,
 # <dst>/conf/fbank.yaml (the options used) and copies the source's other files (wav.scp,
 # text, utt2spk, spk2utt, utt2lang, utt2dur, ...); utterances with missing/unusable audio or shorter than one frame are
@@ -14,7 +18,11 @@ utils=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nj=4
 cmd="$utils/run.py"
 config=conf/fbank.yaml
-help_message="Usage: $0 [--nj N] [--cmd 'utils/run.py ...'] [--config conf/fbank.yaml] <src-data-dir> <dst-dir>"
+feats_type=fbank
+cmvn_fraction=0
+cmvn_seed=0
+help_message="Usage: $0 [--nj N] [--cmd 'utils/run.py ...'] [--config conf/fbank.yaml] [--feats_type fbank|raw]
+       [--cmvn_fraction F (raw: CMVN stats from this share of utterances; 0 = none)] [--cmvn_seed N] <src-data-dir> <dst-dir>"
 . "$utils/parse_options.sh"
 if [ $# -ne 2 ]; then echo "$help_message" >&2; exit 1; fi
 src=${1%/}
@@ -25,6 +33,9 @@ die() { echo "$0: $*" >&2; exit 1; }
 [ -f "$src/segments" ] && die "$src/segments: segmented data dirs are not supported (one file per utterance)"
 [ -f "$config" ] || die "$config: fbank config not found"
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer, got '$nj'"
+[ "$feats_type" = fbank ] || [ "$feats_type" = raw ] || die "--feats_type must be fbank or raw, got '$feats_type'"
+[[ "$cmvn_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || die "--cmvn_fraction must be a number in [0, 1], got '$cmvn_fraction'"
+[[ "$cmvn_seed" =~ ^[0-9]+$ ]] || die "--cmvn_seed must be a non-negative integer, got '$cmvn_seed'"
 [ "$(cd "$src" && pwd -P)" != "$(mkdir -p "$dst" && cd "$dst" && pwd -P)" ] || die "source and destination are the same dir: $src"
 n=$(grep -c . "$src/wav.scp" || true)
 [ "$n" -gt 0 ] || die "$src/wav.scp: no utterances"
@@ -35,21 +46,47 @@ mkdir -p "$dst/log" "$dst/split" "$dst/data" "$dst/conf"
 exec 9>>"$dst/.lock"
 flock -n 9 || die "$dst is being written by another run (lock $dst/.lock); wait for it to end or kill it"
 # Check the config before anything is removed; keep a copy of the options used.
-python - "$config" "$dst/conf/fbank.yaml" <<'PY' || die "$config: invalid fbank config"
+dim=$(python - "$config" "$dst/conf/fbank.yaml" <<'PY'
 import sys
 from justkit.config import dump_yaml, to_dict
 from justkit.frontend.fbank import load_fbank_config
-dump_yaml({"fbank": to_dict(load_fbank_config(sys.argv[1]))}, sys.argv[2])
+cfg = load_fbank_config(sys.argv[1])
+dump_yaml({"fbank": to_dict(cfg)}, sys.argv[2])
+print(cfg.dim)
 PY
+) || die "$config: invalid fbank config"
 # The old index goes first, then the shards it pointed into and any temp leftovers.
-rm -f "$dst/feats.scp" "$dst/utt2num_frames" "$dst/feat_dim"
-rm -f "$dst"/data/feats.*.ark "$dst"/data/feats.*.scp "$dst"/split/fbank.* "$dst"/split/wav.*.scp
+rm -f "$dst/feats.scp" "$dst/utt2num_frames" "$dst/feat_dim" "$dst/cmvn.ark"
+rm -f "$dst"/data/feats.*.ark "$dst"/data/feats.*.scp "$dst"/split/fbank.* "$dst"/split/wav.*.scp "$dst"/split/cmvn.*
 find "$dst/data" -name '.*.tmp' -type f -delete
 "$utils/split_scp.py" "$src/wav.scp" $(for j in $(seq "$nj"); do echo "$dst/split/wav.$j.scp"; done)
 
-echo "$0: fbank of $n utterances of $src with $nj job(s); logs in $dst/log/fbank.*.log"
 eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
 qdst=$(printf '%q' "$dst")  # paths are data in the job's command line, never shell syntax
+
+if [ "$feats_type" = raw ]; then
+  echo "$0: frame counts of $n utterances of $src with $nj job(s) (features on the fly: none stored;" \
+       "CMVN share $cmvn_fraction); logs in $dst/log/fbank.*.log"
+  rm -rf "$dst/data"
+  stats_opts=(); merge_opts=()
+  if awk -v f="$cmvn_fraction" 'BEGIN { exit !(f > 0) }'; then
+    stats_opts=(--cmvn_fraction "$cmvn_fraction" --cmvn_seed "$cmvn_seed" --cmvn_stats "$qdst/split/cmvn.JOB.ark")
+    merge_opts=(--cmvn_stats "$dst/split/cmvn.JOB.ark=$dst/cmvn.ark")
+  fi
+  "${cmd_words[@]}" JOB=1:"$nj" "$dst/log/fbank.JOB.log" \
+    python -m justkit.bin.fbank --feats_type raw --config "$qdst/conf/fbank.yaml" "${stats_opts[@]}" \
+      "$qdst/split/wav.JOB.scp" "$qdst/split/fbank.JOB" \
+    || die "frame counting failed; see the job logs named above ($dst/log/fbank.*.log)"
+  python -m justkit.bin.merge_jobs --nj "$nj" "${merge_opts[@]}" \
+    --table utt2num_frames="$dst/split/fbank.JOB.utt2num_frames" \
+    --bad "$dst/split/fbank.JOB.bad" "$src" "$dst" \
+    || die "merging the job outputs into $dst failed"
+  echo "$dim" > "$dst/feat_dim.tmp" && mv "$dst/feat_dim.tmp" "$dst/feat_dim"
+  echo "$0: done: $dst ($(grep -c . "$dst/utt2num_frames") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad; features on the fly)"
+  exit 0
+fi
+
+echo "$0: fbank of $n utterances of $src with $nj job(s); logs in $dst/log/fbank.*.log"
 "${cmd_words[@]}" JOB=1:"$nj" "$dst/log/fbank.JOB.log" \
   python -m justkit.bin.fbank --config "$qdst/conf/fbank.yaml" --ark "$qdst/data/feats.JOB.ark" \
     "$qdst/split/wav.JOB.scp" "$qdst/split/fbank.JOB" \

@@ -3,6 +3,7 @@
 # links this file as ./asr.sh and its run.sh calls it with the recipe's defaults; only
 # stage 1 (local/data.sh) is the recipe's own. Stages (docs/interfaces.md):
 #   1 local/data.sh -> data/   2 16 kHz audio + code-switch set -> dump/raw/   3 fbank, CMVN -> dump/fbank/
+#     (--feats_type raw: no stored features; frame counts and CMVN -> dump/onthefly/, the loader computes fbank)
 #   4 sentencepiece -> data/token/   5 pack -> dump/packed/   6 train -> exp/<tag>/
 #   7 average + decode -> exp/<tag>/decode_*/   8 score -> exp/<tag>/RESULTS.md (+ paper table)
 set -euo pipefail
@@ -18,6 +19,8 @@ local_data_opts=""        # options for local/data.sh besides --langs/--nj (spli
 config=""                 # experiment config, e.g. conf/train_just.yaml (required)
 tag=""                    # experiment name; default: basename of $config
 fbank_config=conf/fbank.yaml
+feats_type=fbank          # fbank: stage 3 stores features; raw: the data loader computes them from the 16 kHz audio
+cmvn_fraction=1.0         # feats_type raw: share of the training utterances (seeded sample) the CMVN stats come from
 token_config=conf/tokenizer.yaml
 decode_config=conf/decode.yaml
 codeswitch=true           # with >= 2 languages: also make and score a code-switching test set
@@ -42,6 +45,9 @@ Options (default):
   --train_threads N ($train_threads)  CPU training threads (0 = all cores)
   --local_data_opts '...' ()      options for local/data.sh besides --langs/--nj
   --fbank_config F ($fbank_config)  --token_config F ($token_config)  --decode_config F ($decode_config)
+  --feats_type fbank|raw ($feats_type)  fbank: stage 3 stores features (dump/fbank/); raw: none stored, the
+                                  data loader computes them from the audio (dump/onthefly/: frame counts, CMVN)
+  --cmvn_fraction F ($cmvn_fraction)  raw: CMVN stats from this seeded share of the training utterances
   --codeswitch B ($codeswitch) --cs_num N ($cs_num)  code-switching test set (>= 2 languages)
   --labelled_subset NAME ()       keep labels only on data/train_<lang>_NAME (e.g. 9h)
   --init CKPT ()                  fine-tune from this checkpoint's encoder
@@ -66,6 +72,13 @@ for opt in config init fbank_config token_config decode_config; do
   [ -z "$v" ] || [[ "$v" =~ ^[A-Za-z0-9._/+=@:-]+$ ]] || {
     echo "$0: --$opt '$v': a path with spaces or shell characters; rename it (allowed: A-Z a-z 0-9 . _ / + = @ : -)" >&2; exit 2; }
 done
+case "$feats_type" in
+  fbank) featdir=dump/fbank ;;
+  raw) featdir=dump/onthefly
+       [[ "$cmvn_fraction" =~ ^(0?\.[0-9]+|1|1\.0*)$ ]] && awk -v f="$cmvn_fraction" 'BEGIN { exit !(f > 0) }' || {
+         echo "$0: --cmvn_fraction must be in (0, 1] (stage 6 needs the CMVN stats), got '$cmvn_fraction'" >&2; exit 2; } ;;
+  *) echo "$0: --feats_type must be fbank or raw, got '$feats_type'" >&2; exit 2 ;;
+esac
 for l in $langs; do
   [[ "$l" =~ ^[a-z]{2,3}$ ]] || { echo "$0: --langs: '$l' is not a language code (ISO 639: 2-3 lower-case letters)" >&2; exit 2; }
 done
@@ -114,11 +127,22 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   t0=$(date +%s)
-  log "stage 3: fbank + global CMVN"
-  for set in $train_sets $dev_sets $test_sets; do
-    utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set dump/fbank/$set
-  done
-  python -m justkit.bin.compute_cmvn dump/fbank/train dump/fbank/train/cmvn.ark
+  if [ "$feats_type" = raw ]; then
+    # Nothing stored but frame counts (from the audio headers) and the CMVN stats, computed from
+    # fbank of a seeded share of the training utterances in the same jobs.
+    log "stage 3: frame counts + global CMVN (features on the fly)"
+    for set in $train_sets $dev_sets $test_sets; do
+      frac=0; [ "$set" = train ] && frac=$cmvn_fraction
+      utils/make_fbank.sh --feats_type raw --cmvn_fraction "$frac" --nj "$nj" --cmd "$cmd" \
+        --config "$fbank_config" dump/raw/$set $featdir/$set
+    done
+  else
+    log "stage 3: fbank + global CMVN"
+    for set in $train_sets $dev_sets $test_sets; do
+      utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set $featdir/$set
+    done
+    python -m justkit.bin.compute_cmvn $featdir/train $featdir/train/cmvn.ark
+  fi
   stage_time 3 $t0
 fi
 
@@ -141,7 +165,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
         opts+=(--labelled_subset data/train_${l}_${labelled_subset})
       done
     fi
-    python -m justkit.bin.pack_examples --tokenizer data/token/spm.model "${opts[@]}" dump/fbank/$set dump/packed/$set.jsonl
+    python -m justkit.bin.pack_examples --tokenizer data/token/spm.model "${opts[@]}" $featdir/$set dump/packed/$set.jsonl
   done
   stage_time 5 $t0
 fi
@@ -151,7 +175,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: train $config -> $exp (log: $exp/log/train.log; TensorBoard: $exp/tensorboard)"
   mkdir -p $exp/log
   args=(--config "$config" --exp "$exp" --train_data dump/packed/train.jsonl --dev_data dump/packed/dev.jsonl
-        --tokenizer data/token/spm.model --cmvn dump/fbank/train/cmvn.ark --feats_dir dump/fbank/train)
+        --tokenizer data/token/spm.model --cmvn $featdir/train/cmvn.ark --feats_dir $featdir/train)
   [ -n "$init" ] && args+=(--init "$init")
   # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
   args+=($train_args)

@@ -48,6 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     experiment = Experiment.load(exp) if (exp / "config.yaml").is_file() else None
     tok_path = args.tokenizer or (experiment.paths.tokenizer if experiment else "")
     cmvn = args.cmvn or (experiment.paths.cmvn if experiment else "")
+    # stage 3's options as the experiment recorded them: examples packed with audio get the same fbank
+    fbank = experiment.frontend_config() if experiment else None
     if not tok_path:
         from justkit.config import ConfigError
 
@@ -62,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in args.sets:
         name = Path(path).name
         set_name = name[: -len(".jsonl")] if name.endswith(".jsonl") else Path(path).stem
-        ds = PackedDataset(path, cmvn=cmvn or None)
+        ds = PackedDataset(path, cmvn=cmvn or None, fbank=fbank)
         outs = decode_dataset(model, ds, cfg, device, desc=set_name)
         for method, res in outs.items():
             out_dir = exp / f"decode_{method}_{set_name}"

@@ -20,6 +20,8 @@ def build_parser() -> cli.Parser:
                    help="a table the jobs produced, e.g. wav.scp=dump/raw/x/split/resample.JOB.scp (repeatable)")
     p.add_argument("--bad", required=True, metavar="PATTERN", help="the jobs' bad-utterance shards (with JOB)")
     cli.add_bool(p, "feat_dim", False, "write <dst>/feat_dim from the first feats.scp entry")
+    p.add_argument("--cmvn_stats", default="", metavar="PATTERN=OUT",
+                   help="sum the jobs' partial CMVN stats (e.g. dst/split/cmvn.JOB.ark=dst/cmvn.ark)")
     p.add_argument("src", type=Path, help="the data dir the jobs read")
     p.add_argument("dst", type=Path, help="the output data dir")
     return p
@@ -38,7 +40,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not eq or "JOB" not in pattern:
             p.error(f"--table {t!r}: expected NAME=PATTERN with JOB in the pattern")
         tables.append((name, pattern))
+    stats = None
+    if a.cmvn_stats:
+        pattern, eq, out = a.cmvn_stats.partition("=")
+        if not eq or "JOB" not in pattern or not out:
+            p.error(f"--cmvn_stats {a.cmvn_stats!r}: expected PATTERN=OUT with JOB in the pattern")
+        from justkit.frontend.cmvn import stats_to_mean_std, sum_stats, write_cmvn
+
+        stats = sum_stats(pattern.replace("JOB", str(j)) for j in range(1, a.nj + 1))
     finish(a.src, a.dst, a.nj, tables, a.bad, a.feat_dim)
+    if stats is not None:
+        write_cmvn(out, stats)
+        mean, std = stats_to_mean_std(stats)
+        log.info("CMVN stats: %d frames, dim %d, mean in [%.2f, %.2f], std in [%.2f, %.2f] -> %s",
+                 int(stats[0, -1]), len(mean), mean.min(), mean.max(), std.min(), std.max(), out)
     return 0
 
 

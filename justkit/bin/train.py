@@ -81,6 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if old.exists():
                 _warn_changed(load_yaml(old), experiment.to_dict())
             experiment.save(exp)
+            experiment.save_frontend(exp)  # <exp>/fbank.yaml: the features it is trained on
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train", *(argv or sys.argv[1:])]))
         from justkit.train.trainer import Trainer
 

@@ -1,4 +1,5 @@
-"""Dataset over a packed jsonl (stage 5): loads fbank with kaldiio, applies global CMVN and SpecAugment."""
+"""Dataset over a packed jsonl (stage 5): loads fbank with kaldiio (or computes it from the audio on the fly),
+applies global CMVN and SpecAugment."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import kaldiio
 import numpy as np
 
-from justkit.data.manifest import PACKED_KEYS, PackedDataError, PackedIndex, columns  # noqa: F401 (re-exported)
+from justkit.data.manifest import (  # noqa: F401 (PACKED_* re-exported)
+    PACKED_KEYS, PACKED_OPTIONAL_KEYS, PackedDataError, PackedIndex, columns)
 from justkit.data.specaug import SpecAugConfig, spec_augment
 from justkit.fileio import refuse_pipe
+
+FEATURES_ON = ("loader", "device")
 
 Cmvn = Optional[Union[str, os.PathLike, Tuple[np.ndarray, np.ndarray]]]
 
@@ -40,6 +44,15 @@ def resolve_cmvn(cmvn: Cmvn) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     return mean, std
 
 
+def resolve_fbank(fbank: Optional[Any]):
+    """None, a FbankConfig, or the ``fbank:`` mapping of a conf/fbank.yaml -> FbankConfig or None."""
+    if fbank is None:
+        return None
+    from justkit.frontend.fbank import FbankConfig
+
+    return fbank if isinstance(fbank, FbankConfig) else FbankConfig.from_dict(dict(fbank))
+
+
 class PackedDataset:
     """Map-style dataset: item i = dict(utt, feats [T, D] float32, tokens, lang, labelled).
 
@@ -53,6 +66,8 @@ class PackedDataset:
         packed: Union[str, os.PathLike, Sequence[Dict[str, Any]]],
         cmvn: Cmvn = None,
         specaug: Optional[SpecAugConfig] = None,
+        fbank: Optional[Any] = None,
+        features_on: str = "loader",
     ) -> None:
         if isinstance(packed, (str, os.PathLike)):
             self.source = str(packed)
@@ -66,6 +81,13 @@ class PackedDataset:
         self._set_columns()
         self.cmvn = resolve_cmvn(cmvn)
         self.specaug = specaug if specaug is not None and specaug.enabled else None
+        self.fbank = resolve_fbank(fbank)
+        if features_on not in FEATURES_ON:
+            raise ValueError(f"features_on must be one of {FEATURES_ON}, got {features_on!r}")
+        if features_on == "device" and self.specaug is not None:
+            raise ValueError("data.features_on device with SpecAugment is not supported: the masks are drawn on "
+                             "the loader's features (set data.specaug.enabled false, or features_on loader)")
+        self.features_on = features_on
 
     def _set_columns(self) -> None:
         e = self.entries
@@ -99,23 +121,22 @@ class PackedDataset:
         return _Utts(self.entries)
 
     def load_feats(self, i: int) -> np.ndarray:
-        """Features of entry ``i`` with CMVN applied; errors name the utterance and the path."""
+        """Features of entry ``i`` with CMVN applied; errors name the utterance and the path.
+
+        An entry with ``"audio"`` instead of ``"feats"`` (stage 3 with --feats_type raw) gets its
+        fbank computed here, in the DataLoader worker: the same function and options as stage 3
+        (dither seeded by the utterance id, so batches are reproducible and a resume exact)."""
         e = self.entries[i]
-        rx = refuse_pipe(e["feats"], f"{self.source}: utt {e['utt']}: feats")
-        ark = str(rx).rsplit(":", 1)[0]
-        try:
-            x = kaldiio.load_mat(rx)
-        except FileNotFoundError:
-            raise PackedDataError(
-                f"{self.source}: utt {e['utt']}: feats file {ark} not found (re-run stage 3/5)"
-            ) from None
-        except Exception as err:  # kaldiio raises assorted errors on a bad offset or format
-            raise PackedDataError(f"{self.source}: utt {e['utt']}: cannot read feats {rx}: {err}") from None
-        x = np.asarray(x, dtype=np.float32)
+        if e.get("feats") is None:
+            x = self._fly_fbank(e)
+            what = f"audio {e.get('audio')} gives fbank of"
+        else:
+            x = self._read_feats(e)
+            what = f"feats {e['feats']} has"
         if x.ndim != 2 or x.shape[0] != int(e["num_frames"]):
             raise PackedDataError(
-                f"{self.source}: utt {e['utt']}: feats {rx} has shape {x.shape}, "
-                f"expected {e['num_frames']} frames"
+                f"{self.source}: utt {e['utt']}: {what} shape {x.shape}, expected {e['num_frames']} frames"
+                + (" (packed with another fbank config or audio?)" if e.get("feats") is None else "")
             )
         if self.cmvn is not None:
             mean, std = self.cmvn
@@ -126,11 +147,70 @@ class PackedDataset:
             x = (x - mean) / std
         return x
 
+    def _read_feats(self, e: Dict[str, Any]) -> np.ndarray:
+        rx = refuse_pipe(e["feats"], f"{self.source}: utt {e['utt']}: feats")
+        ark = str(rx).rsplit(":", 1)[0]
+        try:
+            x = kaldiio.load_mat(rx)
+        except FileNotFoundError:
+            raise PackedDataError(
+                f"{self.source}: utt {e['utt']}: feats file {ark} not found (re-run stage 3/5)"
+            ) from None
+        except Exception as err:  # kaldiio raises assorted errors on a bad offset or format
+            raise PackedDataError(f"{self.source}: utt {e['utt']}: cannot read feats {rx}: {err}") from None
+        return np.asarray(x, dtype=np.float32)
+
+    def _audio_path(self, e: Dict[str, Any]) -> str:
+        src = e.get("audio")
+        if not isinstance(src, str) or not src:
+            raise PackedDataError(f"{self.source}: utt {e['utt']}: neither feats nor audio given")
+        if self.fbank is None:
+            raise PackedDataError(
+                f"{self.source}: utt {e['utt']}: audio entry (features on the fly) but no fbank config given "
+                f"(the experiment's paths.features/conf/fbank.yaml)")
+        return refuse_pipe(src, f"{self.source}: utt {e['utt']}: audio")
+
+    def load_wave(self, i: int) -> np.ndarray:
+        """16 kHz (the fbank config's rate) float32 samples of audio entry ``i``, resampled if the file
+        has another rate, with the utterance's seeded dither added (for ``features_on: device``)."""
+        from justkit.frontend.audio import AudioError
+        from justkit.frontend.fbank import dither_noise, num_frames
+        from justkit.frontend.shards import fly_samples
+
+        e = self.entries[i]
+        if e.get("feats") is not None:
+            raise PackedDataError(f"{self.source}: utt {e['utt']}: stored feats, no audio: data.features_on "
+                                  f"device needs examples packed from stage 3 with --feats_type raw")
+        src = self._audio_path(e)
+        try:
+            x = fly_samples(src, e["utt"], self.fbank)
+        except AudioError as err:
+            raise PackedDataError(f"{self.source}: utt {e['utt']}: {err}") from None
+        fs = int(self.fbank.sample_frequency)
+        n = num_frames(len(x), self.fbank)
+        if n != int(e["num_frames"]):
+            raise PackedDataError(
+                f"{self.source}: utt {e['utt']}: audio {src} has {len(x)} samples at {fs} Hz = {n} frames, "
+                f"expected {e['num_frames']} (packed with another fbank config or audio?)")
+        noise = dither_noise(len(x), self.fbank, e["utt"])
+        return x if noise is None else x + noise
+
+    def _fly_fbank(self, e: Dict[str, Any]) -> np.ndarray:
+        from justkit.frontend.audio import AudioError
+        from justkit.frontend.shards import fly_features
+
+        src = self._audio_path(e)
+        try:
+            return fly_features(src, e["utt"], self.fbank)
+        except AudioError as err:
+            raise PackedDataError(f"{self.source}: utt {e['utt']}: {err}") from None
+
     def __getitem__(self, i: int) -> Dict[str, Any]:
         e = self.entries[i]
         return {
             "utt": e["utt"],
-            "feats": self.load_feats(i),
+            # features_on device: the 1-D waveform; the training step computes fbank in batch
+            "feats": self.load_wave(i) if self.features_on == "device" else self.load_feats(i),
             "tokens": list(e["tokens"]),
             "lang": e["lang"],
             "labelled": bool(e["labelled"]),

@@ -34,6 +34,12 @@ class DataConfig:
     num_workers: DataLoader worker processes (0 = load in the main process).
     specaug: SpecAugment for ``feats_sup`` (see justkit.data.specaug.SpecAugConfig).
     seed: seed of language sampling, batch order and SpecAugment (with the epoch).
+    features_on: where fbank is computed for examples packed with audio (stage 3 --feats_type raw;
+        ``device`` needs such examples, ``loader`` reads stored features as before): ``loader`` = in the DataLoader workers, per
+        utterance, so batches hold features as with stored ones; ``device`` = the workers only
+        decode (and resample) audio and hand out padded 16 kHz waveforms, and the training step
+        computes fbank + CMVN on the model's device for the whole batch
+        (:func:`device_features`), which frees the CPU cores of a GPU node. Not with SpecAugment.
     """
 
     max_frames: int = 20000
@@ -44,6 +50,7 @@ class DataConfig:
     labelled_share: float = 0.0
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     seed: int = 0
+    features_on: str = "loader"
 
     def __post_init__(self) -> None:
         if isinstance(self.specaug, dict):
@@ -56,6 +63,10 @@ class DataConfig:
             raise ValueError(f"data.buckets must be >= 1, got {self.buckets}")
         if self.epoch_size < 0 or self.num_workers < 0:
             raise ValueError("data.epoch_size and data.num_workers must be >= 0")
+        if self.features_on not in ("loader", "device"):
+            raise ValueError(f"data.features_on must be loader or device, got {self.features_on!r}")
+        if self.features_on == "device" and self.specaug.enabled:
+            raise ValueError("data.features_on device does not support SpecAugment yet (data.specaug.enabled)")
         if not 0.0 <= self.labelled_share < 1.0:
             raise ValueError(f"data.labelled_share must be in [0, 1), got {self.labelled_share}")
 
@@ -80,14 +91,24 @@ class Collate:
     The labelled rows come first (in sampler order, then the unlabelled ones), so that a
     model takes them as ``[:num_labelled]``, a slice whose size the host already knows,
     instead of a boolean index that waits for the device.
+
+    With ``fbank`` (``data.features_on: device``) the items hold 1-D waveforms instead: the batch
+    has ``wave`` [B, N] float32 (zero padded) and ``wave_lens`` [B] instead of ``feats``, and
+    ``feat_lens`` the frames fbank will give (:func:`device_features` computes ``feats``).
     """
 
-    def __init__(self, with_sup: bool = False) -> None:
+    def __init__(self, with_sup: bool = False, fbank: Any = None) -> None:
         self.with_sup = with_sup
+        self.fbank = fbank
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
         items = [it for it in items if it["labelled"]] + [it for it in items if not it["labelled"]]
-        lens = [it["feats"].shape[0] for it in items]
+        if self.fbank is not None:
+            from justkit.frontend.fbank import num_frames
+
+            lens = [num_frames(it["feats"].shape[0], self.fbank) for it in items]
+        else:
+            lens = [it["feats"].shape[0] for it in items]
         t_max = max(lens)
         labelled = [bool(it["labelled"]) for it in items]
         toks = [it["tokens"] if lab else [] for it, lab in zip(items, labelled)]
@@ -96,8 +117,16 @@ class Collate:
         for i, t in enumerate(toks):
             if t:
                 tokens[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-        batch = {
-            "feats": _pad([it["feats"] for it in items], t_max),
+        batch: Dict[str, Any] = {}
+        if self.fbank is not None:
+            wl = [it["feats"].shape[0] for it in items]
+            wave = torch.zeros(len(items), max(wl), dtype=torch.float32)
+            for i, it in enumerate(items):
+                wave[i, : wl[i]].numpy()[...] = it["feats"]
+            batch.update(wave=wave, wave_lens=torch.as_tensor(wl, dtype=torch.long))
+        else:
+            batch["feats"] = _pad([it["feats"] for it in items], t_max)
+        batch.update({
             "feat_lens": torch.as_tensor(lens, dtype=torch.long),
             "tokens": tokens,
             "token_lens": torch.as_tensor([len(t) for t in toks], dtype=torch.long),
@@ -105,10 +134,33 @@ class Collate:
             "num_labelled": sum(labelled),
             "langs": [it["lang"] for it in items],
             "utts": [it["utt"] for it in items],
-        }
+        })
         if self.with_sup:
             batch["feats_sup"] = _pad([it.get("feats_sup", it["feats"]) for it in items], t_max)
         return batch
+
+
+def device_features(batch: Dict[str, Any], fbank: Any, cmvn: Optional[tuple] = None) -> Dict[str, Any]:
+    """``data.features_on: device``: fbank + CMVN of ``batch["wave"]`` on the tensor's device, in batch
+    (:func:`justkit.frontend.fbank.compute_fbank_batch`); returns the batch with ``feats`` [B, T, D]
+    (zero padded, as the loader pads) in place of ``wave``/``wave_lens``. A batch without ``wave``
+    is returned as it is. ``cmvn``: (mean, std) arrays or tensors [D]."""
+    if "wave" not in batch:
+        return batch
+    from justkit.frontend.fbank import compute_fbank_batch
+
+    wave, wave_lens = batch["wave"], batch["wave_lens"]
+    feats, frames = compute_fbank_batch(wave, wave_lens, fbank)
+    if not torch.equal(frames.cpu(), batch["feat_lens"].cpu()):
+        raise ValueError(f"device fbank frames {frames.tolist()} != packed frames {batch['feat_lens'].tolist()} "
+                         f"(batch with {', '.join(batch.get('utts', [])[:4])} ...)")
+    if cmvn is not None:
+        mean, std = (torch.as_tensor(a, dtype=torch.float32, device=feats.device) for a in cmvn)
+        valid = (torch.arange(feats.size(1), device=feats.device)[None, :] < frames[:, None])[:, :, None]
+        feats = ((feats - mean) / std) * valid
+    out = {k: v for k, v in batch.items() if k not in ("wave", "wave_lens")}
+    out["feats"] = feats
+    return out
 
 
 class ResumableDataLoader(DataLoader):
@@ -154,6 +206,7 @@ def build_loader(
     max_frames: Optional[int] = None,
     pin_memory: bool = False,
     labelled_only: bool = False,
+    fbank: Any = None,
 ) -> ResumableDataLoader:
     """DataLoader over a packed jsonl for DDP ``rank`` of ``world_size``.
 
@@ -164,11 +217,13 @@ def build_loader(
     faster copies to a GPU. ``labelled_only`` keeps the labelled examples only (a supervised
     model has no use for the others). Workers only load and collate, so the batches do not depend on
     ``cfg.num_workers``. Relative feats paths in the jsonl resolve against the working
-    directory (the recipe dir, as run.sh runs every stage there).
+    directory (the recipe dir, as run.sh runs every stage there). ``fbank`` (a FbankConfig or the
+    ``fbank:`` mapping stage 3 recorded) is needed for examples packed with audio (features on the
+    fly; ``cfg.features_on`` says where they are computed).
     """
     seed = cfg.seed if seed is None else int(seed)
     specaug = cfg.specaug if train and cfg.specaug.enabled else None
-    dataset = PackedDataset(jsonl, cmvn=cmvn, specaug=specaug)
+    dataset = PackedDataset(jsonl, cmvn=cmvn, specaug=specaug, fbank=fbank, features_on=cfg.features_on)
     if labelled_only:
         dataset.select(dataset.labelled)
         if not len(dataset):
@@ -194,7 +249,8 @@ def build_loader(
     return ResumableDataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=Collate(with_sup=specaug is not None),
+        collate_fn=Collate(with_sup=specaug is not None,
+                           fbank=dataset.fbank if cfg.features_on == "device" else None),
         num_workers=cfg.num_workers,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=cfg.num_workers > 0,  # workers live across epochs

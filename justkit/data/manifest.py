@@ -29,6 +29,9 @@ from justkit.fileio import atomic_open
 log = logging.getLogger(__name__)
 
 PACKED_KEYS = ("utt", "feats", "num_frames", "tokens", "lang", "labelled", "text")
+# Optional: "audio" (the wav.scp entry) when "feats" is null: fbank is computed on the fly
+# (stage 3 with --feats_type raw; docs/interfaces.md).
+PACKED_OPTIONAL_KEYS = ("audio",)
 INDEX_VERSION = 1
 INDEX_DTYPE = np.dtype([
     ("offset", "<i8"), ("nbytes", "<i4"), ("line", "<i4"), ("num_frames", "<i4"),

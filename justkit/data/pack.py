@@ -1,4 +1,4 @@
-"""Stage 5: pack a feature dir into jsonl training examples (feats rxspec, frames, tokens, language)."""
+"""Stage 5: pack a feature dir into jsonl training examples (feats rxspec or audio path, frames, tokens, language)."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +11,7 @@ import numpy as np
 
 from justkit.data.manifest import PackedIndex, write_jsonl_with_index
 from justkit.datadir.tables import SortedTableReader, read_table
+from justkit.fileio import is_pipe
 from justkit.text.normalize import normalize
 from justkit.text.tokenizer import Tokenizer
 from justkit.errors import JustkitError
@@ -44,16 +45,20 @@ def iter_examples(
     d = Path(fbank_dir)
     if not unlabelled and tokenizer is None:
         raise PackError(f"{d}: a tokenizer is needed to pack labelled examples")
-    driver = SortedTableReader(d / ("feats.scp" if unlabelled else "text"), allow_empty_value=not unlabelled,
+    on_the_fly = not (d / "feats.scp").is_file() and (d / "wav.scp").is_file()
+    src_name = "wav.scp" if on_the_fly else "feats.scp"
+    if on_the_fly:
+        logger.info("%s: no feats.scp: examples point at the audio of wav.scp (fbank on the fly)", d)
+    driver = SortedTableReader(d / (src_name if unlabelled else "text"), allow_empty_value=not unlabelled,
                                error=PackError)
-    feats, frames, langs = (SortedTableReader(d / n, error=PackError) for n in ("feats.scp", "utt2num_frames", "utt2lang"))
+    feats, frames, langs = (SortedTableReader(d / n, error=PackError) for n in (src_name, "utt2num_frames", "utt2lang"))
     keep = labelled_ids(labelled_subsets) if labelled_subsets else None
     n_out = n_unk = n_keep_seen = 0
     for line in driver.rest():
         utt = line.key
         feat = feats.get(utt)
         if feat is None:
-            raise feats.missing(utt, "feats entry (did stage 3 fail for it?)")
+            raise feats.missing(utt, f"{'audio' if on_the_fly else 'feats'} entry (did stage 3 fail for it?)")
         nf = frames.get(utt)
         if nf is None:
             raise frames.missing(utt, "frame count")
@@ -67,8 +72,11 @@ def iter_examples(
         if n <= 0:
             raise PackError(f"{d / 'utt2num_frames'}: utt {utt}: {n} frames")
         n_out += 1
+        where = {"feats": None, "audio": feat} if on_the_fly else {"feats": feat}
+        if on_the_fly and is_pipe(feat):
+            raise PackError(f"{d / 'wav.scp'}: utt {utt}: piped commands are not supported; give a file path")
         if unlabelled:
-            yield {"utt": utt, "feats": feat, "num_frames": n, "tokens": [], "lang": lang,
+            yield {"utt": utt, **where, "num_frames": n, "tokens": [], "lang": lang,
                    "labelled": False, "text": ""}
             continue
         text = normalize(line.value, lang)
@@ -84,13 +92,13 @@ def iter_examples(
         n_unk += tokenizer.unk_id in tokens
         lab = keep is None or utt in keep
         n_keep_seen += keep is not None and lab
-        yield {"utt": utt, "feats": feat, "num_frames": n, "tokens": tokens, "lang": lang,
+        yield {"utt": utt, **where, "num_frames": n, "tokens": tokens, "lang": lang,
                "labelled": lab, "text": text}
     if not n_out:
         raise PackError(f"{driver.path}: no utterances to pack")
     feats.drain()  # feats left over have no transcript
     if feats.skipped:
-        logger.warning("%s: %d utterance(s) have feats but no transcript, e.g. %s; not packed",
+        logger.warning("%s: %d utterance(s) have features/audio but no transcript, e.g. %s; not packed",
                        d, feats.skipped, feats.first_skipped)
     if keep is not None and n_keep_seen < len(keep):
         logger.info("%d utterance(s) of the labelled subsets are not in %s", len(keep) - n_keep_seen, d)
@@ -108,7 +116,9 @@ def pack_examples(
     stage 5 streams :func:`iter_examples` into :func:`write_packed`).
 
     Reads ``text``, ``utt2lang``, ``feats.scp`` and ``utt2num_frames`` (sorted, as every stage
-    writes them). With ``labelled_subsets``
+    writes them). A dir of stage 3 with ``--feats_type raw`` has no ``feats.scp``: its examples
+    point at the audio instead (``"audio": <wav.scp entry>``, ``"feats": null``; the loader
+    computes fbank on the fly). With ``labelled_subsets``
     only utterances listed in those dirs' ``text`` are ``labelled: true``. ``unlabelled``: audio
     only (an unlabelled pool): every utterance of ``feats.scp`` is packed with
     ``labelled: false``, no tokens and no text, and ``text`` is not read (it need not exist).

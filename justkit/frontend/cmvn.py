@@ -100,6 +100,42 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> n
     return stats
 
 
+def write_stats_shard(path: str | Path, stats: np.ndarray) -> None:
+    """Write one job's partial stats ``[2, D+1]`` (a frame count of 0 is allowed), atomically."""
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
+        raise CmvnError(f"{path}: CMVN stats must be a 2 x (D+1) matrix, got shape {stats.shape}")
+    with atomic_open(path, "wb", encoding=None) as f:
+        kaldiio.save_mat(f, stats)
+
+
+def sum_stats(paths: Iterable[str | Path]) -> np.ndarray:
+    """Sum of the partial stats of parallel jobs (Kaldi stats are additive); every file must exist
+    and have the same dim, and the total frame count must be > 0."""
+    total: Optional[np.ndarray] = None
+    names = []
+    for p in paths:
+        names.append(str(p))
+        refuse_pipe(str(p), "CMVN stats")
+        try:
+            s = np.asarray(kaldiio.load_mat(str(p)), dtype=np.float64)
+        except FileNotFoundError:
+            raise CmvnError(f"{p}: partial CMVN stats not found (did the job finish? see its log)") from None
+        except Exception as e:
+            raise CmvnError(f"{p}: cannot read partial CMVN stats ({e})") from None
+        if s.ndim != 2 or s.shape[0] != 2 or s.shape[1] < 2:
+            raise CmvnError(f"{p}: CMVN stats must be a 2 x (D+1) matrix, got shape {s.shape}")
+        if total is None:
+            total = np.zeros_like(s)
+        elif s.shape != total.shape:
+            raise CmvnError(f"{p}: stats of shape {s.shape}, but {names[0]} has {total.shape}")
+        total += s
+    if total is None:
+        raise CmvnError("no partial CMVN stats to sum")
+    _check_stats(total, " + ".join(names[:3]) + (" ..." if len(names) > 3 else ""))
+    return total
+
+
 def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
     """Write stats as one Kaldi binary matrix (readable by ``copy-matrix``/``kaldiio.load_mat``), atomically."""
     stats = np.asarray(stats, dtype=np.float64)

@@ -156,8 +156,92 @@ def compute_fbank(samples: np.ndarray | torch.Tensor, cfg: FbankConfig, sample_r
     if cfg.dither != 0.0:
         # Kaldi dithers each frame; adding the noise to the waveform is equivalent in
         # distribution and keeps torchaudio's framing. Seeded by the utterance id.
-        g = torch.Generator().manual_seed(zlib.crc32((utt or "").encode("utf-8")))
-        x = x + cfg.dither * torch.randn(x.shape, generator=g)
+        x = x + _dither(x.numel(), cfg, utt)
     with torch.inference_mode():
         feats = kaldi.fbank(x.unsqueeze(0), **cfg.kaldi_kwargs())
     return feats.numpy()
+
+
+def frame_counts(num_samples: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
+    """:func:`num_frames` of every entry of an integer tensor of sample counts (same device)."""
+    import torch
+
+    n = num_samples.long()
+    if cfg.snip_edges:
+        return torch.where(n < cfg.window_size, torch.zeros_like(n), 1 + (n - cfg.window_size) // cfg.window_shift)
+    return (n + cfg.window_shift // 2) // cfg.window_shift
+
+
+def compute_fbank_batch(waves: torch.Tensor, lengths: torch.Tensor, cfg: FbankConfig) -> tuple:
+    """Batched :func:`compute_fbank` on the tensors' device: ``waves`` [B, N] float samples in
+    [-1, 1] (zero padded, already dithered if the config dithers), ``lengths`` [B] samples.
+
+    Returns ``(feats [B, T, D] float32, frames [B] long)``; rows past their frame count are 0.
+    With ``snip_edges`` and no energy column (stage 3's config) it frames the whole batch at
+    once (unfold, DC removal, pre-emphasis, window, one rfft, one mel matmul), the same
+    arithmetic as torchaudio's Kaldi fbank, so each row equals compute_fbank of that
+    utterance up to float rounding (tests/test_fbank.py pins the tolerance); other options
+    fall back to torchaudio per row.
+    """
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+
+    if waves.dim() != 2 or lengths.dim() != 1 or lengths.numel() != waves.size(0):
+        raise ValueError(f"expected waves [B, N] and lengths [B], got {tuple(waves.shape)} and {tuple(lengths.shape)}")
+    frames = frame_counts(lengths.to(waves.device), cfg)
+    t_max = int(frames.max()) if frames.numel() else 0
+    if t_max == 0:
+        raise FbankError(None, f"every utterance of the batch is shorter than one {cfg.frame_length_ms:g} ms frame")
+    x = waves.to(torch.float32) * 32768.0
+    if not cfg.snip_edges or cfg.use_energy:
+        out = torch.zeros(waves.size(0), t_max, cfg.dim, device=waves.device)
+        with torch.inference_mode():
+            for b in range(waves.size(0)):
+                n = int(lengths[b])
+                if int(frames[b]) > 0:
+                    f = kaldi.fbank(x[b, :n].unsqueeze(0), **cfg.kaldi_kwargs())
+                    out[b, : f.size(0)] = f
+        return out, frames
+    win, shift = cfg.window_size, cfg.window_shift
+    padded = 1 << (win - 1).bit_length() if cfg.round_to_power_of_two else win
+    need = (t_max - 1) * shift + win
+    if x.size(1) < need:
+        x = torch.nn.functional.pad(x, (0, need - x.size(1)))
+    with torch.inference_mode():
+        fr = x.unfold(1, win, shift)[:, :t_max]                      # [B, T, win]
+        if cfg.remove_dc_offset:
+            fr = fr - fr.mean(dim=2, keepdim=True)
+        if cfg.preemphasis_coefficient != 0.0:
+            prev = torch.cat([fr[:, :, :1], fr[:, :, :-1]], dim=2)
+            fr = fr - cfg.preemphasis_coefficient * prev
+        window = kaldi._feature_window_function(cfg.window_type, win, cfg.blackman_coeff, fr.device, fr.dtype)
+        fr = fr * window
+        spec = torch.fft.rfft(fr, n=padded).abs()                       # zero-pads to ``padded``
+        if cfg.use_power:
+            spec = spec.pow(2.0)
+        mel, _ = kaldi.get_mel_banks(cfg.num_mel_bins, padded, cfg.sample_frequency, cfg.low_freq,
+                                     cfg.high_freq, 100.0, -500.0, 1.0)
+        mel = torch.nn.functional.pad(mel.to(fr.device, fr.dtype), (0, 1))
+        feats = spec @ mel.T
+        if cfg.use_log_fbank:
+            feats = feats.clamp_min(torch.finfo(feats.dtype).eps).log()
+        valid = torch.arange(t_max, device=fr.device)[None, :] < frames[:, None]
+        feats = feats * valid[:, :, None]
+    return feats.clone(), frames
+
+
+def dither_noise(num_samples: int, cfg: FbankConfig, utt: Optional[str]) -> Optional[np.ndarray]:
+    """The dither :func:`compute_fbank` adds to ``utt`` (seeded by its id), in sample units of [-1, 1],
+    so that a caller that computes fbank elsewhere (on the GPU, :func:`compute_fbank_batch`) adds
+    the same noise; None when the config does not dither."""
+    if cfg.dither == 0.0:
+        return None
+    return (_dither(num_samples, cfg, utt) / 32768.0).numpy()
+
+
+def _dither(num_samples: int, cfg: FbankConfig, utt: Optional[str]) -> torch.Tensor:
+    """Gaussian dither in Kaldi's 16-bit sample units, from a generator seeded by the utterance id."""
+    import torch
+
+    g = torch.Generator().manual_seed(zlib.crc32((utt or "").encode("utf-8")))
+    return cfg.dither * torch.randn(num_samples, generator=g)

@@ -1,4 +1,5 @@
-"""The per-shard jobs of stages 2 and 3: resample one wav.scp shard to FLAC, fbank one shard to a kaldiio ark.
+"""The per-shard jobs of stages 2 and 3: resample one wav.scp shard to FLAC, fbank one shard to a kaldiio ark
+(or, for features computed on the fly, frame counts and partial CMVN stats only).
 
 ``utils/resample_data_dir.sh`` and ``utils/make_fbank.sh`` run them through ``justkit.bin.resample``
 and ``justkit.bin.fbank``, one job per shard; ``justkit.datadir.jobs`` merges the shards' tables.
@@ -11,13 +12,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import kaldiio
+import numpy as np
 
 from justkit.datadir.badutts import BadUtt
 from justkit.datadir.tables import read_table
 from justkit.errors import JustkitError
 from justkit.fileio import atomic_open, is_pipe
 from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
-from justkit.frontend.fbank import STORAGE_FORMATS, FbankConfig, FbankError, compute_fbank
+from justkit.frontend.cmvn import add_to_stats
+from justkit.frontend.fbank import STORAGE_FORMATS, FbankConfig, FbankError, compute_fbank, num_frames
 from justkit.frontend.resample import output_length, resample
 from justkit.progress import ProgressLog
 
@@ -165,3 +168,85 @@ def fbank_shard(wav_scp: Path, ark: str, cfg: FbankConfig, progress_every: float
     prog.finish()
     log.info("%s: %d utterances -> %s, %d bad", wav_scp, len(scp), ark, len(bad))
     return scp, frames, bad
+
+
+def in_cmvn_sample(utt: str, fraction: float, seed: int = 0) -> bool:
+    """Whether ``utt`` is in the seeded CMVN sample of share ``fraction`` (1: every utterance).
+
+    Decided by a hash of the seed and the id alone, so the sample does not depend on --nj."""
+    if fraction >= 1.0:
+        return True
+    if fraction <= 0.0:
+        return False
+    return zlib.crc32(f"{seed} {utt}".encode("utf-8")) < fraction * 2**32
+
+
+def fly_samples(src: str, utt: str, cfg: FbankConfig) -> np.ndarray:
+    """Float32 samples of one audio file at the fbank config's rate: decoded, and resampled with
+    stage 2's resampler when the file has another rate (48 kHz opus straight from stage 1).
+    Raises AudioError naming the file and utterance."""
+    x, sr = load_audio(src, utt)
+    fs = int(cfg.sample_frequency)
+    return resample(x, sr, fs) if sr != fs else x
+
+
+def fly_features(src: str, utt: str, cfg: FbankConfig) -> np.ndarray:
+    """fbank of one audio file as the on-the-fly loader computes it: :func:`fly_samples`, then Kaldi
+    fbank (dither seeded by ``utt``). Raises AudioError naming the file and utterance."""
+    x = fly_samples(src, utt, cfg)
+    try:
+        return compute_fbank(x, cfg, int(cfg.sample_frequency), utt)
+    except FbankError as e:
+        raise AudioError(src, utt, e.reason) from None
+
+
+def raw_shard(wav_scp: Path, cfg: FbankConfig, cmvn_fraction: float = 0.0, cmvn_seed: int = 0,
+              progress_every: float = 10.0) -> Tuple[Dict[str, str], List[BadUtt], Optional[np.ndarray]]:
+    """Stage 3 for features computed on the fly: no features are stored.
+
+    Returns (utt2num_frames, bad utterances, partial CMVN stats ``[2, D+1]`` or None when
+    ``cmvn_fraction`` is 0). The frame count comes from the audio header (FLAC: exact sample
+    count; Ogg is decoded, its header length is not exact) through the fbank framing
+    (:func:`justkit.frontend.fbank.num_frames`, after the resampling length rule when the
+    file's rate differs from the config's). Utterances in the CMVN sample
+    (:func:`in_cmvn_sample`) are decoded and their fbank computed, exactly as the loader will.
+    Missing/corrupt audio, piped entries and audio shorter than one frame are bad utterances.
+    """
+    table = read_table(wav_scp)
+    frames: Dict[str, str] = {}
+    bad: List[BadUtt] = []
+    stats = np.zeros((2, cfg.dim + 1), dtype=np.float64) if cmvn_fraction > 0 else None
+    fs = int(cfg.sample_frequency)
+    prog = ProgressLog(f"frames {wav_scp.name}", len(table), progress_every, log)
+    for utt, src in table.items():
+        if is_pipe(src):
+            problem = "piped commands in wav.scp are not supported; give a file path"
+            log.warning("%s: utterance %s: %s", wav_scp, utt, problem)
+            bad.append(BadUtt(utt, src, problem))
+            prog.update()
+            continue
+        try:
+            if stats is not None and in_cmvn_sample(utt, cmvn_fraction, cmvn_seed):
+                feats = fly_features(src, utt, cfg)
+                add_to_stats(stats, feats)
+                n = feats.shape[0]
+            else:
+                if Path(src).suffix.lower() in (".opus", ".ogg", ".oga"):
+                    x, sr = load_audio(src, utt)
+                    samples = len(x)
+                else:
+                    samples, sr, _ = audio_info(src, utt)
+                n = num_frames(output_length(samples, sr, fs) if sr != fs else samples, cfg)
+                if n <= 0:
+                    raise AudioError(src, utt, f"shorter than one {cfg.frame_length_ms:g} ms frame")
+        except AudioError as e:
+            log.warning("bad utterance: %s", e)
+            bad.append(BadUtt(utt, src, e.reason))
+            prog.update()
+            continue
+        frames[utt] = str(n)
+        prog.update(1, n * cfg.frame_shift_ms / 1000)
+    prog.finish()
+    log.info("%s: %d utterances counted, %d bad%s", wav_scp, len(frames), len(bad),
+             f", CMVN stats over {int(stats[0, -1])} frames" if stats is not None else "")
+    return frames, bad, stats

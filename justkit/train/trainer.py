@@ -67,6 +67,9 @@ class Trainer:
         if not paths.train:
             raise ConfigError("paths.train: no training set given (the packed jsonl of stage 5)")
         train_jsonl, dev_jsonl, cmvn = paths.train, paths.dev or None, paths.cmvn or None
+        # stage 3's fbank options: the loader (or, with data.features_on device, the training step)
+        # computes features with them for examples packed with audio
+        fbank = experiment.frontend_config()
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots",
@@ -87,8 +90,9 @@ class Trainer:
         supervised_only = not getattr(self.model, "unsupervised", True)
         self.train_loader = build_loader(
             self.data_cfg, train_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size, train=True,
-            labelled_only=supervised_only, pin_memory=self.device.type == "cuda",
+            labelled_only=supervised_only, pin_memory=self.device.type == "cuda", fbank=fbank,
         )
+        self._device_cmvn = self.train_loader.dataset.cmvn
         if self.dist.is_main:
             ds = self.train_loader.dataset
             n_lab = int(ds.labelled.sum())
@@ -99,6 +103,7 @@ class Trainer:
             self.dev_loader = build_loader(
                 self.data_cfg, dev_jsonl, cmvn, rank=self.dist.rank, world_size=self.dist.world_size,
                 train=False, max_frames=self.cfg.dev_max_frames or None, pin_memory=self.device.type == "cuda",
+                fbank=fbank,
             )
         self.step = 0
         self.skipped_total = 0
@@ -113,6 +118,15 @@ class Trainer:
         self.balance: dict[str, float] = {}  # latest gradient-balance measurement
 
     # ------------------------------------------------------------------ set-up
+    def _to_device(self, batch: dict) -> dict:
+        """The batch on the training device; with data.features_on device, fbank + CMVN computed there."""
+        batch = _to_device(batch, self.device)
+        if "wave" in batch:
+            from justkit.data.loader import device_features
+
+            batch = device_features(batch, self.train_loader.dataset.fbank, self._device_cmvn)
+        return batch
+
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.cfg.amp
         if amp == "auto":
@@ -210,10 +224,10 @@ class Trainer:
         check = getattr(getattr(self.model, "frontend", None), "check_lengths", None)
         if check is not None:
             try:
-                check(batch["feat_lens"], batch["feats"].size(1))
+                check(batch["feat_lens"], batch["feats"].size(1) if "feats" in batch else int(batch["feat_lens"].max()))
             except ValueError as e:
                 raise ValueError(f"{e} (batch with {', '.join(batch.get('utts', [])[:4])} ...)") from None
-        batch = _to_device(batch, self.device)
+        batch = self._to_device(batch)
         if self._buffers_before is None:
             self._buffers_before = self._snapshot_buffers()
         ctx = contextlib.nullcontext()
@@ -351,7 +365,7 @@ class Trainer:
         norms: dict[str, torch.Tensor] = {}
         with torch.random.fork_rng(devices=devices):
             with self._autocast():
-                out = self.model(_to_device(batch, self.device), step=self.step)
+                out = self.model(self._to_device(batch), step=self.step)
             for name, term in (out.get("weighted") or {}).items():
                 if not term.requires_grad:
                     continue
@@ -459,7 +473,7 @@ class Trainer:
             for batch in self.dev_loader:
                 b = len(batch["utts"])
                 with self._autocast():
-                    out = self.model(_to_device(batch, self.device), step=self.step)
+                    out = self.model(self._to_device(batch), step=self.step)
                 for k, v in out.items():
                     if torch.is_tensor(v) and v.numel() == 1:
                         sums[k] = sums.get(k, 0.0) + float(v.detach().float()) * b
@@ -491,7 +505,7 @@ class Trainer:
                 keep[np.nonzero(ds.lang_codes == code)[0][:cap]] = True
         from justkit.data.dataset import PackedDataset
 
-        sub = PackedDataset(ds.entries, cmvn=ds.cmvn)
+        sub = PackedDataset(ds.entries, cmvn=ds.cmvn, fbank=ds.fbank)
         sub.select(keep)
         sub.source = ds.source
         was_training = self.model.training
