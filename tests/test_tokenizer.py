@@ -161,3 +161,11 @@ def test_stage4_streaming_equals_in_memory(tmp_path):
     (data / "utt2lang").write_text("".join(f"{u} {l}\n" for u, l, _ in reversed(items)), encoding="utf-8")
     with pytest.raises(DataDirError, match=r"utt2lang: utt de_000 has no language .*not sorted"):
         train_tokenizer_on_data_dir(data / "text", data / "utt2lang", tmp_path / "bad", cfg)
+
+
+def test_translate_table_keeps_what_the_character_rule_keeps():
+    """normalize's cached translate table = the per-character rule, over the BMP's first 12k code points."""
+    from justkit.text.normalize import _KEEP, _keep
+
+    text = "".join(chr(c) for c in range(1, 0x3000) if not 0xD800 <= c < 0xE000)
+    assert text.translate(_KEEP) == "".join(c if _keep(c) else " " for c in text)

@@ -43,7 +43,7 @@ def normalize(text: str, lang: str) -> str:
     s = _JOINER.sub(lambda m: "\x00" if m.group(0) == "'" else "\x01", s)
     if "nl" in lang.split("-"):  # also code-switched sets, whose language is "l1-l2"
         s = _NL_CLITIC.sub("\x00", s)
-    s = "".join(c if _keep(c) else " " for c in s)
+    s = s.translate(_KEEP)
     s = s.replace("\x00", "'").replace("\x01", "-")
     return " ".join(s.split())
 
@@ -52,3 +52,17 @@ def _keep(c: str) -> bool:
     if c in "\x00\x01":
         return True
     return unicodedata.category(c)[0] in "LMN"  # letters, combining marks, numbers
+
+
+class _KeepTable(dict):
+    """``str.translate`` table: a character stays if :func:`_keep`, else becomes a space; filled
+    on first sight of each character (a C loop over the text instead of a Python one: ~10x
+    faster, which stages 1, 4 and 5 feel on 11M transcripts)."""
+
+    def __missing__(self, code: int) -> int:
+        value = code if _keep(chr(code)) else 32
+        self[code] = value
+        return value
+
+
+_KEEP = _KeepTable()
