@@ -271,6 +271,44 @@ def test_compute_cmvn_cli(recipe, stage3):
     assert stats[0, 80] == len(allf)
 
 
+def test_compute_cmvn_cli_parallel_matches_serial(recipe, stage3):
+    run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "--nj", "3", "dump/fbank/test",
+        "dump/fbank/test/cmvn_nj3.ark")
+    run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "dump/fbank/test",
+        "dump/fbank/test/cmvn_nj1.ark")
+    par, ser = (kaldiio.load_mat(str(recipe["dir"] / f"dump/fbank/test/cmvn_nj{n}.ark")) for n in (3, 1))
+    np.testing.assert_allclose(par, ser, rtol=1e-12)
+    assert par[0, -1] == ser[0, -1]
+    p = run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "--nj", "0", "dump/fbank/test",
+            "dump/fbank/test/x.ark", check=False)
+    assert p.returncode == 2 and "--nj must be >= 1" in p.stderr
+
+
+def test_cmvn_parts_sum_to_the_serial_stats(tmp_path):
+    from justkit.frontend.cmvn import CmvnError, compute_cmvn_stats
+
+    rng = np.random.default_rng(0)
+    mats = {f"u{i:03d}": (rng.standard_normal((int(rng.integers(1, 40)), 5)) * 3 + 7).astype(np.float32)
+            for i in range(37)}
+    kaldiio.save_ark(str(tmp_path / "f.ark"), mats, scp=str(tmp_path / "feats.scp"))
+    serial = compute_cmvn_stats(tmp_path / "feats.scp")
+    allf = np.concatenate(list(mats.values())).astype(np.float64)
+    np.testing.assert_allclose(serial[0, :5], allf.sum(0), rtol=1e-12)
+    for nj in (2, 5, 37, 100):  # more jobs than utterances: one utterance a part
+        par = compute_cmvn_stats(tmp_path / "feats.scp", nj=nj)
+        np.testing.assert_allclose(par, serial, rtol=1e-12)
+        assert par[0, -1] == serial[0, -1] == len(allf)
+    lines = (tmp_path / "feats.scp").read_text().splitlines()
+    bad = lines[:30] + [lines[30].split()[0] + " " + str(tmp_path / "f.ark") + ":999999"] + lines[31:]
+    (tmp_path / "bad.scp").write_text("\n".join(bad) + "\n")
+    with pytest.raises(CmvnError, match=r"bad.scp: utterance u030: cannot read features"):
+        compute_cmvn_stats(tmp_path / "bad.scp", nj=4)  # raised in the last part's worker
+    kaldiio.save_ark(str(tmp_path / "g.ark"), {"u036": np.zeros((3, 6), np.float32)}, scp=str(tmp_path / "g.scp"))
+    (tmp_path / "dim.scp").write_text("\n".join(lines[:36] + (tmp_path / "g.scp").read_text().splitlines()) + "\n")
+    with pytest.raises(CmvnError, match=r"dim.scp: utterance u036: dim 6 != 5"):
+        compute_cmvn_stats(tmp_path / "dim.scp", nj=37)  # the odd one is a part of its own
+
+
 def test_wrapper_usage_errors(recipe):
     p = run(recipe, "utils/resample_data_dir.sh", "--nj", "2", "data/nope", "dump/raw/nope", check=False)
     assert p.returncode != 0 and "data/nope/wav.scp: file not found" in p.stderr

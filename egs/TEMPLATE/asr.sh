@@ -118,7 +118,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for set in $train_sets $dev_sets $test_sets; do
     utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set dump/fbank/$set
   done
-  python -m justkit.bin.compute_cmvn dump/fbank/train dump/fbank/train/cmvn.ark
+  python -m justkit.bin.compute_cmvn --nj "$nj" dump/fbank/train dump/fbank/train/cmvn.ark
   stage_time 3 $t0
 fi
 

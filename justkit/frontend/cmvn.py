@@ -67,15 +67,59 @@ def add_to_stats(stats: np.ndarray, x: np.ndarray) -> None:
     stats[0, d] += x.shape[0]
 
 
-def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> np.ndarray:
-    """Global stats over every utterance of ``feats_scp``; errors name the scp and utterance."""
+def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: int = 1) -> np.ndarray:
+    """Global stats over every utterance of ``feats_scp``; errors name the scp and utterance.
+
+    With ``nj`` > 1 the scp is cut into ``nj`` contiguous parts, each accumulated in its own
+    process (float64), and the parts' stats are summed in order: the result equals the serial
+    one up to the order of the float64 additions.
+    """
+    global _PARTS
     feats_scp = Path(feats_scp)
     table = read_table(feats_scp)
     if not table:
         raise CmvnError(f"{feats_scp}: no utterances")
+    items = list(table.items())
+    del table
+    nj = max(1, min(nj, len(items)))
+    bounds = [len(items) * j // nj for j in range(nj + 1)]
+    if nj == 1:
+        parts = [_accumulate_part(feats_scp, items, 0, len(items), progress_every, "")]
+    else:
+        import multiprocessing
+
+        _PARTS = items  # inherited by the forked workers: only the part bounds are sent to them
+        try:
+            with multiprocessing.get_context("fork").Pool(nj) as pool:
+                parts = pool.starmap(_accumulate_global_part, [
+                    (feats_scp, bounds[j], bounds[j + 1], progress_every, f" (part {j + 1}/{nj})") for j in range(nj)])
+        finally:
+            _PARTS = None
+    stats, first_utt = parts[0]
+    stats = stats.copy()
+    for part, utt in parts[1:]:
+        if part.shape != stats.shape:
+            raise CmvnError(f"{feats_scp}: utterance {utt}: dim {part.shape[1] - 1} != {stats.shape[1] - 1} "
+                            f"of the utterances before it")
+        stats += part
+    return stats
+
+
+_PARTS: Optional[list] = None  # (utt, rxfilename) of the scp while compute_cmvn_stats runs its workers
+
+
+def _accumulate_global_part(feats_scp: Path, start: int, stop: int, progress_every: float, label: str):
+    assert _PARTS is not None
+    return _accumulate_part(feats_scp, _PARTS, start, stop, progress_every, label)
+
+
+def _accumulate_part(feats_scp: Path, items: list, start: int, stop: int, progress_every: float,
+                     label: str) -> Tuple[np.ndarray, str]:
+    """(stats of ``items[start:stop]``, its first utterance id)."""
     stats: Optional[np.ndarray] = None
     t0 = last = time.monotonic()
-    for i, (utt, rx) in enumerate(table.items(), 1):
+    for i in range(start, stop):
+        utt, rx = items[i]
         refuse_pipe(rx, f"{feats_scp}: utterance {utt}")
         try:
             x = kaldiio.load_mat(rx)
@@ -94,10 +138,10 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> n
         add_to_stats(stats, x)
         now = time.monotonic()
         if now - last >= progress_every:
-            log.info("cmvn: %d/%d utterances (%.0f s)", i, len(table), now - t0)
+            log.info("cmvn%s: %d/%d utterances (%.0f s)", label, i + 1 - start, stop - start, now - t0)
             last = now
     assert stats is not None
-    return stats
+    return stats, items[start][0]
 
 
 def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
