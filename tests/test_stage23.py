@@ -353,3 +353,62 @@ def test_unknown_storage_is_a_config_error():
 
     with pytest.raises(ValueError, match="storage must be one of"):
         FbankConfig(storage="lilcom")
+
+
+# ---------------------------------------------------------------- durability: one sync per group, not one fsync per file
+
+
+def test_atomic_open_fsyncs_unless_told_not_to(tmp_path, monkeypatch):
+    import justkit.fileio as fileio
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    with fileio.atomic_open(tmp_path / "a") as f:
+        f.write("x")
+    assert len(calls) == 1
+    with fileio.atomic_open(tmp_path / "b", fsync=False) as f:
+        f.write("y")
+    assert len(calls) == 1 and (tmp_path / "b").read_text() == "y"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resample_shard_syncs_per_group_and_renames_after_the_sync(recipe, tmp_path, monkeypatch):
+    """No fsync per FLAC; each group of files is renamed into place only after a filesystem
+    sync (then the renames are synced), so a file under its final name, the one a re-run's
+    is_complete trusts, always has its data on disk; a failing job leaves only committed files."""
+    import justkit.fileio as fileio
+    from justkit.frontend.shards import resample_shard
+
+    events = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: events.append("fsync"))
+    monkeypatch.setattr(fileio, "sync_filesystem", lambda d: events.append("sync"))
+    real_replace = os.replace
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: (events.append(("rename", Path(b).name)), real_replace(a, b))[1])
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{u} {recipe['wav'][u]}\n" for u in GOOD))  # 6 good utterances
+    wav, dur, bad = resample_shard(scp, str(tmp_path / "out"), 16000, commit_every=4)
+    assert sorted(wav) == sorted(GOOD) and not bad
+    assert "fsync" not in events
+    assert [e if e == "sync" else "rename" for e in events] == ["sync"] + ["rename"] * 4 + ["sync"] * 2 + ["rename"] * 2 + ["sync"]
+    for u, p in wav.items():
+        assert sf.info(p).frames == -(-sf.info(recipe["wav"][u]).frames // 3)
+    # A job that fails half-way: the committed group stays, the staged files are removed.
+    events.clear()
+    import justkit.frontend.shards as shards
+
+    n = {"calls": 0}
+    real_write = shards.write_flac
+
+    def failing(f, *a, **k):
+        n["calls"] += 1
+        if n["calls"] == 3:
+            raise OSError(28, "No space left on device")
+        return real_write(f, *a, **k)
+
+    monkeypatch.setattr(shards, "write_flac", failing)
+    with pytest.raises(RuntimeError, match=rf"wav.scp: utterance {GOOD[2]}: resampling .* No space left"):
+        resample_shard(scp, str(tmp_path / "out2"), 16000, commit_every=2)
+    out2 = tmp_path / "out2"
+    assert sorted(p.stem for p in out2.rglob("*.flac") if not p.name.startswith(".")) == sorted(GOOD[:2])
+    assert not list(out2.rglob(".*.tmp"))
