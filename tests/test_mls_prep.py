@@ -490,3 +490,20 @@ def test_prepare_cli_audio_checks_flag(tmp_path):
     res = subprocess.run([str(ROOT / "egs" / "mls" / "local" / "data.sh"), "--audio_checks", "maybe", str(tmp_path / "d")],
                          env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "--audio_checks must be true or false" in res.stderr
+
+
+def test_what_the_consistency_pass_drops_is_reported(tmp_path, monkeypatch):
+    """Below DICT_CHECK_MAX_UTTS fix_data_dir still runs; an utterance it drops is a bad utterance
+    named with its audio file, and is left out of the subsets and the combined set."""
+    import justkit.corpora.prepare_mls as pm
+
+    ld = find_language_dir(CORPUS, "pl")
+    victim = sorted(read_limited_supervision(ld)["9h"])[0]
+    real = pm.fix_data_dir
+    monkeypatch.setattr(pm, "fix_data_dir", lambda d: real(d, drop_utts={victim: "test"} if d.name == "train_pl" else {}))
+    data = tmp_path / "data"
+    prepare(PrepareConfig(mls_root=str(CORPUS), out=str(data), langs=["pl"], splits=["train"]))
+    spk, book, idx = victim.split("_")[1:]
+    audio = ld.path / "train" / "audio" / str(int(spk)) / book / f"{int(spk)}_{book}_{idx}.opus"
+    assert (data / "bad_utts.txt").read_text() == f"train_pl {victim} {audio} fix_data_dir: dropped by caller: test\n"
+    assert victim not in read_table(data / "train_pl_9h" / "text") and victim not in read_table(data / "train" / "text")

@@ -166,35 +166,45 @@ def _parse_line(raw: bytes) -> Tuple[str, str]:
     return parts[0].strip(), " ".join(parts[1].split()) if len(parts) > 1 else ""
 
 
-class _Rows:
-    """Growing columns of an index under construction: ids collected in blocks of _BLOCK and turned
-    into fixed-width bytes arrays, so no per-row Python object outlives its block."""
+class _Keys:
+    """Ids collected in blocks of _BLOCK, each turned into a fixed-width bytes array, so that no
+    per-row Python object outlives its block."""
 
     def __init__(self) -> None:
-        self.key_blocks: List[np.ndarray] = []
+        self.blocks: List[np.ndarray] = []
         self.keys: List[bytes] = []
+
+    def add(self, key: bytes) -> None:
+        self.keys.append(key)
+        if len(self.keys) == _BLOCK:
+            self.blocks.append(np.array(self.keys, dtype=bytes))
+            self.keys = []
+
+    def array(self) -> np.ndarray:
+        blocks = self.blocks + ([np.array(self.keys, dtype=bytes)] if self.keys else [])
+        self.blocks, self.keys = [], []
+        if not blocks:
+            return np.zeros(0, dtype="S1")
+        width = max(b.dtype.itemsize for b in blocks)
+        return np.concatenate([b.astype(f"S{width}") for b in blocks])
+
+
+class _Rows:
+    """Growing columns of an index under construction (compact arrays, no object per row)."""
+
+    def __init__(self) -> None:
+        self.keys = _Keys()
         self.offsets = array("q")
         self.lengths = array("i")
         self.linenos = array("i")
         self.ok = bytearray()
 
     def add(self, key: bytes, offset: int, length: int, lineno: int, ok: bool) -> None:
-        self.keys.append(key)
-        if len(self.keys) == _BLOCK:
-            self.key_blocks.append(np.array(self.keys, dtype=bytes))
-            self.keys = []
+        self.keys.add(key)
         self.offsets.append(offset)
         self.lengths.append(length)
         self.linenos.append(lineno)
         self.ok.append(ok)
-
-    def key_array(self) -> np.ndarray:
-        blocks = self.key_blocks + ([np.array(self.keys, dtype=bytes)] if self.keys else [])
-        self.key_blocks, self.keys = [], []
-        if not blocks:
-            return np.zeros(0, dtype="S1")
-        width = max(b.dtype.itemsize for b in blocks)
-        return np.concatenate([b.astype(f"S{width}") for b in blocks])
 
 
 @dataclass
@@ -258,7 +268,7 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
         raise MLSError(f"{tpath}: not found; is {ld.path} a complete MLS {lang_name(ld.lang)} release?")
     rows = _Rows()
     line_problems: List[Tuple[int, int, Problem]] = []  # (lineno, row or -1, problem)
-    claimed = _Rows() if audio_checks else None  # raw ids whose audio is accounted for
+    claimed = _Keys() if audio_checks else None  # raw ids whose audio is accounted for
     offset = 0
     with open(tpath, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -269,7 +279,7 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
             raw_id = raw.split(None, 1)[0].decode("utf-8", "replace")
             where = f"{tpath}:{lineno}"
             if claimed is not None and MLS_ID.match(raw_id):
-                claimed.add(raw_id.encode("utf-8"), 0, 0, 0, True)  # whatever is wrong with the line
+                claimed.add(raw_id.encode("utf-8"))  # whatever is wrong with the line
             try:
                 mls_id, text = _parse_line(raw)
             except UnicodeDecodeError as e:
@@ -300,7 +310,7 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
             # Every line with a valid id is a row (so that a later duplicate of it is caught); rows
             # with a problem are dropped below.
             rows.add(utt.encode("ascii"), start, len(raw), lineno, problem is None)
-    keys = rows.key_array()
+    keys = rows.keys.array()
     offsets = np.frombuffer(rows.offsets, dtype=np.int64)
     lengths = np.frombuffer(rows.lengths, dtype=np.int32)
     linenos = np.frombuffer(rows.linenos, dtype=np.int32)
@@ -325,7 +335,7 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
     line_problems.sort(key=lambda t: t[0])
     idx.problems = [p for _, row, p in line_problems if row < 0 or row not in dup_rows]
     if claimed is not None:
-        have = np.unique(claimed.key_array())
+        have = np.unique(claimed.array())
         del claimed
         for path in _iter_audio(sdir / "audio", ld.audio_ext):
             stem = path.name[: -len(ld.audio_ext) - 1]

@@ -130,8 +130,10 @@ def write_set(out: Path, set_name: str, ld: LanguageDir, split: str, nj: int,
         # drops (and we report) anything it still finds inconsistent.
         res = fix_data_dir(d)
         if res["dropped"]:
-            audio = DataDir(d).read("wav.scp") if (d / "wav.scp").is_file() else {}
-            problems += [Problem(u, audio.get(u, "-"), f"fix_data_dir: {why}") for u, why in res["dropped"].items()]
+            for u, why in res["dropped"].items():
+                j = int(np.searchsorted(idx.keys, u.encode("utf-8")))
+                audio = next(idx.rows(j, j + 1))[1] if j < len(idx) and idx.keys[j] == u.encode("utf-8") else None
+                problems.append(Problem(u, idx.audio(audio) if audio else "-", f"fix_data_dir: {why}"))
             dropped = np.array([u.encode("utf-8") for u in res["dropped"]], dtype=bytes)
             idx.keep(~np.isin(idx.keys, dropped))
         assert_valid_data_dir(d, require=REQUIRE)
