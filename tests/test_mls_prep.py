@@ -109,6 +109,10 @@ def test_flac_release_layout(tmp_path):
     assert ld.audio_ext == "flac"
     rec = read_split(ld, "dev")
     assert [u.mls_id for u in rec.utts] == sorted(ids) and rec.problems == []
+    for p in (dst / "dev" / "audio").rglob("*.flac"):  # without audio checks the audio tree is not looked at
+        p.rename(p.with_suffix(".opus"))
+    assert find_language_dir(tmp_path, "pl", look_at_audio=False).audio_ext == "flac"
+    assert find_language_dir(tmp_path, "pl").audio_ext == "opus"
 
 
 # ---------------------------------------------------------------- stage 1 end to end

@@ -136,14 +136,16 @@ def _first_audio_ext(lang_path: Path) -> Optional[str]:
     return None
 
 
-def find_language_dir(mls_root: str | Path, lang: str) -> LanguageDir:
-    """Locate ``lang`` under ``mls_root``: ``mls_<language>_opus`` first, then ``mls_<language>``."""
+def find_language_dir(mls_root: str | Path, lang: str, look_at_audio: bool = True) -> LanguageDir:
+    """Locate ``lang`` under ``mls_root``: ``mls_<language>_opus`` first, then ``mls_<language>``
+    (the flac release; its audio extension is taken from the first audio file found, unless
+    ``look_at_audio`` is False: then flac)."""
     root = Path(mls_root)
     name = lang_name(lang)
     for dirname in (f"mls_{name}_opus", f"mls_{name}"):
         p = root / dirname
         if p.is_dir():
-            ext = "opus" if dirname.endswith("_opus") else (_first_audio_ext(p) or "flac")
+            ext = "opus" if dirname.endswith("_opus") else ((_first_audio_ext(p) if look_at_audio else None) or "flac")
             return LanguageDir(lang, p.resolve(), ext)
     raise MLSError(
         f"{root}: no mls_{name}_opus/ or mls_{name}/ directory for language {lang}; "

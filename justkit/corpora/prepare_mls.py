@@ -81,7 +81,7 @@ class PrepareConfig:
 def locate(cfg: PrepareConfig, lang: str) -> LanguageDir:
     """The language's release dir under mls_root, downloading it first if allowed and missing."""
     try:
-        return find_language_dir(cfg.mls_root, lang)
+        return find_language_dir(cfg.mls_root, lang, look_at_audio=cfg.audio_checks)
     except MLSError:
         if not cfg.download:
             raise
