@@ -511,3 +511,20 @@ def test_what_the_consistency_pass_drops_is_reported(tmp_path, monkeypatch):
     audio = ld.path / "train" / "audio" / str(int(spk)) / book / f"{int(spk)}_{book}_{idx}.opus"
     assert (data / "bad_utts.txt").read_text() == f"train_pl {victim} {audio} fix_data_dir: dropped by caller: test\n"
     assert victim not in read_table(data / "train_pl_9h" / "text") and victim not in read_table(data / "train" / "text")
+
+
+def test_has_words_agrees_with_normalize():
+    """Stage 1's fast 'anything left after normalisation?' test is normalize(...) != '' exactly."""
+    import random
+
+    from justkit.text.normalize import has_words, normalize
+
+    cases = ["", "?!", "...", " - ", "'", "\u0301", "a\u0301", "\u00c9T\u00c9", "'t", "«»", "_", "__x__", "\x00",
+             "\u2019s", "١٢", "\u2163", "½", "ß", "\u3000", "\u200b", "e\u0301!", "ǅ", "ﬁ", "Ⅻ", "²"]
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in list(range(0x20, 0x250)) + list(range(0x300, 0x370)) + list(range(0x2000, 0x2200))
+                + [0x3000, 0x3001, 0x4e00, 0x0660, 0x0e01, 0xff01, 0xfb01]]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(20000)]
+    for text in cases:
+        for lang in ("en", "nl"):
+            assert has_words(text, lang) == (normalize(text, lang) != ""), (text, lang)

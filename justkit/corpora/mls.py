@@ -15,7 +15,7 @@ import numpy as np
 from justkit.frontend.audio import MIN_SAMPLES, AudioError, audio_info
 from justkit.corpora.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
 from justkit.errors import JustkitError
-from justkit.text.normalize import normalize
+from justkit.text.normalize import has_words
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,9 @@ class SplitIndex:
         self.keys, self.offsets, self.lengths = self.keys[mask], self.offsets[mask], self.lengths[mask]
 
     def audio(self, mls_id: str) -> str:
+        """The audio file of ``mls_id`` (as ``str(_audio_path(...))``, without pathlib's cost per row)."""
         spk, book, _ = mls_id.split("_")
-        return str(_audio_path(self.ld, self.split, spk, book, mls_id))
+        return f"{self.ld.path}/{self.split}/audio/{spk}/{book}/{mls_id}.{self.ld.audio_ext}"
 
     def rows(self, start: int = 0, stop: Optional[int] = None) -> Iterator[Tuple[str, str, str]]:
         """(Kaldi id, MLS id, text) of rows ``start:stop``, in order, read back from the transcript file."""
@@ -300,7 +301,7 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
             problem = None
             if not text:
                 problem = Problem(utt, where, "empty transcript")
-            elif not normalize(text, ld.lang):
+            elif not has_words(text, ld.lang):
                 problem = Problem(utt, where, f"transcript {text!r} has no word left after normalisation "
                                               "(punctuation or symbols only)")
             elif audio_checks:

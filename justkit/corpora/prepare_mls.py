@@ -24,7 +24,6 @@ from justkit.corpora.mls import (
     LanguageDir,
     MLSError,
     Problem,
-    SplitIndex,
     download_language,
     find_language_dir,
     index_split,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional, TextIO
+from typing import Dict, Iterable, Iterator, Mapping, TextIO
 
 from justkit.fileio import atomic_open
 from justkit.errors import JustkitError
