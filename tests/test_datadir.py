@@ -1,6 +1,7 @@
 """justkit.datadir.validate: each inconsistency is reported (file + id), fix_data_dir repairs it; datadir tables."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,32 @@ def test_subset_reads_only_the_kept_rows(tmp_path):
     assert validate_data_dir(tmp_path / "s") == []
     with pytest.raises(DataDirError, match=r"utt2dur:5: id spkA-u1: duplicated"):
         subset_data_dir(d, tmp_path / "s2", ["spkA-u1"])
+
+
+def test_valid_sorted_dir_is_validated_streaming(tmp_path, monkeypatch):
+    """A valid dir is recognised without reading its tables into dicts; any problem (or a layout
+    the streaming pass does not follow) falls back to the full report."""
+    import justkit.datadir.validate as v
+
+    d = make_dir(tmp_path / "d")
+    (d / "spk2gender").write_text("spkA f\nspkB m\n")
+    real_scan = v._scan
+    monkeypatch.setattr(v, "_scan", lambda *a: pytest.fail("tables read into memory"))
+    assert validate_data_dir(d, require=("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur")) == []
+    monkeypatch.setattr(v, "_scan", real_scan)
+    # Valid, but speakers interleaved (ids not speaker-prefixed): the dict path says valid too.
+    g = tmp_path / "g"
+    g.mkdir()
+    for name, rows in {"wav.scp": ["u1 /a", "u2 /b", "u3 /c"], "text": ["u1 a", "u2 b", "u3 c"],
+                       "utt2spk": ["u1 s2", "u2 s1", "u3 s2"], "utt2lang": ["u1 en", "u2 en", "u3 en"],
+                       "spk2utt": ["s1 u2", "s2 u1 u3"]}.items():
+        (g / name).write_text("\n".join(rows) + "\n")
+    assert validate_data_dir(g) == []
+    for broken, needle in ((lambda: edit(d / "spk2utt", lambda ls: ls[:1]), "spk2utt: speaker spkB of utt spkB-u1"),
+                           (lambda: edit(d / "spk2gender", lambda ls: ls[::-1]), "spk2gender:2: id spkA: not sorted")):
+        shutil.copytree(d, tmp_path / "x")
+        d, keep = tmp_path / "x", d
+        broken()
+        assert any(needle in p for p in validate_data_dir(d)), validate_data_dir(d)
+        shutil.rmtree(d)
+        d = keep

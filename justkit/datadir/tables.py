@@ -180,6 +180,13 @@ class DataDir:
     def write(self, name: str, table: Mapping[str, str]) -> None:
         write_table(self.path / name, table)
 
+    def num_utts(self) -> int:
+        """Number of lines of wav.scp (else feats.scp, else text), counted without reading it into memory."""
+        for name in ("wav.scp", "feats.scp", "text"):
+            if self.has(name):
+                return sum(1 for _ in iter_table(self.path / name))
+        raise DataDirError(f"{self.path}: no wav.scp, feats.scp or text")
+
     def utt_ids(self) -> list[str]:
         """Utterance ids, taken from wav.scp, else feats.scp, else text."""
         for name in ("wav.scp", "feats.scp", "text"):
