@@ -307,6 +307,12 @@ def test_cmvn_parts_sum_to_the_serial_stats(tmp_path):
     (tmp_path / "dim.scp").write_text("\n".join(lines[:36] + (tmp_path / "g.scp").read_text().splitlines()) + "\n")
     with pytest.raises(CmvnError, match=r"dim.scp: utterance u036: dim 6 != 5"):
         compute_cmvn_stats(tmp_path / "dim.scp", nj=37)  # the odd one is a part of its own
+    from justkit.datadir.tables import DataDirError
+
+    for name, rows in (("dup.scp", lines[:3] + lines[2:]), ("undup.scp", lines[3:] + lines[:4])):
+        (tmp_path / name).write_text("\n".join(rows) + "\n")  # sorted or not, a repeated id is found
+        with pytest.raises(DataDirError, match=rf"{name}:\d+: id u00[23]: duplicated"):
+            compute_cmvn_stats(tmp_path / name, nj=2)
 
 
 def test_wrapper_usage_errors(recipe):

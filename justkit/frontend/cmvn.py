@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 import kaldiio
 import numpy as np
 
-from justkit.datadir.tables import read_table
+from justkit.datadir.tables import DataDirError, iter_table, read_table
 from justkit.fileio import atomic_open, refuse_pipe
 from justkit.errors import JustkitError
 
@@ -72,31 +72,25 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: 
 
     With ``nj`` > 1 the scp is cut into ``nj`` contiguous parts, each accumulated in its own
     process (float64), and the parts' stats are summed in order: the result equals the serial
-    one up to the order of the float64 additions.
+    one up to the order of the float64 additions. The scp is read line by line (10.8M English
+    utterances are never held in memory).
     """
-    global _PARTS
     feats_scp = Path(feats_scp)
-    table = read_table(feats_scp)
-    if not table:
+    n = count_entries(feats_scp)
+    if not n:
         raise CmvnError(f"{feats_scp}: no utterances")
-    items = list(table.items())
-    del table
-    nj = max(1, min(nj, len(items)))
-    bounds = [len(items) * j // nj for j in range(nj + 1)]
+    nj = max(1, min(nj, n))
+    bounds = [n * j // nj for j in range(nj + 1)]
+    jobs = [(feats_scp, bounds[j], bounds[j + 1], progress_every, f" (part {j + 1}/{nj})" if nj > 1 else "")
+            for j in range(nj)]
     if nj == 1:
-        parts = [_accumulate_part(feats_scp, items, 0, len(items), progress_every, "")]
+        parts = [_accumulate_part(*jobs[0])]
     else:
         import multiprocessing
 
-        _PARTS = items  # inherited by the forked workers: only the part bounds are sent to them
-        try:
-            with multiprocessing.get_context("fork").Pool(nj) as pool:
-                parts = pool.starmap(_accumulate_global_part, [
-                    (feats_scp, bounds[j], bounds[j + 1], progress_every, f" (part {j + 1}/{nj})") for j in range(nj)])
-        finally:
-            _PARTS = None
-    stats, first_utt = parts[0]
-    stats = stats.copy()
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            parts = pool.starmap(_accumulate_part, jobs)
+    stats, _ = parts[0]
     for part, utt in parts[1:]:
         if part.shape != stats.shape:
             raise CmvnError(f"{feats_scp}: utterance {utt}: dim {part.shape[1] - 1} != {stats.shape[1] - 1} "
@@ -105,21 +99,36 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: 
     return stats
 
 
-_PARTS: Optional[list] = None  # (utt, rxfilename) of the scp while compute_cmvn_stats runs its workers
+def count_entries(scp: Path) -> int:
+    """Entries of ``scp``, checked as ``read_table`` checks them (UTF-8, a value, no repeated id):
+    a sorted scp (every one justkit writes) in one pass that keeps nothing, another through a dict."""
+    n, prev = 0, None
+    for t in iter_table(scp):
+        if t.error:
+            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: {t.error}")
+        if not t.value:
+            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: empty value")
+        key = t.key.encode("utf-8")
+        if prev is not None and key <= prev:
+            return len(read_table(scp))  # not sorted: repeated ids need a dict to be found
+        prev = key
+        n += 1
+    return n
 
 
-def _accumulate_global_part(feats_scp: Path, start: int, stop: int, progress_every: float, label: str):
-    assert _PARTS is not None
-    return _accumulate_part(feats_scp, _PARTS, start, stop, progress_every, label)
-
-
-def _accumulate_part(feats_scp: Path, items: list, start: int, stop: int, progress_every: float,
+def _accumulate_part(feats_scp: Path, start: int, stop: int, progress_every: float,
                      label: str) -> Tuple[np.ndarray, str]:
-    """(stats of ``items[start:stop]``, its first utterance id)."""
+    """(stats of the entries ``start:stop`` of the scp, the first one's utterance id)."""
     stats: Optional[np.ndarray] = None
+    first = ""
     t0 = last = time.monotonic()
-    for i in range(start, stop):
-        utt, rx = items[i]
+    for i, t in enumerate(iter_table(feats_scp)):
+        if i < start:
+            continue
+        if i >= stop:
+            break
+        utt, rx = t.key, t.value
+        first = first or utt
         refuse_pipe(rx, f"{feats_scp}: utterance {utt}")
         try:
             x = kaldiio.load_mat(rx)
@@ -140,8 +149,9 @@ def _accumulate_part(feats_scp: Path, items: list, start: int, stop: int, progre
         if now - last >= progress_every:
             log.info("cmvn%s: %d/%d utterances (%.0f s)", label, i + 1 - start, stop - start, now - t0)
             last = now
-    assert stats is not None
-    return stats, items[start][0]
+    if stats is None:
+        raise CmvnError(f"{feats_scp}: changed while CMVN stats were computed (entries {start}-{stop} missing)")
+    return stats, first
 
 
 def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
