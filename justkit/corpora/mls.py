@@ -320,7 +320,12 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
     ok = np.frombuffer(bytes(rows.ok), dtype=np.bool_).copy()
     del rows
     order = np.argsort(keys, kind="stable")  # C-locale byte order; equal ids keep their line order
-    keys, offsets, lengths, linenos, ok = keys[order], offsets[order], lengths[order], linenos[order], ok[order]
+    # One column at a time, so that at most one old column is alive beside the new ones.
+    keys = keys[order]
+    offsets = offsets[order]
+    lengths = lengths[order]
+    linenos = linenos[order]
+    ok = ok[order]
     is_dup = np.zeros(len(keys), dtype=np.bool_)
     if len(keys) > 1:
         is_dup[1:] = keys[1:] == keys[:-1]
