@@ -139,19 +139,21 @@ class Spk2uttStream:
 def write_spk2utt(path: str | Path, utt2spk: str | Path) -> None:
     """Write ``path`` (spk2utt) from the sorted table file ``utt2spk``: one streaming pass when
     speakers are contiguous and ascending, else (any data dir) through a dict."""
-    with atomic_open(path, "w") as f:
-        stream = Spk2uttStream(SortedTableWriter(f, path))
-        ok = True
-        for t in iter_table(utt2spk):
-            if t.error:
-                raise DataDirError(f"{utt2spk}:{t.lineno}: id {t.key}: {t.error}")
-            if not stream.add(t.key, t.value):
-                ok = False
-                break
-        if ok:
+    try:
+        with atomic_open(path, "w") as f:
+            stream = Spk2uttStream(SortedTableWriter(f, path))
+            for t in iter_table(utt2spk):
+                if t.error:
+                    raise DataDirError(f"{utt2spk}:{t.lineno}: id {t.key}: {t.error}")
+                if not stream.add(t.key, t.value):
+                    raise _NotContiguous  # the temporary file is dropped, never renamed
             stream.flush()
-            return
-    write_table(path, utt2spk_to_spk2utt(read_table(utt2spk)))
+    except _NotContiguous:
+        write_table(path, utt2spk_to_spk2utt(read_table(utt2spk)))
+
+
+class _NotContiguous(Exception):
+    """utt2spk's speakers are not contiguous and ascending: spk2utt needs the dict path."""
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, str]:
