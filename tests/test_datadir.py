@@ -1,6 +1,7 @@
 """justkit.datadir.validate: each inconsistency is reported (file + id), fix_data_dir repairs it; datadir tables."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,101 @@ def test_assert_valid_lists_problems(tmp_path):
     with pytest.raises(DataDirInvalid) as e:
         assert_valid_data_dir(d)
     assert len(e.value.problems) == 1 and "spkA-u1" in str(e.value)
+
+
+# ---------------------------------------------------------------- streaming tables, subset, combine
+
+
+def test_iter_table_streams_lines_as_before(tmp_path):
+    from justkit.datadir.tables import iter_table
+
+    p = tmp_path / "t"
+    p.write_bytes(b"a 1\r\n\n  \nb  two words \nc \xff\nd\n")
+    rows = [(t.lineno, t.key, t.value, t.error is not None) for t in iter_table(p)]
+    assert rows == [(1, "a", "1", False), (4, "b", "two words", False), (5, "c", "", True), (6, "d", "", False)]
+    with pytest.raises(DataDirError, match="file not found"):
+        list(iter_table(tmp_path / "nope"))
+
+
+def test_write_sorted_table_and_spk2utt_stream(tmp_path):
+    from justkit.datadir.tables import write_sorted_table, write_spk2utt
+
+    assert write_sorted_table(tmp_path / "t", [("a", "1"), ("b", "")]) == 2
+    assert (tmp_path / "t").read_text() == "a 1\nb\n"
+    for rows, what in (([("b", "1"), ("a", "2")], "not sorted"), ([("a", "1"), ("a", "2")], "duplicated")):
+        with pytest.raises(DataDirError, match=f"id a: {what}"):
+            write_sorted_table(tmp_path / "t", rows)
+        assert (tmp_path / "t").read_text() == "a 1\nb\n"  # untouched
+    # speakers contiguous: one pass; interleaved speakers (any Kaldi dir): the dict fallback
+    for rows in (["a1 A", "a2 A", "b1 B"], ["u1 B", "u2 A", "u3 B"]):
+        (tmp_path / "utt2spk").write_text("\n".join(rows) + "\n")
+        write_spk2utt(tmp_path / "spk2utt", tmp_path / "utt2spk")
+        expect = {}
+        for r in rows:
+            u, s = r.split()
+            expect.setdefault(s, []).append(u)
+        assert read_table(tmp_path / "spk2utt") == {s: " ".join(us) for s, us in sorted(expect.items())}
+
+
+def test_combine_streaming_and_unsorted_fallback_agree(tmp_path):
+    from justkit.datadir.combine import combine_data_dirs
+
+    a = make_dir(tmp_path / "a")
+    b = tmp_path / "b"
+    b.mkdir()
+    for name in ("wav.scp", "text", "utt2spk", "utt2lang", "utt2dur"):
+        (b / name).write_text("".join(f"spkC-u{i} {v}\n" for i, v in enumerate(
+            {"wav.scp": ["/x/1.flac", "/x/2.flac"], "text": ["one", "two"], "utt2spk": ["spkC", "spkC"],
+             "utt2lang": ["de", "de"], "utt2dur": ["1.0", "2.0"]}[name])))
+    (b / "spk2utt").write_text("spkC spkC-u0 spkC-u1\n")
+    assert combine_data_dirs(tmp_path / "s", [b, a]) == 6
+    s = {f.name: f.read_bytes() for f in (tmp_path / "s").iterdir()}
+    assert validate_data_dir(tmp_path / "s") == []
+    edit(b / "text", lambda ls: ls[::-1])  # unsorted source: combined in memory, same result
+    assert combine_data_dirs(tmp_path / "u", [b, a]) == 6
+    assert {f.name: f.read_bytes() for f in (tmp_path / "u").iterdir()} == s
+    edit(a / "utt2lang", lambda ls: ls + [ls[-1]])  # a repeated id in one source: an error, nothing written
+    with pytest.raises(DataDirError, match=r"utt2lang:5: id spkB-u2: duplicated"):
+        combine_data_dirs(tmp_path / "s", [b, a])
+    assert {f.name: f.read_bytes() for f in (tmp_path / "s").iterdir()} == s
+
+
+def test_subset_reads_only_the_kept_rows(tmp_path):
+    from justkit.datadir.subset import subset_data_dir
+
+    d = make_dir(tmp_path / "d")
+    edit(d / "utt2dur", lambda ls: ls + [ls[0]])  # spkA-u1 twice: harmless unless it is kept
+    assert subset_data_dir(d, tmp_path / "s", ["spkB-u2", "spkA-u2"]) == 2
+    assert read_table(tmp_path / "s" / "spk2utt") == {"spkA": "spkA-u2", "spkB": "spkB-u2"}
+    assert validate_data_dir(tmp_path / "s") == []
+    with pytest.raises(DataDirError, match=r"utt2dur:5: id spkA-u1: duplicated"):
+        subset_data_dir(d, tmp_path / "s2", ["spkA-u1"])
+
+
+def test_valid_sorted_dir_is_validated_streaming(tmp_path, monkeypatch):
+    """A valid dir is recognised without reading its tables into dicts; any problem (or a layout
+    the streaming pass does not follow) falls back to the full report."""
+    import justkit.datadir.validate as v
+
+    d = make_dir(tmp_path / "d")
+    (d / "spk2gender").write_text("spkA f\nspkB m\n")
+    real_scan = v._scan
+    monkeypatch.setattr(v, "_scan", lambda *a: pytest.fail("tables read into memory"))
+    assert validate_data_dir(d, require=("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur")) == []
+    monkeypatch.setattr(v, "_scan", real_scan)
+    # Valid, but speakers interleaved (ids not speaker-prefixed): the dict path says valid too.
+    g = tmp_path / "g"
+    g.mkdir()
+    for name, rows in {"wav.scp": ["u1 /a", "u2 /b", "u3 /c"], "text": ["u1 a", "u2 b", "u3 c"],
+                       "utt2spk": ["u1 s2", "u2 s1", "u3 s2"], "utt2lang": ["u1 en", "u2 en", "u3 en"],
+                       "spk2utt": ["s1 u2", "s2 u1 u3"]}.items():
+        (g / name).write_text("\n".join(rows) + "\n")
+    assert validate_data_dir(g) == []
+    for broken, needle in ((lambda: edit(d / "spk2utt", lambda ls: ls[:1]), "spk2utt: speaker spkB of utt spkB-u1"),
+                           (lambda: edit(d / "spk2gender", lambda ls: ls[::-1]), "spk2gender:2: id spkA: not sorted")):
+        shutil.copytree(d, tmp_path / "x")
+        d, keep = tmp_path / "x", d
+        broken()
+        assert any(needle in p for p in validate_data_dir(d)), validate_data_dir(d)
+        shutil.rmtree(d)
+        d = keep

@@ -109,6 +109,10 @@ def test_flac_release_layout(tmp_path):
     assert ld.audio_ext == "flac"
     rec = read_split(ld, "dev")
     assert [u.mls_id for u in rec.utts] == sorted(ids) and rec.problems == []
+    for p in (dst / "dev" / "audio").rglob("*.flac"):  # without audio checks the audio tree is not looked at
+        p.rename(p.with_suffix(".opus"))
+    assert find_language_dir(tmp_path, "pl", look_at_audio=False).audio_ext == "flac"
+    assert find_language_dir(tmp_path, "pl").audio_ext == "opus"
 
 
 # ---------------------------------------------------------------- stage 1 end to end
@@ -391,3 +395,136 @@ def test_prepare_train_split_only(tmp_path):
     assert not (tmp_path / "data" / "dev_pl").exists() and (tmp_path / "data" / "train" / "wav.scp").is_file()
     with pytest.raises(MLSError, match="splits"):
         PrepareConfig(mls_root=str(CORPUS), out=str(tmp_path / "x"), splits=["eval"])
+
+
+# ---------------------------------------------------------------- streaming stage 1, audio checks off
+
+
+def _tree(d: Path) -> dict:
+    """{relative path: bytes} of every file below ``d`` but its logs."""
+    return {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file() and "log" not in f.parts}
+
+
+def test_consistency_by_construction_matches_dict_check(tmp_path, monkeypatch):
+    """Sets above DICT_CHECK_MAX_UTTS skip the dict-based fix/validate pass: same bytes out."""
+    import justkit.corpora.prepare_mls as pm
+
+    prepare(PrepareConfig(mls_root=str(CORPUS), out=str(tmp_path / "a"), langs=["pt", "pl"]))
+    monkeypatch.setattr(pm, "DICT_CHECK_MAX_UTTS", 0)
+    monkeypatch.setattr(pm, "fix_data_dir", lambda *a, **k: pytest.fail("dict-based fix ran"))
+    monkeypatch.setattr(pm, "assert_valid_data_dir", lambda *a, **k: pytest.fail("dict-based check ran"))
+    prepare(PrepareConfig(mls_root=str(CORPUS), out=str(tmp_path / "b"), langs=["pt", "pl"]))
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert a == b and len(a) > 50
+
+
+def test_audio_checks_off_uses_segments_and_touches_no_audio(tmp_path, monkeypatch):
+    import justkit.corpora.mls as mls
+
+    probed = tmp_path / "probed"
+    root = copy_langs(tmp_path / "mls", ["pl", "it"])
+    prepare(PrepareConfig(mls_root=str(root), out=str(probed), langs=["pl", "it"]))
+    for lang in ("pl", "it"):  # no audio at all: nothing may look for it
+        for split in SPLITS:
+            shutil.rmtree(root / f"mls_{MLS_LANGUAGES[lang]}_opus" / split / "audio")
+    monkeypatch.setattr(mls, "audio_info", lambda *a, **k: pytest.fail("an audio header was read"))
+    monkeypatch.setattr(mls.os, "walk", lambda *a, **k: pytest.fail("the audio tree was walked"))
+    real_is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda p: False if p.suffix == ".opus" and pytest.fail(f"{p} stat'ed")
+                        else real_is_file(p))
+    seg = tmp_path / "seg"
+    counts = prepare(PrepareConfig(mls_root=str(root), out=str(seg), langs=["pl", "it"], audio_checks=False))
+    assert (seg / "bad_utts.txt").read_text() == ""
+    a, b = _tree(probed), _tree(seg)
+    assert a.keys() == b.keys()
+    assert sorted(n for n in a if a[n] != b[n]) == sorted(f"{s}/utt2dur" for s in counts), "only utt2dur differs"
+    for set_name in counts:
+        p, s = read_table(probed / set_name / "utt2dur"), read_table(seg / set_name / "utt2dur")
+        assert p.keys() == s.keys()
+        worst = max(abs(float(p[u]) - float(s[u])) for u in p)
+        assert worst <= 0.01, (set_name, worst)  # the mini corpus's segments.txt agrees with its audio
+
+
+def test_segments_problems_and_transcript_problems(tmp_path):
+    root = copy_langs(tmp_path / "mls", ["pl"])
+    d = root / "mls_polish_opus" / "dev"
+    shutil.rmtree(d / "audio")
+    tr, sg = d / "transcripts.txt", d / "segments.txt"
+    lines = tr.read_text(encoding="utf-8").splitlines()
+    ids = [l.split("\t")[0] for l in lines]
+    seg = {l.split("\t")[0]: l for l in sg.read_text(encoding="utf-8").splitlines()}
+    no_seg, bad_seg, neg_seg, dup, bad_id = ids[0], ids[1], ids[2], ids[3], "12x_3_000001"
+    del seg[no_seg]
+    seg[bad_seg] = f"{bad_seg}\turl\tzero\t1.5"
+    seg[neg_seg] = f"{neg_seg}\turl\t2.00\t1.00"
+    sg.write_text("\n".join(seg.values()) + "\n", encoding="utf-8")
+    lines += [f"{dup}\tanother text for it", f"{bad_id}\tsome text", f"{ids[5]}\t?!"]
+    tr.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    counts = prepare(PrepareConfig(mls_root=str(root), out=str(data), langs=["pl"], splits=["dev"], audio_checks=False))
+    rows = [l.split(" ", 3) for l in (data / "bad_utts.txt").read_text(encoding="utf-8").splitlines()]
+    got = {(r[1], r[2]): r[3] for r in rows}
+    k = lambda i: kaldi_utt_id("pl", i)  # noqa: E731
+    n = len(ids)
+    assert got == {
+        (k(no_seg), str(sg)): "no line in segments.txt (its duration is unknown)",
+        (k(bad_seg), f"{sg}:{list(seg).index(bad_seg) + 1}"): "cannot parse the line (want <id> <url> <start> <end>)",
+        (k(neg_seg), f"{sg}:{list(seg).index(neg_seg) + 1}"): "segment end 1.0 <= start 2.0",
+        (k(dup), f"{tr}:{n + 1}"): f"id duplicated (first on line {ids.index(dup) + 1}); later line dropped",
+        ("pl_12x_3_000001", f"{tr}:{n + 2}"): "id is not <speaker>_<book>_<utt>",
+        (k(ids[5]), f"{tr}:{n + 3}"): f"id duplicated (first on line 6); later line dropped",
+    }
+    text = read_table(data / "dev_pl" / "text")
+    assert counts["dev_pl"] == len(text) == n - 3 and k(dup) in text
+    assert text[k(dup)] != "another text for it"  # the first line counts
+    assert validate_data_dir(data / "dev_pl", require=REQUIRE) == []
+    sg.unlink()
+    with pytest.raises(MLSError, match=r"segments.txt: not found.*--audio_checks true"):
+        prepare(PrepareConfig(mls_root=str(root), out=str(data), langs=["pl"], splits=["dev"], audio_checks=False))
+
+
+def test_prepare_cli_audio_checks_flag(tmp_path):
+    from justkit.bin.prepare_mls import build_parser
+
+    a, _ = build_parser().parse(["--mls_root", "x", "--no_audio_checks", "out"])
+    assert a.audio_checks is False
+    a, _ = build_parser().parse(["--mls_root", "x", "out"])
+    assert a.audio_checks is True
+    env = dict(os.environ, JUSTKIT_NO_INSTALL="1")
+    res = subprocess.run([str(ROOT / "egs" / "mls" / "local" / "data.sh"), "--audio_checks", "maybe", str(tmp_path / "d")],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "--audio_checks must be true or false" in res.stderr
+
+
+def test_what_the_consistency_pass_drops_is_reported(tmp_path, monkeypatch):
+    """Below DICT_CHECK_MAX_UTTS fix_data_dir still runs; an utterance it drops is a bad utterance
+    named with its audio file, and is left out of the subsets and the combined set."""
+    import justkit.corpora.prepare_mls as pm
+
+    ld = find_language_dir(CORPUS, "pl")
+    victim = sorted(read_limited_supervision(ld)["9h"])[0]
+    real = pm.fix_data_dir
+    monkeypatch.setattr(pm, "fix_data_dir", lambda d: real(d, drop_utts={victim: "test"} if d.name == "train_pl" else {}))
+    data = tmp_path / "data"
+    prepare(PrepareConfig(mls_root=str(CORPUS), out=str(data), langs=["pl"], splits=["train"]))
+    spk, book, idx = victim.split("_")[1:]
+    audio = ld.path / "train" / "audio" / str(int(spk)) / book / f"{int(spk)}_{book}_{idx}.opus"
+    assert (data / "bad_utts.txt").read_text() == f"train_pl {victim} {audio} fix_data_dir: dropped by caller: test\n"
+    assert victim not in read_table(data / "train_pl_9h" / "text") and victim not in read_table(data / "train" / "text")
+
+
+def test_has_words_agrees_with_normalize():
+    """Stage 1's fast 'anything left after normalisation?' test is normalize(...) != '' exactly."""
+    import random
+
+    from justkit.text.normalize import has_words, normalize
+
+    cases = ["", "?!", "...", " - ", "'", "\u0301", "a\u0301", "\u00c9T\u00c9", "'t", "«»", "_", "__x__", "\x00",
+             "\u2019s", "١٢", "\u2163", "½", "ß", "\u3000", "\u200b", "e\u0301!", "ǅ", "ﬁ", "Ⅻ", "²"]
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in list(range(0x20, 0x250)) + list(range(0x300, 0x370)) + list(range(0x2000, 0x2200))
+                + [0x3000, 0x3001, 0x4e00, 0x0660, 0x0e01, 0xff01, 0xfb01]]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(20000)]
+    for text in cases:
+        for lang in ("en", "nl"):
+            assert has_words(text, lang) == (normalize(text, lang) != ""), (text, lang)

@@ -271,6 +271,50 @@ def test_compute_cmvn_cli(recipe, stage3):
     assert stats[0, 80] == len(allf)
 
 
+def test_compute_cmvn_cli_parallel_matches_serial(recipe, stage3):
+    run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "--nj", "3", "dump/fbank/test",
+        "dump/fbank/test/cmvn_nj3.ark")
+    run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "dump/fbank/test",
+        "dump/fbank/test/cmvn_nj1.ark")
+    par, ser = (kaldiio.load_mat(str(recipe["dir"] / f"dump/fbank/test/cmvn_nj{n}.ark")) for n in (3, 1))
+    np.testing.assert_allclose(par, ser, rtol=1e-12)
+    assert par[0, -1] == ser[0, -1]
+    p = run(recipe, str(VENV_BIN / "python"), "-m", "justkit.bin.compute_cmvn", "--nj", "0", "dump/fbank/test",
+            "dump/fbank/test/x.ark", check=False)
+    assert p.returncode == 2 and "--nj must be >= 1" in p.stderr
+
+
+def test_cmvn_parts_sum_to_the_serial_stats(tmp_path):
+    from justkit.frontend.cmvn import CmvnError, compute_cmvn_stats
+
+    rng = np.random.default_rng(0)
+    mats = {f"u{i:03d}": (rng.standard_normal((int(rng.integers(1, 40)), 5)) * 3 + 7).astype(np.float32)
+            for i in range(37)}
+    kaldiio.save_ark(str(tmp_path / "f.ark"), mats, scp=str(tmp_path / "feats.scp"))
+    serial = compute_cmvn_stats(tmp_path / "feats.scp")
+    allf = np.concatenate(list(mats.values())).astype(np.float64)
+    np.testing.assert_allclose(serial[0, :5], allf.sum(0), rtol=1e-12)
+    for nj in (2, 5, 37, 100):  # more jobs than utterances: one utterance a part
+        par = compute_cmvn_stats(tmp_path / "feats.scp", nj=nj)
+        np.testing.assert_allclose(par, serial, rtol=1e-12)
+        assert par[0, -1] == serial[0, -1] == len(allf)
+    lines = (tmp_path / "feats.scp").read_text().splitlines()
+    bad = lines[:30] + [lines[30].split()[0] + " " + str(tmp_path / "f.ark") + ":999999"] + lines[31:]
+    (tmp_path / "bad.scp").write_text("\n".join(bad) + "\n")
+    with pytest.raises(CmvnError, match=r"bad.scp: utterance u030: cannot read features"):
+        compute_cmvn_stats(tmp_path / "bad.scp", nj=4)  # raised in the last part's worker
+    kaldiio.save_ark(str(tmp_path / "g.ark"), {"u036": np.zeros((3, 6), np.float32)}, scp=str(tmp_path / "g.scp"))
+    (tmp_path / "dim.scp").write_text("\n".join(lines[:36] + (tmp_path / "g.scp").read_text().splitlines()) + "\n")
+    with pytest.raises(CmvnError, match=r"dim.scp: utterance u036: dim 6 != 5"):
+        compute_cmvn_stats(tmp_path / "dim.scp", nj=37)  # the odd one is a part of its own
+    from justkit.datadir.tables import DataDirError
+
+    for name, rows in (("dup.scp", lines[:3] + lines[2:]), ("undup.scp", lines[3:] + lines[:4])):
+        (tmp_path / name).write_text("\n".join(rows) + "\n")  # sorted or not, a repeated id is found
+        with pytest.raises(DataDirError, match=rf"{name}:\d+: id u00[23]: duplicated"):
+            compute_cmvn_stats(tmp_path / name, nj=2)
+
+
 def test_wrapper_usage_errors(recipe):
     p = run(recipe, "utils/resample_data_dir.sh", "--nj", "2", "data/nope", "dump/raw/nope", check=False)
     assert p.returncode != 0 and "data/nope/wav.scp: file not found" in p.stderr
@@ -371,3 +415,62 @@ def test_stage3_raw_from_48k_opus_and_bad_audio(recipe, stage3):
     p = run(recipe, "utils/make_fbank.sh", "--feats_type", "raw", "--cmvn_fraction", "2", "data/test",
             "dump/onthefly/x", check=False)
     assert p.returncode != 0 and "--cmvn_fraction must be a number in [0, 1]" in p.stderr
+
+
+# ---------------------------------------------------------------- durability: one sync per group, not one fsync per file
+
+
+def test_atomic_open_fsyncs_unless_told_not_to(tmp_path, monkeypatch):
+    import justkit.fileio as fileio
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    with fileio.atomic_open(tmp_path / "a") as f:
+        f.write("x")
+    assert len(calls) == 1
+    with fileio.atomic_open(tmp_path / "b", fsync=False) as f:
+        f.write("y")
+    assert len(calls) == 1 and (tmp_path / "b").read_text() == "y"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resample_shard_syncs_per_group_and_renames_after_the_sync(recipe, tmp_path, monkeypatch):
+    """No fsync per FLAC; each group of files is renamed into place only after a filesystem
+    sync (then the renames are synced), so a file under its final name, the one a re-run's
+    is_complete trusts, always has its data on disk; a failing job leaves only committed files."""
+    import justkit.fileio as fileio
+    from justkit.frontend.shards import resample_shard
+
+    events = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: events.append("fsync"))
+    monkeypatch.setattr(fileio, "sync_filesystem", lambda d: events.append("sync"))
+    real_replace = os.replace
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: (events.append(("rename", Path(b).name)), real_replace(a, b))[1])
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{u} {recipe['wav'][u]}\n" for u in GOOD))  # 6 good utterances
+    wav, dur, bad = resample_shard(scp, str(tmp_path / "out"), 16000, commit_every=4)
+    assert sorted(wav) == sorted(GOOD) and not bad
+    assert "fsync" not in events
+    assert [e if e == "sync" else "rename" for e in events] == ["sync"] + ["rename"] * 4 + ["sync"] * 2 + ["rename"] * 2 + ["sync"]
+    for u, p in wav.items():
+        assert sf.info(p).frames == -(-sf.info(recipe["wav"][u]).frames // 3)
+    # A job that fails half-way: the committed group stays, the staged files are removed.
+    events.clear()
+    import justkit.frontend.shards as shards
+
+    n = {"calls": 0}
+    real_write = shards.write_flac
+
+    def failing(f, *a, **k):
+        n["calls"] += 1
+        if n["calls"] == 3:
+            raise OSError(28, "No space left on device")
+        return real_write(f, *a, **k)
+
+    monkeypatch.setattr(shards, "write_flac", failing)
+    with pytest.raises(RuntimeError, match=rf"wav.scp: utterance {GOOD[2]}: resampling .* No space left"):
+        resample_shard(scp, str(tmp_path / "out2"), 16000, commit_every=2)
+    out2 = tmp_path / "out2"
+    assert sorted(p.stem for p in out2.rglob("*.flac") if not p.name.startswith(".")) == sorted(GOOD[:2])
+    assert not list(out2.rglob(".*.tmp"))

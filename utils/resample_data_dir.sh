@@ -6,8 +6,10 @@
 # utterances whose audio is missing or unusable are listed in <dst>/bad_utts.txt
 # (<set> <utt> <file> <reason>) and dropped.
 # Logs: <dst>/log/resample.JOB.log. Re-running skips files that are already complete;
-# every file is written under a temp name and renamed, and wav.scp is written only when
-# all jobs have succeeded, so a killed run leaves nothing that a later stage reads.
+# every file is written under a temp name and renamed (FLACs in groups of 1000, after one
+# filesystem sync: no fsync per file, and none is under its name before its data is on disk),
+# and wav.scp is written only when all jobs have succeeded, so a killed run leaves nothing
+# that a later stage reads.
 set -euo pipefail
 utils=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 nj=4

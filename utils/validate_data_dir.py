@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate_data_dir.py: {a.dir}: {len(problems)} problem(s); "
               f"utils/fix_data_dir.py {a.dir} keeps the consistent utterances", file=sys.stderr)
         return cli.EXIT_USER_ERROR
-    print(f"validate_data_dir.py: {a.dir}: OK ({len(DataDir(a.dir).utt_ids())} utterances)")
+    print(f"validate_data_dir.py: {a.dir}: OK ({DataDir(a.dir).num_utts()} utterances)")
     return 0
 
 

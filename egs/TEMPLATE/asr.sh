@@ -141,7 +141,7 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     for set in $train_sets $dev_sets $test_sets; do
       utils/make_fbank.sh --nj "$nj" --cmd "$cmd" --config "$fbank_config" dump/raw/$set $featdir/$set
     done
-    python -m justkit.bin.compute_cmvn $featdir/train $featdir/train/cmvn.ark
+    python -m justkit.bin.compute_cmvn --nj "$nj" $featdir/train $featdir/train/cmvn.ark
   fi
   stage_time 3 $t0
 fi

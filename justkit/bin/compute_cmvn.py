@@ -16,6 +16,8 @@ PROG = "python -m justkit.bin.compute_cmvn"
 def build_parser() -> cli.Parser:
     p = cli.Parser(PROG, __doc__)
     p.add_argument("data_dir", type=Path, help="dir with feats.scp (dump/fbank/train)")
+    p.add_argument("--nj", type=int, default=1,
+                   help="processes: feats.scp is cut into nj contiguous parts whose stats are summed")
     p.add_argument("out", type=Path, help="stats file (dump/fbank/train/cmvn.ark): 2 x (D+1) float64 matrix")
     return p
 
@@ -23,11 +25,13 @@ def build_parser() -> cli.Parser:
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = build_parser().parse(argv)
-    from justkit.frontend.cmvn import compute_cmvn_stats, stats_to_mean_std, write_cmvn
+    from justkit.frontend.cmvn import CmvnError, compute_cmvn_stats, stats_to_mean_std, write_cmvn
 
     setup_logging()
     scp = a.data_dir / "feats.scp"
-    stats = compute_cmvn_stats(scp)
+    if a.nj < 1:
+        raise CmvnError(f"--nj must be >= 1, got {a.nj}")
+    stats = compute_cmvn_stats(scp, nj=a.nj)
     write_cmvn(a.out, stats)
     mean, std = stats_to_mean_std(stats)
     log.info("%s: %d frames, dim %d, mean in [%.2f, %.2f], std in [%.2f, %.2f] -> %s",

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
+
 from justkit.frontend.audio import MIN_SAMPLES, AudioError, audio_info
 from justkit.corpora.download import DownloadConfig, DownloadError, download_file, extract_tar, fetch_text, parse_md5_table
 from justkit.errors import JustkitError
-from justkit.text.normalize import normalize
+from justkit.text.normalize import has_words
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +136,16 @@ def _first_audio_ext(lang_path: Path) -> Optional[str]:
     return None
 
 
-def find_language_dir(mls_root: str | Path, lang: str) -> LanguageDir:
-    """Locate ``lang`` under ``mls_root``: ``mls_<language>_opus`` first, then ``mls_<language>``."""
+def find_language_dir(mls_root: str | Path, lang: str, look_at_audio: bool = True) -> LanguageDir:
+    """Locate ``lang`` under ``mls_root``: ``mls_<language>_opus`` first, then ``mls_<language>``
+    (the flac release; its audio extension is taken from the first audio file found, unless
+    ``look_at_audio`` is False: then flac)."""
     root = Path(mls_root)
     name = lang_name(lang)
     for dirname in (f"mls_{name}_opus", f"mls_{name}"):
         p = root / dirname
         if p.is_dir():
-            ext = "opus" if dirname.endswith("_opus") else (_first_audio_ext(p) or "flac")
+            ext = "opus" if dirname.endswith("_opus") else ((_first_audio_ext(p) if look_at_audio else None) or "flac")
             return LanguageDir(lang, p.resolve(), ext)
     raise MLSError(
         f"{root}: no mls_{name}_opus/ or mls_{name}/ directory for language {lang}; "
@@ -151,12 +157,111 @@ def _audio_path(ld: LanguageDir, split: str, spk: str, book: str, mls_id: str) -
     return ld.path / split / "audio" / spk / book / f"{mls_id}.{ld.audio_ext}"
 
 
-def read_split(ld: LanguageDir, split: str) -> SplitRecords:
-    """Parse ``<split>/transcripts.txt`` and match it with ``<split>/audio/``.
+# Rows per block when building the index arrays and when probing audio in parallel.
+_BLOCK = 1 << 16
 
-    Lines that are not UTF-8, have no text, an id that is not ``<spk>_<book>_<utt>``, a
-    duplicated id or no audio file, and audio files without a transcript line become
-    Problems; everything else an Utterance. The audio itself is not opened here.
+
+def _parse_line(raw: bytes) -> Tuple[str, str]:
+    """(MLS id, text with whitespace collapsed) of one UTF-8 transcript line (tab- or space-separated)."""
+    line = raw.decode("utf-8").rstrip("\r")
+    parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
+    return parts[0].strip(), " ".join(parts[1].split()) if len(parts) > 1 else ""
+
+
+class _Keys:
+    """Ids collected in blocks of _BLOCK, each turned into a fixed-width bytes array, so that no
+    per-row Python object outlives its block."""
+
+    def __init__(self) -> None:
+        self.blocks: List[np.ndarray] = []
+        self.keys: List[bytes] = []
+
+    def add(self, key: bytes) -> None:
+        self.keys.append(key)
+        if len(self.keys) == _BLOCK:
+            self.blocks.append(np.array(self.keys, dtype=bytes))
+            self.keys = []
+
+    def array(self) -> np.ndarray:
+        blocks = self.blocks + ([np.array(self.keys, dtype=bytes)] if self.keys else [])
+        self.blocks, self.keys = [], []
+        if not blocks:
+            return np.zeros(0, dtype="S1")
+        width = max(b.dtype.itemsize for b in blocks)
+        return np.concatenate([b.astype(f"S{width}") for b in blocks])
+
+
+class _Rows:
+    """Growing columns of an index under construction (compact arrays, no object per row)."""
+
+    def __init__(self) -> None:
+        self.keys = _Keys()
+        self.offsets = array("q")
+        self.lengths = array("i")
+        self.linenos = array("i")
+        self.ok = bytearray()
+
+    def add(self, key: bytes, offset: int, length: int, lineno: int, ok: bool) -> None:
+        self.keys.add(key)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        self.linenos.append(lineno)
+        self.ok.append(ok)
+
+
+@dataclass
+class SplitIndex:
+    """A split's usable transcript lines in Kaldi-id order (C-locale bytes), as compact arrays.
+
+    Stage 1 keeps this instead of one Python object per utterance (~80 bytes a row at peak against
+    ~3 KB: English train has 10.8M rows); the text is re-read from ``transcripts`` by byte
+    offset when the tables are written (``rows``).
+    """
+
+    ld: LanguageDir
+    split: str
+    transcripts: Path
+    keys: np.ndarray     # S<w>: Kaldi utterance ids, sorted, unique
+    offsets: np.ndarray  # int64: byte offset of the line in ``transcripts``
+    lengths: np.ndarray  # int32: its length in bytes (without the newline)
+    problems: List[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the rows where ``mask`` is True."""
+        self.keys, self.offsets, self.lengths = self.keys[mask], self.offsets[mask], self.lengths[mask]
+
+    def audio(self, mls_id: str) -> str:
+        """The audio file of ``mls_id`` (as ``str(_audio_path(...))``, without pathlib's cost per row)."""
+        spk, book, _ = mls_id.split("_")
+        return f"{self.ld.path}/{self.split}/audio/{spk}/{book}/{mls_id}.{self.ld.audio_ext}"
+
+    def rows(self, start: int = 0, stop: Optional[int] = None) -> Iterator[Tuple[str, str, str]]:
+        """(Kaldi id, MLS id, text) of rows ``start:stop``, in order, read back from the transcript file."""
+        stop = len(self) if stop is None else stop
+        fd = os.open(self.transcripts, os.O_RDONLY)
+        try:
+            for i in range(start, stop):
+                raw = os.pread(fd, int(self.lengths[i]), int(self.offsets[i]))
+                mls_id, text = _parse_line(raw)
+                utt = self.keys[i].decode("ascii")
+                if len(raw) != self.lengths[i] or kaldi_utt_id(self.ld.lang, mls_id) != utt:
+                    raise MLSError(f"{self.transcripts}: changed while stage 1 read it (utterance {utt}); run it again")
+                yield utt, mls_id, text
+        finally:
+            os.close(fd)
+
+
+def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> SplitIndex:
+    """Parse ``<split>/transcripts.txt`` in one streaming pass into a SplitIndex.
+
+    Lines that are not UTF-8, have no text (or none left after normalisation), an id that is
+    not ``<spk>_<book>_<utt>`` or a duplicated id become Problems. With ``audio_checks`` a line
+    whose audio file does not exist, and an audio file without a transcript line (a walk of
+    ``<split>/audio/``), are Problems too; without it the audio tree is not looked at. The
+    audio itself is not opened here (``probe_durations`` / ``segment_durations``).
     """
     if split not in SPLITS:
         raise MLSError(f"unknown split {split!r}; known: {SPLITS}")
@@ -164,55 +269,193 @@ def read_split(ld: LanguageDir, split: str) -> SplitRecords:
     tpath = sdir / "transcripts.txt"
     if not tpath.is_file():
         raise MLSError(f"{tpath}: not found; is {ld.path} a complete MLS {lang_name(ld.lang)} release?")
-    rec = SplitRecords(ld.lang, split)
-    seen: Dict[str, int] = {}
-    claimed: set[str] = set()
-    for lineno, raw in enumerate(tpath.read_bytes().split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        raw_id = raw.split(None, 1)[0].decode("utf-8", "replace")
-        where = f"{tpath}:{lineno}"
-        if MLS_ID.match(raw_id):
-            claimed.add(raw_id)  # its audio is accounted for, whatever is wrong with the line
-        try:
-            line = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as e:
-            rec.problems.append(Problem(_safe_id(ld.lang, raw_id), where, f"transcript is not valid UTF-8 ({e.reason} at byte {e.start})"))
-            continue
-        parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
-        mls_id = parts[0].strip()
-        text = " ".join(parts[1].split()) if len(parts) > 1 else ""
-        m = MLS_ID.match(mls_id)
-        if not m:
-            rec.problems.append(Problem(_safe_id(ld.lang, mls_id), where, "id is not <speaker>_<book>_<utt>"))
-            continue
-        try:
-            utt = kaldi_utt_id(ld.lang, mls_id)
-        except MLSError as e:
-            rec.problems.append(Problem(_safe_id(ld.lang, mls_id), where, str(e)))
-            continue
-        if mls_id in seen:
-            rec.problems.append(Problem(utt, where, f"id duplicated (first on line {seen[mls_id]}); later line dropped"))
-            continue
-        seen[mls_id] = lineno
-        audio = _audio_path(ld, split, m.group(1), m.group(2), mls_id)
-        if not text:
-            rec.problems.append(Problem(utt, where, "empty transcript"))
-            continue
-        if not normalize(text, ld.lang):
-            rec.problems.append(Problem(utt, where, f"transcript {text!r} has no word left after normalisation "
-                                                    "(punctuation or symbols only)"))
-            continue
-        if not audio.is_file():
-            rec.problems.append(Problem(utt, str(audio), "transcript without audio: file not found"))
-            continue
-        rec.utts.append(Utterance(utt, mls_id, kaldi_spk_id(ld.lang, m.group(1)), m.group(2), text, str(audio)))
-    for path in _iter_audio(sdir / "audio", ld.audio_ext):
-        stem = path.name[: -len(ld.audio_ext) - 1]
-        if stem not in claimed:
-            rec.problems.append(Problem(_safe_id(ld.lang, stem), str(path), f"audio without a transcript in {tpath}"))
-    rec.utts.sort(key=lambda u: u.utt.encode("utf-8"))
+    rows = _Rows()
+    line_problems: List[Tuple[int, int, Problem]] = []  # (lineno, row or -1, problem)
+    claimed = _Keys() if audio_checks else None  # raw ids whose audio is accounted for
+    offset = 0
+    with open(tpath, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            raw = raw.rstrip(b"\n")
+            if not raw.strip():
+                continue
+            raw_id = raw.split(None, 1)[0].decode("utf-8", "replace")
+            where = f"{tpath}:{lineno}"
+            if claimed is not None and MLS_ID.match(raw_id):
+                claimed.add(raw_id.encode("utf-8"))  # whatever is wrong with the line
+            try:
+                mls_id, text = _parse_line(raw)
+            except UnicodeDecodeError as e:
+                line_problems.append((lineno, -1, Problem(_safe_id(ld.lang, raw_id), where,
+                                                          f"transcript is not valid UTF-8 ({e.reason} at byte {e.start})")))
+                continue
+            m = MLS_ID.match(mls_id)
+            if not m:
+                line_problems.append((lineno, -1, Problem(_safe_id(ld.lang, mls_id), where, "id is not <speaker>_<book>_<utt>")))
+                continue
+            try:
+                utt = kaldi_utt_id(ld.lang, mls_id)
+            except MLSError as e:
+                line_problems.append((lineno, -1, Problem(_safe_id(ld.lang, mls_id), where, str(e))))
+                continue
+            problem = None
+            if not text:
+                problem = Problem(utt, where, "empty transcript")
+            elif not has_words(text, ld.lang):
+                problem = Problem(utt, where, f"transcript {text!r} has no word left after normalisation "
+                                              "(punctuation or symbols only)")
+            elif audio_checks:
+                audio = _audio_path(ld, split, m.group(1), m.group(2), mls_id)
+                if not audio.is_file():
+                    problem = Problem(utt, str(audio), "transcript without audio: file not found")
+            if problem is not None:
+                line_problems.append((lineno, len(rows.ok), problem))
+            # Every line with a valid id is a row (so that a later duplicate of it is caught); rows
+            # with a problem are dropped below.
+            rows.add(utt.encode("ascii"), start, len(raw), lineno, problem is None)
+    keys = rows.keys.array()
+    offsets = np.frombuffer(rows.offsets, dtype=np.int64)
+    lengths = np.frombuffer(rows.lengths, dtype=np.int32)
+    linenos = np.frombuffer(rows.linenos, dtype=np.int32)
+    ok = np.frombuffer(bytes(rows.ok), dtype=np.bool_).copy()
+    del rows
+    order = np.argsort(keys, kind="stable")  # C-locale byte order; equal ids keep their line order
+    # One column at a time, so that at most one old column is alive beside the new ones.
+    keys = keys[order]
+    offsets = offsets[order]
+    lengths = lengths[order]
+    linenos = linenos[order]
+    ok = ok[order]
+    is_dup = np.zeros(len(keys), dtype=np.bool_)
+    if len(keys) > 1:
+        is_dup[1:] = keys[1:] == keys[:-1]
+    dup_rows = set(order[is_dup].tolist())
+    for i in np.flatnonzero(is_dup).tolist():
+        first = i - 1
+        while is_dup[first]:
+            first -= 1
+        line_problems.append((int(linenos[i]), -1, Problem(keys[i].decode("ascii"), f"{tpath}:{int(linenos[i])}",
+                                                           f"id duplicated (first on line {int(linenos[first])}); later line dropped")))
+    del order
+    good = ok & ~is_dup
+    idx = SplitIndex(ld, split, tpath, keys[good], offsets[good], lengths[good])
+    del keys, offsets, lengths, linenos, ok
+    line_problems.sort(key=lambda t: t[0])
+    idx.problems = [p for _, row, p in line_problems if row < 0 or row not in dup_rows]
+    if claimed is not None:
+        have = np.unique(claimed.array())
+        del claimed
+        for path in _iter_audio(sdir / "audio", ld.audio_ext):
+            stem = path.name[: -len(ld.audio_ext) - 1]
+            b = stem.encode("utf-8", "surrogateescape")
+            j = int(np.searchsorted(have, b))
+            if j >= len(have) or have[j] != b:
+                idx.problems.append(Problem(_safe_id(ld.lang, stem), str(path), f"audio without a transcript in {tpath}"))
+    return idx
+
+
+def read_split(ld: LanguageDir, split: str) -> SplitRecords:
+    """Parse ``<split>/transcripts.txt`` and match it with ``<split>/audio/`` into Utterance objects
+    (sorted by id): for small splits, tools and tests; stage 1 streams through ``index_split``.
+
+    Lines that are not UTF-8, have no text, an id that is not ``<spk>_<book>_<utt>``, a
+    duplicated id or no audio file, and audio files without a transcript line become
+    Problems; everything else an Utterance. The audio itself is not opened here.
+    """
+    idx = index_split(ld, split)
+    rec = SplitRecords(ld.lang, split, problems=idx.problems)
+    for utt, mls_id, text in idx.rows():
+        spk, book, _ = mls_id.split("_")
+        rec.utts.append(Utterance(utt, mls_id, kaldi_spk_id(ld.lang, spk), book, text, idx.audio(mls_id)))
     return rec
+
+
+def probe_durations(idx: SplitIndex, nj: int = 1) -> Tuple[np.ndarray, List[Problem]]:
+    """Duration (seconds, from the header) of every row's audio, in ``nj`` processes, a block of
+    rows at a time; NaN where the file is unusable (missing, empty, unreadable, < 2 samples: a Problem)."""
+    durs = np.full(len(idx), np.nan)
+    problems: List[Problem] = []
+    pool = None
+    if nj > 1 and len(idx) > 64:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(nj)
+    try:
+        for start in range(0, len(idx), _BLOCK):
+            jobs = [(utt, idx.audio(mls_id)) for utt, mls_id, _ in idx.rows(start, min(start + _BLOCK, len(idx)))]
+            results = pool.map(_probe_one, jobs, chunksize=64) if pool is not None else map(_probe_one, jobs)
+            for i, (utt, path, dur, err) in enumerate(results, start):
+                if err is None:
+                    durs[i] = dur
+                else:
+                    problems.append(Problem(utt, path, err))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return durs, problems
+
+
+def segment_durations(idx: SplitIndex) -> Tuple[np.ndarray, List[Problem]]:
+    """Duration (end - start, seconds) of every row from ``<split>/segments.txt``
+    (``<mls_id>\\t<url>\\t<start>\\t<end>``), for ``audio_checks=False``: no audio file is looked at.
+    NaN, and a Problem, where the utterance has no line, an unparsable line or end <= start."""
+    spath = idx.transcripts.parent / "segments.txt"
+    durs = np.full(len(idx), np.nan)
+    if not spath.is_file():
+        raise MLSError(f"{spath}: not found; it gives the durations when the audio is not checked "
+                       "(--audio_checks false); check the audio instead (--audio_checks true)")
+    bad: Dict[int, Problem] = {}
+    seen = np.zeros(len(idx), dtype=np.bool_)
+
+    def place(ids: List[bytes], values: List[float], where: List[Optional[Tuple[str, str]]]) -> None:
+        if not ids or not len(idx):
+            return
+        k = np.array(ids, dtype=bytes)
+        j = np.minimum(np.searchsorted(idx.keys, k), len(idx) - 1)
+        for n in np.flatnonzero(idx.keys[j] == k).tolist():
+            row = int(j[n])
+            if seen[row]:
+                continue  # a repeated line: the first one counts, as in transcripts.txt
+            seen[row] = True
+            if where[n] is not None:
+                bad[row] = Problem(idx.keys[row].decode("ascii"), *where[n])
+            else:
+                durs[row] = values[n]
+
+    ids: List[bytes] = []
+    values: List[float] = []
+    where: List[Optional[Tuple[str, str]]] = []
+    with open(spath, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            cols = raw.split(b"\t")
+            if not raw.strip():
+                continue
+            try:
+                utt = kaldi_utt_id(idx.ld.lang, cols[0].strip().decode("ascii"))
+            except (MLSError, UnicodeDecodeError):
+                continue  # not an utterance of this split's index (reported as missing if it should be)
+            reason = None
+            try:
+                start, end = float(cols[2]), float(cols[3])
+                if not (math.isfinite(start) and math.isfinite(end)):
+                    raise ValueError
+                if end <= start:
+                    reason = f"segment end {end} <= start {start}"
+            except (IndexError, ValueError):
+                start = end = 0.0
+                reason = "cannot parse the line (want <id> <url> <start> <end>)"
+            ids.append(utt.encode("ascii"))
+            values.append(end - start)
+            where.append(None if reason is None else (f"{spath}:{lineno}", reason))
+            if len(ids) == _BLOCK:
+                place(ids, values, where)
+                ids, values, where = [], [], []
+    place(ids, values, where)
+    problems = [bad[i] for i in sorted(bad)]
+    for i in np.flatnonzero(~seen).tolist():
+        problems.append(Problem(idx.keys[i].decode("ascii"), str(spath), "no line in segments.txt (its duration is unknown)"))
+    return durs, problems
 
 
 def probe_audio(utts: List[Utterance], nj: int = 1) -> Tuple[Dict[str, float], List[Problem]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional
+from typing import Dict, Iterable, Iterator, Mapping, Optional, TextIO
 
 from justkit.fileio import atomic_open
 from justkit.errors import JustkitError
@@ -30,16 +30,23 @@ def iter_table(path: str | Path) -> Iterator[TableLine]:
     """Yield every non-blank line of a table without judging it (duplicates, empty values pass).
 
     Used by ``read_table`` and by the validator, which reports all problems instead of
-    stopping at the first. Raises DataDirError if the file does not exist.
+    stopping at the first. The file is read line by line (a 10M-line table is never held
+    in memory). Raises DataDirError if the file does not exist.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataDirError(f"{path}: file not found") from None
-    for lineno, bline in enumerate(raw.split(b"\n"), 1):
+    with f:
+        yield from _parse_lines(f)
+
+
+def _parse_lines(f) -> Iterator[TableLine]:
+    for lineno, bline in enumerate(f, 1):  # binary iteration splits on b"\n" only
         if not bline.strip():
             continue
+        bline = bline.rstrip(b"\n")
         try:
             line = bline.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -153,6 +160,77 @@ def write_table(path: str | Path, table: Mapping[str, str] | Iterable[tuple[str,
             f.write(f"{k} {v}\n" if v != "" else f"{k}\n")
 
 
+class SortedTableWriter:
+    """Write ``key value`` lines to an open file, checking that keys come in strictly increasing
+    C-locale byte order (the streaming counterpart of ``write_table``'s sort)."""
+
+    def __init__(self, f: TextIO, path: str | Path):
+        self.f, self.path, self.prev, self.n = f, path, None, 0
+
+    def write(self, key: str, value: str) -> None:
+        bkey = key.encode("utf-8")
+        if self.prev is not None and bkey <= self.prev:
+            what = "duplicated" if bkey == self.prev else f"not sorted (comes after {self.prev.decode('utf-8')})"
+            raise DataDirError(f"{self.path}: id {key}: {what}")
+        self.prev = bkey
+        self.n += 1
+        self.f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
+
+
+def write_sorted_table(path: str | Path, rows: Iterable[tuple[str, str]]) -> int:
+    """Write ``rows`` that are already sorted by key (C-locale byte order) without holding them,
+    atomically; an out-of-order or repeated key is a DataDirError (nothing written). Returns the row count."""
+    with atomic_open(path, "w") as f:
+        w = SortedTableWriter(f, path)
+        for k, v in rows:
+            w.write(k, v)
+    return w.n
+
+
+class Spk2uttStream:
+    """spk2utt from utt2spk rows given in utterance order, for data dirs whose utterance ids
+    sort with their speakers (each speaker's utterances contiguous, speakers ascending, as
+    Kaldi recipes and stage 1 make them). ``add`` returns False at the first row that breaks
+    this; the caller then falls back to ``utt2spk_to_spk2utt``."""
+
+    def __init__(self, writer: SortedTableWriter):
+        self.w, self.spk, self.utts = writer, None, []
+
+    def add(self, utt: str, spk: str) -> bool:
+        if spk != self.spk:
+            if self.spk is not None and spk.encode("utf-8") <= self.spk.encode("utf-8"):
+                return False
+            self.flush()
+            self.spk = spk
+        self.utts.append(utt)
+        return True
+
+    def flush(self) -> None:
+        if self.spk is not None and self.utts:
+            self.w.write(self.spk, " ".join(self.utts))
+        self.utts = []
+
+
+def write_spk2utt(path: str | Path, utt2spk: str | Path) -> None:
+    """Write ``path`` (spk2utt) from the sorted table file ``utt2spk``: one streaming pass when
+    speakers are contiguous and ascending, else (any data dir) through a dict."""
+    try:
+        with atomic_open(path, "w") as f:
+            stream = Spk2uttStream(SortedTableWriter(f, path))
+            for t in iter_table(utt2spk):
+                if t.error:
+                    raise DataDirError(f"{utt2spk}:{t.lineno}: id {t.key}: {t.error}")
+                if not stream.add(t.key, t.value):
+                    raise _NotContiguous  # the temporary file is dropped, never renamed
+            stream.flush()
+    except _NotContiguous:
+        write_table(path, utt2spk_to_spk2utt(read_table(utt2spk)))
+
+
+class _NotContiguous(Exception):
+    """utt2spk's speakers are not contiguous and ascending: spk2utt needs the dict path."""
+
+
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, str]:
     """Invert utt2spk into spk2utt (space-joined, utterances sorted)."""
     spk: Dict[str, list] = {}
@@ -178,6 +256,13 @@ class DataDir:
 
     def write(self, name: str, table: Mapping[str, str]) -> None:
         write_table(self.path / name, table)
+
+    def num_utts(self) -> int:
+        """Number of lines of wav.scp (else feats.scp, else text), counted without reading it into memory."""
+        for name in ("wav.scp", "feats.scp", "text"):
+            if self.has(name):
+                return sum(1 for _ in iter_table(self.path / name))
+        raise DataDirError(f"{self.path}: no wav.scp, feats.scp or text")
 
     def utt_ids(self) -> list[str]:
         """Utterance ids, taken from wav.scp, else feats.scp, else text."""

@@ -148,18 +148,26 @@ def load_audio(
     return np.ascontiguousarray(samples, dtype=np.float32), int(sr)
 
 
-def save_flac(path: PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> int:
+def save_flac(path: PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16",
+              fsync: bool = True) -> int:
     """Write mono ``samples`` (float in [-1, 1]) as FLAC atomically; return the clipped-sample count.
 
     Values outside [-1, 1] are clipped first: libsndfile's float->int conversion would
-    otherwise wrap them around.
+    otherwise wrap them around. ``fsync=False``: renamed into place without waiting for the
+    disk (see ``atomic_open``); many files are better written through ``write_flac`` into
+    ``justkit.fileio.StagedFiles``.
     """
+    with atomic_open(path, "wb", encoding=None, fsync=fsync) as f:
+        return write_flac(f, samples, sample_rate, subtype, path)
+
+
+def write_flac(f, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16", name: PathLike = "FLAC") -> int:
+    """Write mono ``samples`` as FLAC to the open binary file ``f``; return the clipped-sample count."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
-        raise ValueError(f"{path}: save_flac expects mono 1-D samples, got shape {samples.shape}")
+        raise ValueError(f"{name}: save_flac expects mono 1-D samples, got shape {samples.shape}")
     clipped = int(np.count_nonzero(np.abs(samples) > 1.0))
     if clipped:
         samples = np.clip(samples, -1.0, 1.0)
-    with atomic_open(path, "wb", encoding=None) as f:
-        sf.write(f, samples, int(sample_rate), format="FLAC", subtype=subtype)
+    sf.write(f, samples, int(sample_rate), format="FLAC", subtype=subtype)
     return clipped

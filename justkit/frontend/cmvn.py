@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 import kaldiio
 import numpy as np
 
-from justkit.datadir.tables import read_table
+from justkit.datadir.tables import DataDirError, iter_table, read_table
 from justkit.fileio import atomic_open, refuse_pipe
 from justkit.errors import JustkitError
 
@@ -67,15 +67,68 @@ def add_to_stats(stats: np.ndarray, x: np.ndarray) -> None:
     stats[0, d] += x.shape[0]
 
 
-def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> np.ndarray:
-    """Global stats over every utterance of ``feats_scp``; errors name the scp and utterance."""
+def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: int = 1) -> np.ndarray:
+    """Global stats over every utterance of ``feats_scp``; errors name the scp and utterance.
+
+    With ``nj`` > 1 the scp is cut into ``nj`` contiguous parts, each accumulated in its own
+    process (float64), and the parts' stats are summed in order: the result equals the serial
+    one up to the order of the float64 additions. The scp is read line by line (10.8M English
+    utterances are never held in memory).
+    """
     feats_scp = Path(feats_scp)
-    table = read_table(feats_scp)
-    if not table:
+    n = count_entries(feats_scp)
+    if not n:
         raise CmvnError(f"{feats_scp}: no utterances")
+    nj = max(1, min(nj, n))
+    bounds = [n * j // nj for j in range(nj + 1)]
+    jobs = [(feats_scp, bounds[j], bounds[j + 1], progress_every, f" (part {j + 1}/{nj})" if nj > 1 else "")
+            for j in range(nj)]
+    if nj == 1:
+        parts = [_accumulate_part(*jobs[0])]
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            parts = pool.starmap(_accumulate_part, jobs)
+    stats, _ = parts[0]
+    for part, utt in parts[1:]:
+        if part.shape != stats.shape:
+            raise CmvnError(f"{feats_scp}: utterance {utt}: dim {part.shape[1] - 1} != {stats.shape[1] - 1} "
+                            f"of the utterances before it")
+        stats += part
+    return stats
+
+
+def count_entries(scp: Path) -> int:
+    """Entries of ``scp``, checked as ``read_table`` checks them (UTF-8, a value, no repeated id):
+    a sorted scp (every one justkit writes) in one pass that keeps nothing, another through a dict."""
+    n, prev = 0, None
+    for t in iter_table(scp):
+        if t.error:
+            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: {t.error}")
+        if not t.value:
+            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: empty value")
+        key = t.key.encode("utf-8")
+        if prev is not None and key <= prev:
+            return len(read_table(scp))  # not sorted: repeated ids need a dict to be found
+        prev = key
+        n += 1
+    return n
+
+
+def _accumulate_part(feats_scp: Path, start: int, stop: int, progress_every: float,
+                     label: str) -> Tuple[np.ndarray, str]:
+    """(stats of the entries ``start:stop`` of the scp, the first one's utterance id)."""
     stats: Optional[np.ndarray] = None
+    first = ""
     t0 = last = time.monotonic()
-    for i, (utt, rx) in enumerate(table.items(), 1):
+    for i, t in enumerate(iter_table(feats_scp)):
+        if i < start:
+            continue
+        if i >= stop:
+            break
+        utt, rx = t.key, t.value
+        first = first or utt
         refuse_pipe(rx, f"{feats_scp}: utterance {utt}")
         try:
             x = kaldiio.load_mat(rx)
@@ -94,10 +147,11 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0) -> n
         add_to_stats(stats, x)
         now = time.monotonic()
         if now - last >= progress_every:
-            log.info("cmvn: %d/%d utterances (%.0f s)", i, len(table), now - t0)
+            log.info("cmvn%s: %d/%d utterances (%.0f s)", label, i + 1 - start, stop - start, now - t0)
             last = now
-    assert stats is not None
-    return stats
+    if stats is None:
+        raise CmvnError(f"{feats_scp}: changed while CMVN stats were computed (entries {start}-{stop} missing)")
+    return stats, first
 
 
 def write_stats_shard(path: str | Path, stats: np.ndarray) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from justkit.datadir.badutts import BadUtt
 from justkit.datadir.tables import read_table
 from justkit.errors import JustkitError
-from justkit.fileio import atomic_open, is_pipe
-from justkit.frontend.audio import AudioError, audio_info, load_audio, save_flac
+from justkit.fileio import StagedFiles, atomic_open, is_pipe
+from justkit.frontend.audio import AudioError, audio_info, load_audio, write_flac
 from justkit.frontend.cmvn import add_to_stats
 from justkit.frontend.fbank import STORAGE_FORMATS, FbankConfig, FbankError, compute_fbank, num_frames
 from justkit.frontend.resample import output_length, resample
@@ -58,7 +58,9 @@ def is_complete(out: str, src: str, utt: str, fs: int) -> Optional[int]:
     """Number of samples of ``out`` if it is a finished resampling of ``src``, else None.
 
     Finished = newer than ``src``, mono, at ``fs``, with the length the length rule gives
-    (files appear only complete, by rename; this also catches a changed source or --fs).
+    (this also catches a changed source or --fs). A file appears under its name only complete
+    and with its data on disk (``resample_shard`` stages it and renames it after a filesystem
+    sync), so one found there, even after a machine crash, can be trusted.
     """
     try:
         if Path(out).stat().st_mtime < Path(src).stat().st_mtime:
@@ -75,13 +77,28 @@ def is_complete(out: str, src: str, utt: str, fs: int) -> Optional[int]:
     return None
 
 
-def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float = 10.0
-                   ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
+def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float = 10.0,
+                   commit_every: int = 1000) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
     """Resample every utterance of ``wav_scp``; returns (wav.scp, utt2dur, bad utterances).
 
     An output that already exists and has the expected length is kept (re-runs skip
-    finished work); every new file is written atomically.
+    finished work). New files are written under temporary names without an fsync each and
+    renamed in groups of ``commit_every`` after one filesystem sync (``StagedFiles``): all
+    are on disk under their names when this returns (before the job writes its completion
+    record), and a killed job loses at most one group.
     """
+    staged = StagedFiles(commit_every)
+    try:
+        out = _resample_all(wav_scp, audio_dir, fs, progress_every, staged)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    return out
+
+
+def _resample_all(wav_scp: Path, audio_dir: str, fs: int, progress_every: float, staged: StagedFiles
+                  ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
     table = read_table(wav_scp)
     wav: Dict[str, str] = {}
     dur: Dict[str, str] = {}
@@ -108,8 +125,9 @@ def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float
             x, sr = loaded
             try:
                 y = resample(x, sr, fs)
-                if save_flac(out, y, fs):
-                    clipped_utts += 1
+                with staged.open(out) as f:
+                    if write_flac(f, y, fs, name=out):
+                        clipped_utts += 1
             except Exception as e:  # not the audio's fault (disk full, ...): stop, naming the utterance
                 raise RuntimeError(f"{wav_scp}: utterance {utt}: resampling {src} -> {out} failed: {e}") from e
             n = len(y)

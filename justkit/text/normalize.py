@@ -48,6 +48,18 @@ def normalize(text: str, lang: str) -> str:
     return " ".join(s.split())
 
 
+_ALNUM = re.compile(_WORD_CHAR)
+
+
+def has_words(text: str, lang: str) -> bool:
+    """``normalize(text, lang) != ""``, fast for the usual transcript: a letter or digit anywhere
+    survives normalisation (NFC, lowercasing and the rules above keep letters letters), so only
+    a text without one (punctuation, symbols, a lone combining mark) is normalised to find out."""
+    if _ALNUM.search(text):
+        return True
+    return normalize(text, lang) != ""
+
+
 def _keep(c: str) -> bool:
     if c in "\x00\x01":
         return True
