@@ -15,6 +15,7 @@ import sys
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from justkit.datadir.tables import read_table
@@ -65,8 +66,13 @@ def _run(egs: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProce
 @pytest.mark.slow
 def test_run_sh_stages_1_to_8(tmp_path):
     egs = _recipe_copy(tmp_path)
+    # Stored features as Kaldi compressed matrices (full MLS's disk option; float32 is what the
+    # stage tests and the raw test compare against).
+    conf = (egs / "conf/fbank.yaml").read_text()
+    assert "storage: float32" in conf
+    (egs / "conf/fbank_compressed.yaml").write_text(conf.replace("storage: float32", "storage: compressed"))
     r = _run(egs, "--langs", "en pl", "--nj", "2", "--config", "conf/train_e2e.yaml",
-             "--labelled_subset", "9h")
+             "--labelled_subset", "9h", "--fbank_config", "conf/fbank_compressed.yaml")
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-6000:]
     for s in range(1, 9):
@@ -83,12 +89,20 @@ def test_run_sh_stages_1_to_8(tmp_path):
     for s in ("train", "dev", "test_en", "test_pl", "test_cs"):
         assert (egs / f"dump/fbank/{s}/feats.scp").is_file(), s
     assert (egs / "dump/fbank/train/cmvn.ark").is_file()
+    assert "storage: compressed" in (egs / "dump/fbank/train/conf/fbank.yaml").read_text()
+    frames = sum(int(v) for v in read_table(egs / "dump/fbank/train/utt2num_frames").values())
+    ark_bytes = sum(p.stat().st_size for p in (egs / "dump/fbank/train/data").glob("feats.*.ark"))
+    assert ark_bytes < 0.3 * frames * 80 * 4  # about a quarter of float32
     # stage 4-5: tokenizer; only the 9h lists stay labelled in train
     assert (egs / "data/token/spm.model").is_file()
     rows = [json.loads(x) for x in (egs / "dump/packed/train.jsonl").read_text().splitlines()]
     n_lab = sum(r["labelled"] for r in rows)
     n_9h = sum(len(read_table(egs / f"data/train_{l}_9h/text")) for l in ("en", "pl"))
     assert n_lab == n_9h and 0 < n_lab < len(rows)
+    from justkit.data.manifest import PackedIndex
+
+    idx = PackedIndex.open(egs / "dump/packed/train.jsonl")  # stage 5's index, mapped
+    assert isinstance(idx.rows, np.memmap) and idx.lengths.tolist() == [r["num_frames"] for r in rows]
     # stage 6: checkpoints, csv, plots; every loss term logged
     exp = egs / "exp/train_e2e"
     assert sorted(p.name for p in (exp / "checkpoints").glob("ckpt-*.pt"))
