@@ -157,8 +157,7 @@ def _accumulate_part(feats_scp: Path, start: int, stop: int, progress_every: flo
 def write_stats_shard(path: str | Path, stats: np.ndarray) -> None:
     """Write one job's partial stats ``[2, D+1]`` (a frame count of 0 is allowed), atomically."""
     stats = np.asarray(stats, dtype=np.float64)
-    if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
-        raise CmvnError(f"{path}: CMVN stats must be a 2 x (D+1) matrix, got shape {stats.shape}")
+    _check_shape(stats, path)
     with atomic_open(path, "wb", encoding=None) as f:
         kaldiio.save_mat(f, stats)
 
@@ -170,15 +169,7 @@ def sum_stats(paths: Iterable[str | Path]) -> np.ndarray:
     names = []
     for p in paths:
         names.append(str(p))
-        refuse_pipe(str(p), "CMVN stats")
-        try:
-            s = np.asarray(kaldiio.load_mat(str(p)), dtype=np.float64)
-        except FileNotFoundError:
-            raise CmvnError(f"{p}: partial CMVN stats not found (did the job finish? see its log)") from None
-        except Exception as e:
-            raise CmvnError(f"{p}: cannot read partial CMVN stats ({e})") from None
-        if s.ndim != 2 or s.shape[0] != 2 or s.shape[1] < 2:
-            raise CmvnError(f"{p}: CMVN stats must be a 2 x (D+1) matrix, got shape {s.shape}")
+        s = _load_stats(p, "partial CMVN stats", "did the job finish? see its log")
         if total is None:
             total = np.zeros_like(s)
         elif s.shape != total.shape:
@@ -200,20 +191,31 @@ def write_cmvn(path: str | Path, stats: np.ndarray) -> None:
 
 def read_cmvn(path: str | Path) -> np.ndarray:
     """Read Kaldi-layout global stats ``[2, D+1]`` float64."""
-    refuse_pipe(str(path), "CMVN stats")
-    try:
-        stats = np.asarray(kaldiio.load_mat(str(path)), dtype=np.float64)
-    except FileNotFoundError:
-        raise CmvnError(f"{path}: CMVN stats file not found (run stage 3)") from None
-    except Exception as e:
-        raise CmvnError(f"{path}: cannot read CMVN stats ({e})") from None
+    stats = _load_stats(path, "CMVN stats", "run stage 3")
     _check_stats(stats, path)
     return stats
 
 
-def _check_stats(stats: np.ndarray, path) -> None:
+def _load_stats(path: str | Path, what: str, hint: str) -> np.ndarray:
+    """A ``[2, D+1]`` float64 matrix from a Kaldi stats file (any frame count); errors name the file."""
+    refuse_pipe(str(path), what)
+    try:
+        stats = np.asarray(kaldiio.load_mat(str(path)), dtype=np.float64)
+    except FileNotFoundError:
+        raise CmvnError(f"{path}: {what} not found ({hint})") from None
+    except Exception as e:
+        raise CmvnError(f"{path}: cannot read {what} ({e})") from None
+    _check_shape(stats, path)
+    return stats
+
+
+def _check_shape(stats: np.ndarray, path) -> None:
     if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
         raise CmvnError(f"{path}: CMVN stats must be a 2 x (D+1) matrix, got shape {stats.shape}")
+
+
+def _check_stats(stats: np.ndarray, path) -> None:
+    _check_shape(stats, path)
     if not stats[0, -1] > 0:
         raise CmvnError(f"{path}: CMVN stats have frame count {stats[0, -1]}; need > 0")
 
