@@ -778,3 +778,19 @@ def test_device_features_on_cuda_match_loader_path(tmp_path):
         assert out["feats"].is_cuda
         for utt, f, n in zip(out["utts"], out["feats"].cpu(), out["feat_lens"].cpu()):
             torch.testing.assert_close(f[:n], ref[utt], atol=2e-3, rtol=0)
+
+
+def test_bucket_edges_from_the_histogram_equal_numpy_quantiles():
+    from justkit.data.sampler import length_histogram, quantiles_from_histogram
+
+    rng = np.random.default_rng(3)
+    for lengths in (rng.integers(1, 3000, size=20001), np.clip(rng.normal(1500, 5, size=999), 1, None).astype(int),
+                    np.array([7]), np.array([3, 3, 3, 9])):
+        qs = np.linspace(0, 1, 31)
+        assert np.array_equal(quantiles_from_histogram(length_histogram(lengths), qs), np.quantile(lengths, qs))
+        kept = lengths[lengths <= 2000]
+        if len(kept):
+            assert np.array_equal(quantiles_from_histogram(length_histogram(lengths, 2000), qs), np.quantile(kept, qs))
+    s = BucketBatchSampler(mls_like_lengths(5000), ["en"] * 5000, max_frames=1800, num_buckets=7)
+    kept = s.lengths[s.lengths <= 1800]
+    assert np.array_equal(s.bucket_edges, np.unique(np.quantile(kept, np.linspace(0, 1, 8)[1:-1])))

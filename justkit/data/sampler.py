@@ -98,6 +98,38 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: np.ndarray) -> f
     return 0.0 if padded == 0 else 1.0 - real / padded
 
 
+def length_histogram(lengths: np.ndarray, max_length: Optional[int] = None) -> np.ndarray:
+    """Counts of each length (0 .. the longest <= ``max_length``), read in chunks: no copy of
+    the lengths (an 11M-utterance index's column stays as it is)."""
+    lengths = np.asarray(lengths)
+    top = int(lengths.max()) if len(lengths) else 0
+    if max_length is not None:
+        top = min(top, int(max_length))
+    if len(lengths) and int(lengths.min()) < 0:
+        raise ValueError("utterance lengths must be >= 0")
+    hist = np.zeros(top + 1, np.int64)
+    for s in range(0, len(lengths), 1 << 20):
+        c = np.bincount(lengths[s:s + (1 << 20)])
+        hist += c[: top + 1] if len(c) > top + 1 else np.pad(c, (0, top + 1 - len(c)))
+    return hist
+
+
+def quantiles_from_histogram(hist: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, qs)`` (linear interpolation, numpy's arithmetic) of the integers whose
+    counts are ``hist``."""
+    cum = np.cumsum(hist)
+    n = int(cum[-1]) if len(cum) else 0
+    if n == 0:
+        raise ValueError("no lengths to take quantiles of")
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lo = np.floor(pos)
+    t = pos - lo
+    a = np.searchsorted(cum, lo, side="right").astype(np.float64)  # the lo-th smallest value
+    b = np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right").astype(np.float64)
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp
+
+
 class BatchPlan(Sequence):
     """The batches of an epoch as flat arrays: batch k is ``order[start[k]:end[k]]``.
 
@@ -117,10 +149,10 @@ class BatchPlan(Sequence):
                   epoch: int) -> "BatchPlan":
         """Batches ``order[bounds[k]:bounds[k+1]]`` (``bounds`` increasing, from 0 to len(order))."""
         start, end = bounds[:-1], bounds[1:]
-        ls = np.asarray(lengths)[order].astype(np.int64)
+        ls = np.asarray(lengths)[order]
         if len(start):
-            real = np.add.reduceat(ls, start)
-            padded = np.maximum.reduceat(ls, start) * (end - start)
+            real = np.add.reduceat(ls, start, dtype=np.int64)
+            padded = np.maximum.reduceat(ls, start).astype(np.int64) * (end - start)
         else:
             real = padded = np.zeros(0, np.int64)
         return cls(order, start, end, np.arange(len(start)), real, padded, seed, epoch)
@@ -240,15 +272,10 @@ class BucketBatchSampler:
         keep = self.lengths <= self.max_frames if self.shuffle else np.ones(len(self.lengths), bool)
         itype = np.int32 if len(self.lengths) < 2**31 else np.int64
         self.by_lang: Dict[str, np.ndarray] = {}
-        order = np.argsort(self.lang_codes, kind="stable")  # one sort instead of a scan per language
-        sorted_codes = self.lang_codes[order]
-        for code, name in enumerate(self.lang_names):
-            lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
-            idx = np.sort(order[lo:hi])
-            idx = idx[keep[idx]].astype(itype)
+        for code, name in enumerate(self.lang_names):  # one language at a time: small temporaries
+            idx = np.flatnonzero((self.lang_codes == code) & keep)
             if len(idx):
-                self.by_lang[name] = idx
-        del order, sorted_codes
+                self.by_lang[name] = idx.astype(itype)
         self.num_kept = int(sum(len(v) for v in self.by_lang.values()))
         if self.num_kept == 0:
             raise ValueError(f"no utterance fits max_frames={self.max_frames}")
@@ -271,9 +298,12 @@ class BucketBatchSampler:
                 logger.warning("labelled_share=%.2f ignored: the set has %s", self.labelled_share,
                                "no labelled utterance" if not self.lab_pools else "no unlabelled utterance")
                 self.labelled_share = 0.0
-        kept_lengths = self.lengths[keep] if self.shuffle else self.lengths
-        qs = np.quantile(kept_lengths, np.linspace(0, 1, self.num_buckets + 1)[1:-1])
+        hist = length_histogram(self.lengths, self.max_frames if self.shuffle else None)
+        qs = quantiles_from_histogram(hist, np.linspace(0, 1, self.num_buckets + 1)[1:-1])
         self.bucket_edges = np.unique(qs)  # bucket k holds lengths in (edge[k-1], edge[k]]
+        # the bucket of every length up to the longest one kept, as a lookup table
+        table = np.searchsorted(self.bucket_edges, np.arange(len(hist)), side="left")
+        self._bucket_of_length = table.astype(np.uint8) if len(self.bucket_edges) < 255 else table
 
     @property
     def langs(self) -> List[str]:
@@ -298,26 +328,21 @@ class BucketBatchSampler:
             bounds = np.concatenate([[0], cuts, [len(order)]]).astype(np.int64)
             return BatchPlan.from_cuts(order, bounds, self.lengths, self.seed, epoch)
         drawn = self._draw_epoch(rng)
-        bucket_of = np.searchsorted(self.bucket_edges, self.lengths[drawn], side="left")
-        if len(self.bucket_edges) < 255:
-            bucket_of = bucket_of.astype(np.uint8)  # numpy's stable sort of bytes is a radix sort
-        # Group the draws by bucket (stable, so each bucket keeps the draw order), permute each
-        # bucket with the epoch's RNG and cut it: the same RNG calls, in the same order, as one
-        # loop over the buckets, so the batches are those of the per-bucket version.
-        by_bucket = np.argsort(bucket_of, kind="stable")
-        counts = np.bincount(bucket_of, minlength=len(self.bucket_edges) + 1)
-        parts, bounds, base = [], [np.zeros(1, np.int64)], 0
-        lo = 0
-        for c in counts:
+        bucket_of = self._bucket_of_length[self.lengths[drawn]]
+        # Each bucket's draws (in draw order) are permuted with the epoch's RNG and cut into
+        # batches, written one after the other into one array: a few bytes per utterance of
+        # temporaries, and the same RNG calls in the same order as a list of batches per bucket.
+        order = np.empty(len(drawn), dtype=drawn.dtype)
+        bounds, base = [np.zeros(1, np.int64)], 0
+        for b in range(len(self.bucket_edges) + 1):
+            members = drawn[bucket_of == b]
+            c = len(members)
             if c:
-                members = drawn[by_bucket[lo:lo + c]]
-                perm = rng.permutation(members)
-                parts.append(perm)
-                cuts = greedy_cuts(perm, self.lengths, self.max_frames)
+                order[base:base + c] = rng.permutation(members)
+                cuts = greedy_cuts(order[base:base + c], self.lengths, self.max_frames)
                 bounds.append(base + np.append(cuts, c))
                 base += c
-            lo += c
-        order = np.concatenate(parts)
+        del bucket_of
         plan = BatchPlan.from_cuts(order, np.concatenate(bounds), self.lengths, self.seed, epoch)
         shuffled = plan.take(rng.permutation(len(plan)))
         shuffled.number = np.arange(len(plan))  # batch numbers (augmentation seeds) follow the shuffle
