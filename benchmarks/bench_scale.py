@@ -23,8 +23,8 @@ Then, each in its own process (time = wall time, start-up included; peak RSS = t
   stage5       ``iter_examples`` -> ``write_packed``: dump/packed/train.jsonl and its index
   rank         what a training rank does before its first batch: map the index, build the
                sampler (language pools, buckets) and plan one epoch; ``plan_s`` is the plan alone
-               (measured on the next epoch); ``manifest_mb`` = peak RSS - that of the same
-               imports without the manifest
+               (measured on the next epoch); ``manifest_mb`` = peak RSS - RSS after the imports
+               (the mapped index's pages included: they are shared by the ranks of a node)
   dicts        (F <= 0.1 only) the same manifest as a list of dicts, as the loader held it before
                the index: its memory per utterance
 The disk rows project the features of the generated hours with benchmarks/results/features.json
@@ -188,14 +188,13 @@ def step_stage5(w: Path) -> dict:
     return {"utts": n, "jsonl_bytes": out.stat().st_size, "index_bytes": npy.stat().st_size + meta.stat().st_size}
 
 
-def step_rank(w: Path, manifest: bool = True) -> dict:
+def step_rank(w: Path) -> dict:
+    import numba  # noqa: F401 (the epoch plan's cut)
+
     from justkit.data.manifest import PackedIndex
     from justkit.data.sampler import BucketBatchSampler
 
-    if not manifest:  # the same imports (numba: the epoch plan's cut), no manifest: the baseline of manifest_mb
-        import numba  # noqa: F401
-
-        return {}
+    base = vm_mb("VmRSS")  # after the imports: what the manifest and the plan add is the rest
     t0 = time.perf_counter()
     idx = PackedIndex.open(w / "dump" / "packed" / "train.jsonl")
     t_open = time.perf_counter() - t0
@@ -206,25 +205,26 @@ def step_rank(w: Path, manifest: bool = True) -> dict:
     t1 = time.perf_counter()
     plan = s.epoch_batches(1)
     return {"utts": len(idx), "open_s": t_open, "first_plan_s": t_first, "plan_s": time.perf_counter() - t1,
-            "rank_batches": len(plan), "padding": plan.padding_fraction()}
+            "rank_batches": len(plan), "padding": plan.padding_fraction(), "manifest_mb": vm_mb("VmHWM") - base}
 
 
 def step_dicts(w: Path) -> dict:
     """The manifest as the loader held it before the index: every line parsed into a dict."""
+    base = vm_mb("VmRSS")
     with open(w / "dump" / "packed" / "train.jsonl", encoding="utf-8") as f:
         entries = [json.loads(line) for line in f]
-    return {"utts": len(entries)}
+    return {"utts": len(entries), "manifest_mb": vm_mb("VmHWM") - base}
 
 
 STEPS = {"stage1": step_stage1, "tables3": step_tables3, "stage4": step_stage4, "stage4_dev": lambda w: step_stage4(w, "dev"), "stage5": step_stage5,
-         "rank": step_rank, "rank_baseline": lambda w: step_rank(w, manifest=False), "dicts": step_dicts}
+         "rank": step_rank, "dicts": step_dicts}
 
 
-def vm_hwm_mb() -> float:
-    """This process's peak resident memory since its exec (VmHWM; ru_maxrss would also count
-    the parent's memory copied by fork before the exec)."""
+def vm_mb(field: str = "VmHWM") -> float:
+    """This process's peak (VmHWM) or current (VmRSS) resident memory, MB; the peak counts from
+    the exec (ru_maxrss would also count the parent's memory copied by fork before it)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     import resource
 
@@ -252,12 +252,21 @@ def run_step(name: str, w: Path) -> dict:
 
 
 def feature_projection(hours: float) -> list:
-    """(storage, MB per audio hour, projected GB) for each stored-feature option, and on-the-fly."""
-    rows = []
+    """(option, MB of features per audio hour, projected GB, note) for each stored-feature storage
+    and for features on the fly (``--feats_type raw``), from benchmarks/results/features.json."""
+    rows, seen = [], set()
     if FEATURES.is_file():
         for r in json.loads(FEATURES.read_text()):
-            if "mb_per_hour" in r and "storage" in r:
-                rows.append((r["storage"], r["mb_per_hour"], hours * r["mb_per_hour"] / 1024))
+            st = r.get("storage")
+            if st is None or "mb_per_hour" not in r or st in seen:
+                continue
+            seen.add(st)
+            if st == "on_the_fly_flac":
+                flac = r.get("audio_mb_per_hour", 0.0)
+                rows.append(("raw", 0.0, 0.0, f"no features; the loader reads stage 2's FLAC ({flac:.0f} MB per "
+                                              f"audio hour on the mini corpus -> {hours * flac / 1024:.0f} GB)"))
+            elif not st.startswith("on_the_fly"):
+                rows.append((st, r["mb_per_hour"], hours * r["mb_per_hour"] / 1024, ""))
     return rows
 
 
@@ -276,7 +285,7 @@ def main() -> None:
     a = p.parse_args()
     if a._step:
         rec = STEPS[a._step](a.workdir)
-        rec["peak_rss_mb"] = vm_hwm_mb()
+        rec["peak_rss_mb"] = vm_mb("VmHWM")
         (a.workdir / f".{a._step}.json").write_text(json.dumps(rec))
         return
 
@@ -291,7 +300,7 @@ def main() -> None:
         print(f"fraction {frac:g}: generated {facts['utts']} utterances, {facts['hours']:.0f} h of training "
               f"audio in {time.perf_counter() - t0:.0f} s", flush=True)
         stage4 = "stage4" if frac <= a.stage4_max_fraction else "stage4_dev"
-        steps = ["stage1", stage4, "tables3", "stage5", "rank_baseline", "rank"]
+        steps = ["stage1", stage4, "tables3", "stage5", "rank"]
         if frac <= 0.1:
             steps.append("dicts")
         recs = {}
@@ -300,12 +309,9 @@ def main() -> None:
             rec.update(fraction=frac)
             recs[name] = rec
             print(f"  {name:14s} {rec['seconds']:8.1f} s  peak RSS {rec['peak_rss_mb']:8.0f} MB", flush=True)
-        recs["rank"]["manifest_mb"] = recs["rank"]["peak_rss_mb"] - recs["rank_baseline"]["peak_rss_mb"]
-        if "dicts" in recs:
-            recs["dicts"]["manifest_mb"] = recs["dicts"]["peak_rss_mb"] - recs["rank_baseline"]["peak_rss_mb"]
-        for storage, mbh, gb in feature_projection(facts["hours"]):
+        for storage, mbh, gb, note in feature_projection(facts["hours"]):
             recs[f"disk_{storage}"] = {"step": f"disk_{storage}", "fraction": frac, "mb_per_hour": mbh, "gb": gb,
-                                      "seconds": 0.0, "peak_rss_mb": 0.0}
+                                      "seconds": 0.0, "peak_rss_mb": 0.0, "note": note}
         for r in recs.values():
             r.setdefault("hours", facts["hours"])
         records.extend(recs.values())
@@ -322,8 +328,6 @@ def print_table(records: list) -> None:
     print("|---:|---:|---:|---|---:|---:|---|")
     utts = {r["fraction"]: r.get("utts") for r in records if r["step"] == "rank"}
     for r in records:
-        if r["step"] == "rank_baseline":
-            continue
         notes = ""
         if r["step"] == "stage1":
             notes = f"data/: {r['bytes'] / 2**30:.2f} GiB"
@@ -337,7 +341,7 @@ def print_table(records: list) -> None:
         elif r["step"] == "dicts":
             notes = f"list of dicts: {r['manifest_mb']:.0f} MB ({r['manifest_mb'] * 2**20 / r['utts']:.0f} B/utt)"
         elif r["step"].startswith("disk_"):
-            notes = f"{r['mb_per_hour']:.1f} MB per audio hour -> {r['gb']:.0f} GB of features"
+            notes = r.get("note") or f"{r['mb_per_hour']:.1f} MB per audio hour -> {r['gb']:.0f} GB of features"
         secs = f"{r['seconds']:.1f}" if not r["step"].startswith("disk_") else ""
         rss = f"{r['peak_rss_mb']:.0f}" if not r["step"].startswith("disk_") else ""
         print(f"| {r['fraction']:g} | {utts.get(r['fraction']) or ''} | {r['hours']:.0f} | {r['step']} | {secs} | "

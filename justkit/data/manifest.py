@@ -38,6 +38,9 @@ INDEX_DTYPE = np.dtype([
     ("num_tokens", "<i4"), ("lang", "u1"), ("labelled", "?"),
 ])
 MAX_LANGS = 255
+# array typecodes of the index's integer widths (``i`` is 4 bytes on every platform numpy supports)
+_ARRAY_CODE = {"i8": "q", "i4": "i"}
+assert array("i").itemsize == 4 and array("q").itemsize == 8
 # Scanning a jsonl without an index costs ~10 s per million lines: say so above this size.
 SCAN_WARN_LINES = 200_000
 
@@ -69,7 +72,9 @@ class IndexBuilder:
     """Collects index rows one example at a time (compact arrays, not dicts), then :meth:`finish`."""
 
     def __init__(self) -> None:
-        self._cols = {name: array("q") for name in INDEX_DTYPE.names if name not in ("lang", "labelled")}
+        # Typed arrays of the index's own widths (26 bytes a row, no Python object per row).
+        self._cols = {name: array(_ARRAY_CODE[INDEX_DTYPE[name].str[1:]])
+                      for name in INDEX_DTYPE.names if name not in ("lang", "labelled")}
         self._lang = array("B")
         self._lab = array("B")
         self.langs: Dict[str, int] = {}
@@ -94,12 +99,17 @@ class IndexBuilder:
         return len(self._lang)
 
     def finish(self) -> Tuple[np.ndarray, List[str]]:
-        """(rows sorted as added, language names by code)."""
-        rows = np.empty(len(self), dtype=INDEX_DTYPE)
-        for name, col in self._cols.items():
-            rows[name] = np.frombuffer(col, dtype=np.int64) if len(col) else 0
-        rows["lang"] = np.frombuffer(self._lang, dtype=np.uint8) if len(self) else 0
-        rows["labelled"] = np.frombuffer(self._lab, dtype=np.uint8).astype(bool) if len(self) else False
+        """(rows sorted as added, language names by code); the builder is empty afterwards
+        (each column is freed once copied, so the peak is about two copies of the index)."""
+        n = len(self)
+        rows = np.empty(n, dtype=INDEX_DTYPE)
+        for name in list(self._cols):
+            col = self._cols.pop(name)
+            rows[name] = np.frombuffer(col, dtype=INDEX_DTYPE[name]) if n else 0
+            del col
+        rows["lang"] = np.frombuffer(self._lang, dtype=np.uint8) if n else 0
+        rows["labelled"] = np.frombuffer(self._lab, dtype=np.uint8).astype(bool) if n else False
+        self._lang, self._lab = array("B"), array("B")
         names = [l for l, _ in sorted(self.langs.items(), key=lambda kv: kv[1])]
         return rows, names
 
