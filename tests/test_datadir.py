@@ -289,3 +289,38 @@ def test_valid_sorted_dir_is_validated_streaming(tmp_path, monkeypatch):
         assert any(needle in p for p in validate_data_dir(d)), validate_data_dir(d)
         shutil.rmtree(d)
         d = keep
+
+
+def test_job_tables_merge_streaming_and_unsorted_fallback(tmp_path):
+    """Stages 2-3 merge their jobs' sorted outputs as a k-way merge (no dict of the set); an
+    unsorted job output still merges (through a dict); an id from two jobs is an error."""
+    from justkit.datadir.jobs import write_merged_job_table
+
+    (tmp_path / "t.1").write_text("a 1\nc 3\ne 5\n")
+    (tmp_path / "t.2").write_text("b 2\nd 4\n")
+    assert write_merged_job_table(tmp_path / "out", str(tmp_path / "t.JOB"), 2) == (5, "1")
+    assert (tmp_path / "out").read_text() == "a 1\nb 2\nc 3\nd 4\ne 5\n"
+    (tmp_path / "t.2").write_text("d 4\nb 2\n")  # unsorted: the dict path sorts it
+    assert write_merged_job_table(tmp_path / "out2", str(tmp_path / "t.JOB"), 2)[0] == 5
+    assert (tmp_path / "out2").read_text() == "a 1\nb 2\nc 3\nd 4\ne 5\n"
+    (tmp_path / "t.2").write_text("b 2\nc 9\n")
+    with pytest.raises(DataDirError, match=r"t\.2: utterance c also produced by an earlier job"):
+        write_merged_job_table(tmp_path / "out3", str(tmp_path / "t.JOB"), 2)
+    assert not (tmp_path / "out3").exists()
+    with pytest.raises(DataDirError, match=r"t\.3: output of job 3 not found"):
+        write_merged_job_table(tmp_path / "out4", str(tmp_path / "t.JOB"), 3)
+
+
+def test_fix_streams_sorted_dirs_and_matches_the_dict_path(tmp_path):
+    """fix_data_dir walks a sorted dir's tables together; an unsorted dir takes the dict path;
+    both give the same kept/dropped and the same files."""
+    a, b = make_dir(tmp_path / "a"), make_dir(tmp_path / "b")
+    for d in (a, b):
+        drop_line(d / "text", "spkA-u2")
+    lines = (b / "utt2dur").read_text().splitlines()
+    (b / "utt2dur").write_text("\n".join(reversed(lines)) + "\n")  # unsorted: the dict path
+    ra, rb = fix_data_dir(a, drop_utts={"spkB-u1": "bad audio"}), fix_data_dir(b, drop_utts={"spkB-u1": "bad audio"})
+    assert ra == rb and ra["kept"] == 2
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur"):
+        assert (a / name).read_text().replace(f"{a}/", "") == (b / name).read_text().replace(f"{b}/", ""), name
+    assert not list(a.glob(".*.tmp"))

@@ -63,7 +63,8 @@ def test_template_and_example_recipe_files():
     # Recipes share what is the same through links into the template; each keeps what differs.
     for recipe in ("mls", "mini_enpl"):
         d = ROOT / "egs" / recipe
-        for f in ("asr.sh", "path.sh", "cmd.sh", "conf/decode.yaml", "conf/fbank.yaml", "conf/model", "conf/train"):
+        for f in ("asr.sh", "path.sh", "cmd.sh", "conf/decode.yaml", "conf/fbank.yaml", "conf/fbank_compressed.yaml",
+                  "conf/model", "conf/train"):
             assert (d / f).is_symlink() and (d / f).resolve() == (TEMPLATE / f).resolve(), f"{recipe}/{f}"
         assert not (d / "local/data.sh").is_symlink() and not (d / "run.sh").is_symlink()
     # the template refuses to run without languages instead of guessing

@@ -1,15 +1,16 @@
 """Merge the per-job outputs of a parallel stage (2 or 3) into its output data dir; record and drop bad utterances."""
 from __future__ import annotations
 
+import heapq
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 
 from justkit.datadir.badutts import BadUtt, read_bad_shard, write_bad_utts
-from justkit.datadir.tables import DataDirError, read_table, write_table
+from justkit.datadir.tables import DataDirError, SortedTableWriter, iter_table, read_table, write_table
 from justkit.datadir.validate import DataDirInvalid, fix_data_dir, validate_data_dir
 from justkit.fileio import atomic_open, atomic_write_text, refuse_pipe
 
@@ -35,6 +36,57 @@ def merge_job_tables(pattern: str, nj: int, var: str = "JOB") -> Dict[str, str]:
     return out
 
 
+class _Unsorted(Exception):
+    """A job's table is not sorted by id: merge it through a dict."""
+
+
+def _job_paths(pattern: str, nj: int, var: str = "JOB") -> List[Path]:
+    paths = [Path(pattern.replace(var, str(j))) for j in range(1, nj + 1)]
+    for j, path in enumerate(paths, 1):
+        if not path.is_file():
+            raise DataDirError(f"{path}: output of job {j} not found (did the job finish? see its log)")
+    return paths
+
+
+def _job_rows(path: Path, j: int) -> Iterator[Tuple[bytes, int, str, str]]:
+    prev = None
+    for t in iter_table(path):
+        if t.error:
+            raise DataDirError(f"{path}:{t.lineno}: {t.error}")
+        if not t.value:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: no value")
+        key = t.key.encode("utf-8")
+        if prev is not None and key <= prev:
+            if key == prev:
+                raise DataDirError(f"{path}:{t.lineno}: id {t.key}: duplicated")
+            raise _Unsorted
+        prev = key
+        yield key, j, t.key, t.value
+
+
+def write_merged_job_table(dst: Path, pattern: str, nj: int, var: str = "JOB") -> Tuple[int, Optional[str]]:
+    """Write the union of the jobs' tables ``pattern`` (``var`` = 1..nj) to ``dst``, sorted, as a
+    k-way merge of the jobs' sorted outputs (memory does not grow with the set); a missing
+    shard or an id two jobs produced is an error. Returns (rows, first value)."""
+    paths = _job_paths(pattern, nj, var)
+    try:
+        n, first, prev = 0, None, None
+        with atomic_open(dst, "w") as f:
+            w = SortedTableWriter(f, dst)
+            for key, j, k, v in heapq.merge(*(_job_rows(p, j) for j, p in enumerate(paths))):
+                if key == prev:
+                    raise DataDirError(f"{paths[j]}: utterance {k} also produced by an earlier job")
+                prev = key
+                w.write(k, v)
+                first = v if first is None else first
+                n += 1
+        return n, first
+    except _Unsorted:  # nothing was renamed into place; a dict sorts it
+        table = merge_job_tables(pattern, nj, var)
+        write_table(dst, table)
+        return len(table), next(iter(table.values()), None)
+
+
 def copy_file(src: Path, dst: Path) -> None:
     with open(src, "rb") as fi, atomic_open(dst, "wb", encoding=None) as fo:
         shutil.copyfileobj(fi, fo)
@@ -52,7 +104,8 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
     """
     if src.resolve() == dst.resolve():
         raise DataDirError(f"{dst}: output dir must differ from the input dir {src}")
-    merged = [(name, merge_job_tables(pattern, nj)) for name, pattern in tables]
+    for _, pattern in tables:
+        _job_paths(pattern, nj)  # every job's output exists before anything is written
     bad: List[BadUtt] = []
     for j in range(1, nj + 1):
         bad.extend(read_bad_shard(bad_pattern.replace("JOB", str(j))))
@@ -60,14 +113,14 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
     for f in sorted(src.iterdir()):
         if f.is_file() and not f.name.startswith(".") and f.name not in produced and f.name not in NOT_COPIED:
             copy_file(f, dst / f.name)
-    langs = set(read_table(src / "utt2lang").values()) if (src / "utt2lang").is_file() else set()
+    langs = {t.value for t in iter_table(src / "utt2lang")} if (src / "utt2lang").is_file() else set()
     write_bad_utts(dst / "bad_utts.txt", dst.name, bad)
-    for name, table in merged:
-        write_table(dst / name, table)
+    for name, pattern in tables:
+        n, first = write_merged_job_table(dst / name, pattern, nj)
         if name == "feats.scp" and feat_dim:
-            if not table:
+            if not n:
                 raise DataDirInvalid(f"{dst}: no utterance has features (see {dst}/bad_utts.txt)")
-            first = refuse_pipe(next(iter(table.values())), f"{dst}/feats.scp")
+            first = refuse_pipe(first, f"{dst}/feats.scp")
             atomic_write_text(dst / "feat_dim", f"{kaldiio.load_mat(first).shape[1]}\n")
     for b in bad:
         log.warning("%s: dropping utterance %s (%s): %s", dst, b.utt, b.file, b.reason)

@@ -1,8 +1,11 @@
 """Validate a Kaldi data directory (report every problem) and fix it (keep the consistent utterances)."""
 from __future__ import annotations
 
+import filecmp
+import heapq
 import itertools
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,7 @@ from justkit.datadir.tables import (
     DataDirError,
     iter_table,
     utt2spk_to_spk2utt,
+    write_spk2utt,
     write_table,
 )
 from justkit.fileio import atomic_open, is_pipe
@@ -304,6 +308,101 @@ def _write_if_changed(d: Path, name: str, table: Mapping[str, str]) -> bool:
     return True
 
 
+class _NeedDicts(Exception):
+    """A table is out of order, repeats an id or has a non-UTF-8 line (or utt2spk is missing):
+    the dict-based fix handles and reports it."""
+
+
+def _iter_sorted(path: Path, tag: int):
+    """(id bytes, tag, id, value) of each line; _NeedDicts at a bad, repeated or unsorted line."""
+    prev = None
+    for t in iter_table(path):
+        key = t.key.encode("utf-8")
+        if t.error or (prev is not None and key <= prev):
+            raise _NeedDicts
+        prev = key
+        yield key, tag, t.key, t.value
+
+
+def _replace_if_changed(d: Path, name: str, tmp: Path) -> bool:
+    """Rename ``tmp`` over ``d/name`` (the old file backed up) unless the bytes are the same."""
+    target = d / name
+    if target.is_file() and filecmp.cmp(tmp, target, shallow=False):
+        tmp.unlink()
+        return False
+    if target.is_file():
+        _backup(d, name)
+    os.replace(tmp, target)
+    return True
+
+
+def _fix_sorted(d: Path, present: List[str], drop_reason: Mapping[str, str], langs: frozenset) -> dict:
+    """:func:`fix_data_dir` for a dir whose tables are sorted with unique ids, as one streaming walk
+    over all of them (memory: the dropped ids and the speakers, not the tables; a 12M-utterance
+    stage-3 merge took 3.4 GB per 1.2M utterances the dict way). Raises _NeedDicts, having
+    written nothing, on anything else; the same result and messages as the dict path otherwise."""
+    if "utt2spk" not in present and (d / "spk2utt").is_file():
+        raise _NeedDicts
+    tmp = {n: d / f".{n}.fix.tmp" for n in present}
+    files = {n: open(tmp[n], "w", encoding="utf-8", newline="\n") for n in present}
+    dropped: Dict[str, str] = {}
+    kept = 0
+    speakers: set = set()
+    try:
+        streams = [_iter_sorted(d / n, i) for i, n in enumerate(present)]
+        for _, group in itertools.groupby(heapq.merge(*streams), key=lambda r: r[0]):
+            rows = list(group)  # sorted by table number: the order of `present`
+            utt = rows[0][2]
+            have = {present[r[1]]: r[3] for r in rows}
+            reasons = []
+            missing = [n for n in present if n not in have]
+            if missing:
+                reasons.append("missing in " + ", ".join(missing))
+            for n, v in have.items():
+                msg = _value_problem(n, v, langs)
+                if msg:
+                    reasons.append(f"{msg} in {n}")
+            if utt in drop_reason:
+                reasons.append(drop_reason[utt])
+            if reasons:
+                dropped[utt] = "; ".join(reasons)
+                continue
+            kept += 1
+            for n, v in have.items():
+                files[n].write(f"{utt} {v}\n" if v != "" else f"{utt}\n")
+            if "utt2spk" in have:
+                speakers.add(have["utt2spk"])
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        for f in files.values():
+            f.close()
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise
+    for f in files.values():
+        f.close()
+    if not kept:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise DataDirInvalid(
+            f"{d}: fix_data_dir would leave no utterance ({len(dropped)} dropped, e.g. "
+            f"{next(iter(dropped.items()), ('-', '-'))}); nothing was changed"
+        )
+    for n in present:
+        _replace_if_changed(d, n, tmp[n])
+    if "utt2spk" in present:
+        spk_tmp = d / ".spk2utt.fix.tmp"
+        write_spk2utt(spk_tmp, d / "utt2spk")
+        _replace_if_changed(d, "spk2utt", spk_tmp)
+        for n in SPK_TABLES:
+            if (d / n).is_file():
+                sc = _scan(d / n, n, langs)
+                _write_if_changed(d, n, {k: v for k, v in sc.entries.items() if k in speakers and k not in sc.bad_keys})
+    return {"kept": kept, "dropped": dropped}
+
+
 def fix_data_dir(
     path: str | Path,
     drop_utts: Mapping[str, str] | Iterable[str] = (),
@@ -320,6 +419,17 @@ def fix_data_dir(
     if not d.is_dir():
         raise DataDirError(f"{d}: not a directory")
     langs = frozenset(known_langs)
+    drop_reason = (
+        {u: f"dropped by caller: {why}" for u, why in drop_utts.items()}
+        if isinstance(drop_utts, Mapping)
+        else {u: "dropped by caller" for u in drop_utts}
+    )
+    present = [n for n in UTT_TABLES if (d / n).is_file()]
+    if present:
+        try:
+            return _fix_sorted(d, present, drop_reason, langs)
+        except _NeedDicts:
+            pass  # the dict path below reads, fixes and reports whatever it is
     scans = {n: _scan(d / n, n, langs) for n in UTT_TABLES if (d / n).is_file()}
     if "utt2spk" not in scans and (d / "spk2utt").is_file():
         # Recover utt2spk from spk2utt (a dir that only has the speaker-indexed table).
@@ -329,12 +439,6 @@ def fix_data_dir(
     if not scans:
         raise DataDirError(f"{d}: no per-utterance table ({', '.join(UTT_TABLES)})")
     present = [n for n in UTT_TABLES if n in scans]
-
-    drop_reason = (
-        {u: f"dropped by caller: {why}" for u, why in drop_utts.items()}
-        if isinstance(drop_utts, Mapping)
-        else {u: "dropped by caller" for u in drop_utts}
-    )
     all_ids: Dict[str, None] = {}
     for n in present:
         all_ids.update(dict.fromkeys(scans[n].entries))
