@@ -10,7 +10,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import kaldiio
 
 from justkit.datadir.badutts import BadUtt, read_bad_shard, write_bad_utts
-from justkit.datadir.tables import DataDirError, SortedTableWriter, iter_table, read_table, write_table
+from justkit.datadir.tables import (
+    DataDirError, SortedTableWriter, TableNotSorted, iter_sorted_table, iter_table, read_table, write_table)
 from justkit.datadir.validate import DataDirInvalid, fix_data_dir, validate_data_dir
 from justkit.fileio import atomic_open, atomic_write_text, refuse_pipe
 
@@ -36,10 +37,6 @@ def merge_job_tables(pattern: str, nj: int, var: str = "JOB") -> Dict[str, str]:
     return out
 
 
-class _Unsorted(Exception):
-    """A job's table is not sorted by id: merge it through a dict."""
-
-
 def _job_paths(pattern: str, nj: int, var: str = "JOB") -> List[Path]:
     paths = [Path(pattern.replace(var, str(j))) for j in range(1, nj + 1)]
     for j, path in enumerate(paths, 1):
@@ -49,18 +46,7 @@ def _job_paths(pattern: str, nj: int, var: str = "JOB") -> List[Path]:
 
 
 def _job_rows(path: Path, j: int) -> Iterator[Tuple[bytes, int, str, str]]:
-    prev = None
-    for t in iter_table(path):
-        if t.error:
-            raise DataDirError(f"{path}:{t.lineno}: {t.error}")
-        if not t.value:
-            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: no value")
-        key = t.key.encode("utf-8")
-        if prev is not None and key <= prev:
-            if key == prev:
-                raise DataDirError(f"{path}:{t.lineno}: id {t.key}: duplicated")
-            raise _Unsorted
-        prev = key
+    for key, t in iter_sorted_table(path):
         yield key, j, t.key, t.value
 
 
@@ -81,7 +67,7 @@ def write_merged_job_table(dst: Path, pattern: str, nj: int, var: str = "JOB") -
                 first = v if first is None else first
                 n += 1
         return n, first
-    except _Unsorted:  # nothing was renamed into place; a dict sorts it
+    except TableNotSorted:  # nothing was renamed into place; a dict sorts it
         table = merge_job_tables(pattern, nj, var)
         write_table(dst, table)
         return len(table), next(iter(table.values()), None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Mapping, Optional, TextIO
+from typing import Dict, Iterable, Iterator, Mapping, Optional, TextIO, Tuple
 
 from justkit.fileio import atomic_open
 from justkit.errors import JustkitError
@@ -55,6 +55,30 @@ def _parse_lines(f) -> Iterator[TableLine]:
             continue
         parts = line.rstrip("\r").split(maxsplit=1)
         yield TableLine(lineno, parts[0], parts[1].strip() if len(parts) > 1 else "")
+
+
+class TableNotSorted(DataDirError):
+    """A table's ids are not in strictly increasing C-locale byte order (a repeated id is a
+    plain DataDirError)."""
+
+
+def iter_sorted_table(path: str | Path, allow_empty_value: bool = False) -> Iterator[Tuple[bytes, TableLine]]:
+    """(id as bytes, line) of a table whose ids must be sorted and unique: DataDirError naming the
+    file, line and id for non-UTF-8 bytes, an empty value (unless allowed) or a repeated id,
+    TableNotSorted for an id out of order (callers fall back to a dict for those tables)."""
+    prev = None
+    for t in iter_table(path):
+        if t.error:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: {t.error}")
+        if not t.value and not allow_empty_value:
+            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: empty value")
+        key = t.key.encode("utf-8")
+        if prev is not None and key <= prev:
+            if key == prev:
+                raise DataDirError(f"{path}:{t.lineno}: id {t.key}: duplicated")
+            raise TableNotSorted(f"{path}:{t.lineno}: id {t.key}: not sorted (C/byte order)")
+        prev = key
+        yield key, t
 
 
 class SortedTableReader:

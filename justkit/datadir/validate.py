@@ -15,6 +15,7 @@ from justkit.config import from_dict
 from justkit.datadir.tables import (
     UTT_TABLES,
     DataDirError,
+    iter_sorted_table,
     iter_table,
     utt2spk_to_spk2utt,
     write_spk2utt,
@@ -315,13 +316,11 @@ class _NeedDicts(Exception):
 
 def _iter_sorted(path: Path, tag: int):
     """(id bytes, tag, id, value) of each line; _NeedDicts at a bad, repeated or unsorted line."""
-    prev = None
-    for t in iter_table(path):
-        key = t.key.encode("utf-8")
-        if t.error or (prev is not None and key <= prev):
-            raise _NeedDicts
-        prev = key
-        yield key, tag, t.key, t.value
+    try:
+        for key, t in iter_sorted_table(path, allow_empty_value=True):
+            yield key, tag, t.key, t.value
+    except DataDirError:  # TableNotSorted included
+        raise _NeedDicts from None
 
 
 def _replace_if_changed(d: Path, name: str, tmp: Path) -> bool:

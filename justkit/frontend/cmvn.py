@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 import kaldiio
 import numpy as np
 
-from justkit.datadir.tables import DataDirError, iter_table, read_table
+from justkit.datadir.tables import TableNotSorted, iter_sorted_table, iter_table, read_table
 from justkit.fileio import atomic_open, refuse_pipe
 from justkit.errors import JustkitError
 
@@ -102,18 +102,10 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: 
 def count_entries(scp: Path) -> int:
     """Entries of ``scp``, checked as ``read_table`` checks them (UTF-8, a value, no repeated id):
     a sorted scp (every one justkit writes) in one pass that keeps nothing, another through a dict."""
-    n, prev = 0, None
-    for t in iter_table(scp):
-        if t.error:
-            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: {t.error}")
-        if not t.value:
-            raise DataDirError(f"{scp}:{t.lineno}: id {t.key}: empty value")
-        key = t.key.encode("utf-8")
-        if prev is not None and key <= prev:
-            return len(read_table(scp))  # not sorted: repeated ids need a dict to be found
-        prev = key
-        n += 1
-    return n
+    try:
+        return sum(1 for _ in iter_sorted_table(scp))
+    except TableNotSorted:
+        return len(read_table(scp))  # not sorted: repeated ids need a dict to be found
 
 
 def _accumulate_part(feats_scp: Path, start: int, stop: int, progress_every: float,
