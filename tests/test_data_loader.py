@@ -567,7 +567,7 @@ def test_pack_refuses_unsorted_tables_naming_the_line(tmp_path, spm_model):
     text = (d / "text").read_text(encoding="utf-8").splitlines()
     text[1], text[2] = text[2], text[1]  # the table that drives the join: every line is read in turn
     (d / "text").write_text("\n".join(text) + "\n", encoding="utf-8")
-    with pytest.raises(PackError, match=r"text:3: utt \S+ is out of order .*fix_data_dir"):
+    with pytest.raises(PackError, match=r"text:3: id \S+: not sorted .*fix_data_dir"):
         pack_examples(d, Tokenizer(spm_model))
 
 

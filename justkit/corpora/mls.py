@@ -1,6 +1,7 @@
 """Multilingual LibriSpeech (OpenSLR 94): language names, release-tree parser, limited-supervision lists, download."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -375,25 +376,28 @@ def probe_durations(idx: SplitIndex, nj: int = 1) -> Tuple[np.ndarray, List[Prob
     rows at a time; NaN where the file is unusable (missing, empty, unreadable, < 2 samples: a Problem)."""
     durs = np.full(len(idx), np.nan)
     problems: List[Problem] = []
-    pool = None
-    if nj > 1 and len(idx) > 64:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("fork").Pool(nj)
-    try:
+    with _prober(nj, len(idx)) as probe:
         for start in range(0, len(idx), _BLOCK):
             jobs = [(utt, idx.audio(mls_id)) for utt, mls_id, _ in idx.rows(start, min(start + _BLOCK, len(idx)))]
-            results = pool.map(_probe_one, jobs, chunksize=64) if pool is not None else map(_probe_one, jobs)
-            for i, (utt, path, dur, err) in enumerate(results, start):
+            for i, (utt, path, dur, err) in enumerate(probe(jobs), start):
                 if err is None:
                     durs[i] = dur
                 else:
                     problems.append(Problem(utt, path, err))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
     return durs, problems
+
+
+@contextlib.contextmanager
+def _prober(nj: int, n: int):
+    """A map of :func:`_probe_one` over (utt, path) jobs, in ``nj`` forked processes when there
+    are enough of them to pay for it (results in job order)."""
+    if nj > 1 and n > 64:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            yield lambda jobs: pool.imap(_probe_one, jobs, chunksize=64)
+    else:
+        yield lambda jobs: map(_probe_one, jobs)
 
 
 def segment_durations(idx: SplitIndex) -> Tuple[np.ndarray, List[Problem]]:
@@ -466,18 +470,12 @@ def probe_audio(utts: List[Utterance], nj: int = 1) -> Tuple[Dict[str, float], L
     jobs = [(u.utt, u.audio) for u in utts]
     durs: Dict[str, float] = {}
     problems: List[Problem] = []
-    if nj > 1 and len(jobs) > 64:
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(nj) as pool:
-            results = list(pool.imap(_probe_one, jobs, chunksize=64))
-    else:
-        results = [_probe_one(j) for j in jobs]
-    for utt, path, dur, err in results:
-        if err is None:
-            durs[utt] = dur
-        else:
-            problems.append(Problem(utt, path, err))
+    with _prober(nj, len(jobs)) as probe:
+        for utt, path, dur, err in probe(jobs):
+            if err is None:
+                durs[utt] = dur
+            else:
+                problems.append(Problem(utt, path, err))
     return durs, problems
 
 

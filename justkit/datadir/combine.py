@@ -7,33 +7,18 @@ import logging
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from justkit.datadir.tables import UTT_TABLES, DataDir, DataDirError, SortedTableWriter, iter_table, write_spk2utt
+from justkit.datadir.tables import (
+    UTT_TABLES, DataDir, DataDirError, SortedTableWriter, TableNotSorted, iter_sorted_table, write_spk2utt)
 from justkit.datadir.subset import COPY_FILES, SPK_TABLES, read_tables, remove_stale, write_data_dir
 from justkit.fileio import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
-class _Unsorted(Exception):
-    """A source table is not sorted: the streaming merge cannot be used."""
-
-
 def _sorted_rows(d: DataDir, name: str, order: int) -> Iterator[Tuple[bytes, int, str, str, Path]]:
-    """(byte key, source order, key, value, source dir) of ``d/name``; raises _Unsorted at the
-    first key out of order."""
-    path = d.path / name
-    prev = None
-    for t in iter_table(path):
-        if t.error:
-            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: {t.error}")
-        if not t.value and name != "text":
-            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: empty value")
-        bkey = t.key.encode("utf-8")
-        if prev is not None and bkey < prev:
-            raise _Unsorted(str(path))
-        if bkey == prev:
-            raise DataDirError(f"{path}:{t.lineno}: id {t.key}: duplicated")
-        prev = bkey
+    """(byte key, source order, key, value, source dir) of ``d/name`` (TableNotSorted at the first
+    key out of order: the caller combines in memory instead)."""
+    for bkey, t in iter_sorted_table(d.path / name, allow_empty_value=(name == "text")):
         yield bkey, order, t.key, t.value, d.path
 
 
@@ -106,8 +91,8 @@ def combine_data_dirs(dest: str | Path, srcs: Sequence[str | Path]) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         n = _merge_sorted(dest, dirs, common)
-    except _Unsorted as e:
-        log.info("combine: %s is not sorted; combining in memory", e)
+    except TableNotSorted as e:
+        log.info("combine: %s; combining in memory", e)
         n = _merge_dicts(dest, dirs, common)
 
     for name in SPK_TABLES:

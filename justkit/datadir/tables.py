@@ -94,8 +94,7 @@ class SortedTableReader:
         self.path = Path(path)
         self.allow_empty = allow_empty_value
         self.error = error
-        self._it = iter_table(path)
-        self._prev: Optional[bytes] = None
+        self._it = iter_sorted_table(path, allow_empty_value)
         self._cur: Optional[TableLine] = None
         self._cur_key: Optional[bytes] = None
         self.skipped = 0
@@ -103,22 +102,12 @@ class SortedTableReader:
         self._advance()
 
     def _advance(self) -> None:
-        line = next(self._it, None)
-        if line is not None:
-            if line.error:
-                raise self.error(f"{self.path}:{line.lineno}: {line.error}")
-            if not line.value and not self.allow_empty:
-                raise self.error(f"{self.path}:{line.lineno}: utt {line.key}: no value")
-            key = line.key.encode("utf-8")
-            if self._prev is not None and key <= self._prev:
-                what = "repeated" if key == self._prev else "out of order (not sorted by id in the C locale)"
-                raise self.error(f"{self.path}:{line.lineno}: utt {line.key} is {what}; "
-                                "utils/fix_data_dir.py sorts a data dir")
-            self._prev = key
-            self._cur_key = key
-        else:
-            self._cur_key = None
-        self._cur = line
+        try:
+            self._cur_key, self._cur = next(self._it, (None, None))
+        except TableNotSorted as e:
+            raise self.error(f"{e}; utils/fix_data_dir.py sorts a data dir") from None
+        except DataDirError as e:
+            raise self.error(str(e)) from None
 
     def get(self, utt: str) -> Optional[str]:
         """The value of ``utt`` (None if the table has no line for it); keys must come in order."""
