@@ -21,7 +21,7 @@ from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import build_model, load_checkpoint
-from justkit.models.package import locate
+from justkit.models.modeldir import locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from justkit.models.package import locate
+from justkit.models.modeldir import locate
 
 log = logging.getLogger(__name__)
 OPSET = 17
