@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from justkit.data.dataset import resolve_cmvn
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
 from justkit.decode.greedy import GreedyConfig, greedy_search
@@ -62,8 +63,6 @@ class Speech2Text:
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
                  beam_size: int = 4) -> "Speech2Text":
         """Load the model of a packed model directory or of an experiment directory."""
-        from justkit.data.dataset import resolve_cmvn
-
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
         model = build_model(files.config["model"])

@@ -174,6 +174,7 @@ class RNNTLossNumba(torch.autograd.Function):
         logp = torch.log_softmax(logits.detach().to(work_dtype), dim=-1).contiguous()
         want_grad = bool(ctx.needs_input_grad[0])
         if logits.is_cuda:
+            # lazy: numba.cuda costs ~85 ms to import and only CUDA logits need it
             from justkit.losses.rnnt_numba_cuda import cuda_costs_and_grads
 
             costs = cuda_costs_and_grads(logp, targets, logit_lens, target_lens, blank, want_grad)

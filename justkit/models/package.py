@@ -21,8 +21,9 @@ import shutil
 from pathlib import Path
 
 from justkit.config import ConfigError, dump_yaml
+from justkit.experiment import Experiment
 from justkit.fileio import atomic_open, atomic_torch_save, atomic_write_text
-from justkit.models.factory import CheckpointError, load_checkpoint
+from justkit.models.factory import CheckpointError, build_model, load_checkpoint
 from justkit.models.modeldir import FILES, ModelDirError, ModelFiles, locate  # noqa: F401 (importable from here too)
 from justkit.models.onnx import export_onnx
 from justkit.provenance import git_revision
@@ -104,9 +105,6 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
                onnx: bool = False) -> Path:
     """Write the model directory of experiment ``exp_dir`` (its ``model_avg.pt`` unless
     ``weights``) to ``out_dir``; with ``onnx`` also export ``out_dir/onnx/``. Returns ``out_dir``."""
-    from justkit.experiment import Experiment
-    from justkit.models.factory import build_model
-
     exp_dir, out = Path(exp_dir), Path(out_dir)
     exp = Experiment.load(exp_dir)
     wpath = Path(weights) if weights else exp_dir / "model_avg.pt"
