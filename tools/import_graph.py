@@ -18,7 +18,7 @@ rule forbids, is an upward import.
     tools/import_graph.py --edges    # also every internal import, with file:line
     tools/import_graph.py --json     # the picture as JSON
 
-Exit status 1 when a circle or an upward import exists (tests/test_import_graph.py pins 0).
+Exit status 1 when a circle or an upward import exists (tests/tools/test_import_graph.py pins 0).
 """
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ def compute_fbank_batch(waves: torch.Tensor, lengths: torch.Tensor, cfg: FbankCo
     With ``snip_edges`` and no energy column (stage 3's config) it frames the whole batch at
     once (unfold, DC removal, pre-emphasis, window, one rfft, one mel matmul), the same
     arithmetic as torchaudio's Kaldi fbank, so each row equals compute_fbank of that
-    utterance up to float rounding (tests/test_fbank.py pins the tolerance); other options
+    utterance up to float rounding (tests/frontend/test_fbank.py pins the tolerance); other options
     fall back to torchaudio per row.
     """
     import torch  # lazy, as in compute_fbank

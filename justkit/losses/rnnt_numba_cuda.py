@@ -17,7 +17,7 @@ Layout and choices (see ``rnnt_numba`` for the maths and the precision policy):
 Torch CUDA tensors are handed to the kernels with ``numba.cuda.as_cuda_array`` (via
 ``__cuda_array_interface__``) on torch's current stream (``cuda.external_stream``).
 The kernels were checked with numba's CUDA simulator only (``NUMBA_ENABLE_CUDASIM=1``,
-tests/test_rnnt.py); they have not been run on a real GPU.
+tests/losses/test_rnnt.py); they have not been run on a real GPU.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.losses.rnnt import rnnt_loss
 from justkit.models.just import JUSTConfig, JUSTModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 B, T, F, V = 4, 24, 20, 10
 
 

@@ -13,7 +13,7 @@ import torch
 
 from justkit.losses.rnnt import rnnt_loss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def brute_force_nll(logits: torch.Tensor, targets: list[int], blank: int) -> float:
@@ -158,7 +158,7 @@ import numpy as np, torch
 from numba import cuda
 from justkit.losses import rnnt_numba_cuda as K
 from justkit.losses.rnnt_numba import _cpu_costs_and_grads
-from tests.test_rnnt import random_case
+from tests.losses.test_rnnt import random_case
 
 from numba import config
 assert config.ENABLE_CUDASIM, "expected NUMBA_ENABLE_CUDASIM=1"

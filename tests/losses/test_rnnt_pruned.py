@@ -188,7 +188,7 @@ def test_model_trains_with_the_pruned_and_the_chunked_loss(loss):
     from justkit.config import load_yaml
     from justkit.models.just import JUSTConfig, JUSTModel
 
-    d = load_yaml(Path(__file__).resolve().parents[1] / "egs/TEMPLATE/conf/model/tiny.yaml")["model"]
+    d = load_yaml(Path(__file__).resolve().parents[2] / "egs/TEMPLATE/conf/model/tiny.yaml")["model"]
     d.update(mode="supervised", vocab_size=10, rnnt_loss=loss, rnnt_backend="numba")
     torch.manual_seed(0)
     model = JUSTModel(JUSTConfig.from_dict(d))

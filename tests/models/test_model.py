@@ -10,7 +10,7 @@ from justkit.config import ConfigError, load_yaml
 from justkit.models.just import JUSTConfig, JUSTModel
 
 torch.set_num_threads(1)
-CONF = Path(__file__).resolve().parents[1] / "egs/mls/conf/model"
+CONF = Path(__file__).resolve().parents[2] / "egs/mls/conf/model"
 V = 12
 
 

@@ -24,7 +24,7 @@ from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = {"en": [("en1", "the cat sat"), ("en2", "a dog ran"), ("en3", "the dog sat")],
          "pl": [("pl1", "kot i pies"), ("pl2", "pies i kot")]}
 

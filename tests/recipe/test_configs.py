@@ -12,7 +12,7 @@ from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig
 from justkit.train.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIGS = sorted(ROOT.glob("egs/*/conf/train_*.yaml"))
 
 

@@ -22,7 +22,7 @@ from justkit.train import checkpoint as C
 from justkit.train.optim import OptimConfig, WarmupSchedule
 from justkit.train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "egs" / "mls" / "conf" / "model" / "tiny.yaml"
 PY = sys.executable
 WORDS = ["ab", "cd", "ef", "gab", "hed", "fac", "bag", "dace", "cab", "be"]
