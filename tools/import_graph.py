@@ -265,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(p, indent=1))
     else:
         print(f"modules: {p['modules']} (justkit)")
-        print(f"internal imports: {p['imports']} statements-names, {p['module_pairs']} module pairs; "
+        print(f"internal imports: {p['imports']} (statement, module) pairs, {p['module_pairs']} distinct module pairs; "
               f"inside functions: {p['in_function']} ({p['in_function_outside_bin']} of "
               f"{p['imports_outside_bin']} outside justkit/bin)")
         print(f"import circles: {len(p['circles'])}")
