@@ -434,7 +434,7 @@ ARGS: argparse.Namespace
 def main() -> int:
     global ARGS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry_run", action="store_true", help="tiny sizes on the CPU (what tests/test_benchmarks.py runs)")
+    p.add_argument("--dry_run", action="store_true", help="tiny sizes on the CPU (what tests/benchmarks/test_benchmarks.py runs)")
     p.add_argument("--sections", default="abcdefg", help="which checks, e.g. 'ace'")
     p.add_argument("--mini_steps", type=int, default=300)
     p.add_argument("--paper_steps", type=int, default=30)

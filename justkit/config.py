@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 from justkit.errors import JustkitError
+from justkit.fileio import atomic_write_text
 
 T = TypeVar("T")
 
@@ -185,6 +186,4 @@ def to_dict(obj: Any) -> dict:
 
 def dump_yaml(cfg: Mapping, path: str | Path) -> None:
     """Write ``cfg`` as YAML atomically."""
-    from justkit.fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))

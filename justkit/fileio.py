@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator, Union
 
@@ -70,8 +73,6 @@ def sync_filesystem(path: PathLike) -> None:
     """Write everything cached of the filesystem holding ``path`` to disk, and wait: Linux
     ``syncfs`` (that filesystem only), else ``sync`` (all of them)."""
     try:
-        import ctypes
-
         syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         os.sync()
@@ -146,7 +147,7 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 def atomic_torch_save(obj, path: PathLike) -> None:
     """``torch.save`` to ``path`` atomically, so that a half-written file is never loaded."""
-    import torch
+    import torch  # lazy: fileio serves every command, most of which never load torch (~2 s)
 
     with atomic_open(path, "wb", encoding=None) as f:
         torch.save(obj, f)
@@ -180,9 +181,6 @@ def lock_dir(directory: PathLike, what: str):
     """Take the exclusive lock ``<directory>/.lock`` for the life of this process (an open file
     the caller keeps); a second process gets a Locked error naming the holder. The lock is
     released when the process ends, however it ends (flock)."""
-    import fcntl
-    import time
-
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     f = open(d / ".lock", "a+", encoding="utf-8")

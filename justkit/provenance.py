@@ -26,7 +26,7 @@ def machine() -> str:
     out = (f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
            f"Python {platform.python_version()}")
     try:
-        import torch
+        import torch  # lazy: score and system_table describe the machine without loading torch (~2 s)
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
         out += f", torch {torch.__version__}, {gpu}"

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from justkit import cli
 from justkit.log import setup_logging
 
@@ -35,6 +33,9 @@ def build_parser() -> cli.Parser:
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, overrides = build_parser().parse(argv)
+    # imported after parsing, as every command does, so that --help does not load torch (~2 s)
+    import torch
+
     from justkit.config import load_section
     from justkit.data.dataset import PackedDataset
     from justkit.decode.decoder import DecodeConfig, decode_dataset, write_decode_dir

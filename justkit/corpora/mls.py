@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import multiprocessing
 import os
 import re
 from array import array
@@ -392,8 +393,6 @@ def _prober(nj: int, n: int):
     """A map of :func:`_probe_one` over (utt, path) jobs, in ``nj`` forked processes when there
     are enough of them to pay for it (results in job order)."""
     if nj > 1 and n > 64:
-        import multiprocessing
-
         with multiprocessing.get_context("fork").Pool(nj) as pool:
             yield lambda jobs: pool.imap(_probe_one, jobs, chunksize=64)
     else:

@@ -14,6 +14,10 @@ from justkit.data.manifest import (  # noqa: F401 (PACKED_* re-exported)
     PACKED_KEYS, PACKED_OPTIONAL_KEYS, PackedDataError, PackedIndex, columns)
 from justkit.data.specaug import SpecAugConfig, spec_augment
 from justkit.fileio import refuse_pipe
+from justkit.frontend.audio import AudioError
+from justkit.frontend.cmvn import load_cmvn  # stage 3's reader of the Kaldi stats layout
+from justkit.frontend.fbank import FbankConfig, dither_noise, num_frames
+from justkit.frontend.shards import fly_features, fly_samples
 
 FEATURES_ON = ("loader", "device")
 
@@ -33,8 +37,6 @@ def resolve_cmvn(cmvn: Cmvn) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     if cmvn is None:
         return None
     if isinstance(cmvn, (str, os.PathLike)):
-        from justkit.frontend.cmvn import load_cmvn  # stage 3's reader of the Kaldi stats layout
-
         cmvn = load_cmvn(cmvn)
     mean, std = (np.asarray(a, dtype=np.float32).reshape(-1) for a in cmvn)
     if mean.shape != std.shape:
@@ -48,8 +50,6 @@ def resolve_fbank(fbank: Optional[Any]):
     """None, a FbankConfig, or the ``fbank:`` mapping of a conf/fbank.yaml -> FbankConfig or None."""
     if fbank is None:
         return None
-    from justkit.frontend.fbank import FbankConfig
-
     return fbank if isinstance(fbank, FbankConfig) else FbankConfig.from_dict(dict(fbank))
 
 
@@ -173,10 +173,6 @@ class PackedDataset:
     def load_wave(self, i: int) -> np.ndarray:
         """16 kHz (the fbank config's rate) float32 samples of audio entry ``i``, resampled if the file
         has another rate, with the utterance's seeded dither added (for ``features_on: device``)."""
-        from justkit.frontend.audio import AudioError
-        from justkit.frontend.fbank import dither_noise, num_frames
-        from justkit.frontend.shards import fly_samples
-
         e = self.entries[i]
         if e.get("feats") is not None:
             raise PackedDataError(f"{self.source}: utt {e['utt']}: stored feats, no audio: data.features_on "
@@ -196,9 +192,6 @@ class PackedDataset:
         return x if noise is None else x + noise
 
     def _fly_fbank(self, e: Dict[str, Any]) -> np.ndarray:
-        from justkit.frontend.audio import AudioError
-        from justkit.frontend.shards import fly_features
-
         src = self._audio_path(e)
         try:
             return fly_features(src, e["utt"], self.fbank)

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from justkit.data.dataset import Cmvn, PackedDataset
+from justkit.config import from_dict
+from justkit.data.dataset import Cmvn, PackedDataError, PackedDataset
 from justkit.data.sampler import BucketBatchSampler
 from justkit.data.specaug import SpecAugConfig
+from justkit.frontend.fbank import compute_fbank_batch, num_frames
 
 
 @dataclass
@@ -54,8 +56,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.specaug, dict):
-            from justkit.config import from_dict
-
             self.specaug = from_dict(SpecAugConfig, self.specaug, "data.specaug")
         if self.max_frames <= 0:
             raise ValueError(f"data.max_frames must be > 0, got {self.max_frames}")
@@ -104,8 +104,6 @@ class Collate:
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
         items = [it for it in items if it["labelled"]] + [it for it in items if not it["labelled"]]
         if self.fbank is not None:
-            from justkit.frontend.fbank import num_frames
-
             lens = [num_frames(it["feats"].shape[0], self.fbank) for it in items]
         else:
             lens = [it["feats"].shape[0] for it in items]
@@ -147,8 +145,6 @@ def device_features(batch: Dict[str, Any], fbank: Any, cmvn: Optional[tuple] = N
     is returned as it is. ``cmvn``: (mean, std) arrays or tensors [D]."""
     if "wave" not in batch:
         return batch
-    from justkit.frontend.fbank import compute_fbank_batch
-
     wave, wave_lens = batch["wave"], batch["wave_lens"]
     feats, frames = compute_fbank_batch(wave, wave_lens, fbank)
     if not torch.equal(frames.cpu(), batch["feat_lens"].cpu()):
@@ -227,8 +223,6 @@ def build_loader(
     if labelled_only:
         dataset.select(dataset.labelled)
         if not len(dataset):
-            from justkit.data.dataset import PackedDataError
-
             raise PackedDataError(f"{jsonl}: no labelled utterance (a supervised model needs some)")
     sampler = BucketBatchSampler(
         dataset.lengths,

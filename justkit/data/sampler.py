@@ -54,7 +54,7 @@ def greedy_cuts(order: np.ndarray, lengths: np.ndarray, max_frames: int) -> np.n
     if len(order) < 4096:
         return _greedy_cuts_py(order, lengths, max_frames)
     if _CUTS is None:
-        import numba
+        import numba  # lazy: ~0.4 s to import, and only plans of 4096+ utterances compile this kernel
 
         @numba.njit(cache=True, nogil=True)
         def cuts_nb(order, lengths, max_frames):  # pragma: no cover (compiled)

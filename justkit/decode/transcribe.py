@@ -15,13 +15,14 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from justkit.data.dataset import resolve_cmvn
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import load_checkpoint, model_from_config
-from justkit.models.package import locate
+from justkit.models.modeldir import locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ class Speech2Text:
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
                  beam_size: int = 4) -> "Speech2Text":
         """Load the model of a packed model directory or of an experiment directory."""
-        from justkit.data.dataset import resolve_cmvn
-
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
         model = model_from_config(files.config, str(files.weights))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -50,8 +51,6 @@ OPUS_RATE = 48000
 
 def _ogg_end(path: Path) -> Tuple[bool, int, Optional[int]]:
     """(end-of-stream flag on the last page, its granule position, Opus pre-skip or None)."""
-    import struct
-
     with open(path, "rb") as f:
         head = f.read(4096)
         f.seek(0, os.SEEK_END)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,6 @@ def compute_cmvn_stats(feats_scp: str | Path, progress_every: float = 30.0, nj: 
     if nj == 1:
         parts = [_accumulate_part(*jobs[0])]
     else:
-        import multiprocessing
-
         with multiprocessing.get_context("fork").Pool(nj) as pool:
             parts = pool.starmap(_accumulate_part, jobs)
     stats, _ = parts[0]

@@ -164,7 +164,7 @@ def compute_fbank(samples: np.ndarray | torch.Tensor, cfg: FbankConfig, sample_r
 
 def frame_counts(num_samples: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
     """:func:`num_frames` of every entry of an integer tensor of sample counts (same device)."""
-    import torch
+    import torch  # lazy, as in compute_fbank
 
     n = num_samples.long()
     if cfg.snip_edges:
@@ -180,10 +180,10 @@ def compute_fbank_batch(waves: torch.Tensor, lengths: torch.Tensor, cfg: FbankCo
     With ``snip_edges`` and no energy column (stage 3's config) it frames the whole batch at
     once (unfold, DC removal, pre-emphasis, window, one rfft, one mel matmul), the same
     arithmetic as torchaudio's Kaldi fbank, so each row equals compute_fbank of that
-    utterance up to float rounding (tests/test_fbank.py pins the tolerance); other options
+    utterance up to float rounding (tests/frontend/test_fbank.py pins the tolerance); other options
     fall back to torchaudio per row.
     """
-    import torch
+    import torch  # lazy, as in compute_fbank
     import torchaudio.compliance.kaldi as kaldi
 
     if waves.dim() != 2 or lengths.dim() != 1 or lengths.numel() != waves.size(0):
@@ -241,7 +241,7 @@ def dither_noise(num_samples: int, cfg: FbankConfig, utt: Optional[str]) -> Opti
 
 def _dither(num_samples: int, cfg: FbankConfig, utt: Optional[str]) -> torch.Tensor:
     """Gaussian dither in Kaldi's 16-bit sample units, from a generator seeded by the utterance id."""
-    import torch
+    import torch  # lazy, as in compute_fbank
 
     g = torch.Generator().manual_seed(zlib.crc32((utt or "").encode("utf-8")))
     return cfg.dither * torch.randn(num_samples, generator=g)

@@ -14,7 +14,7 @@ import torchaudio.transforms as T
 class ResampleConfig:
     """Filter design for torchaudio's ``sinc_interp_kaiser``.
 
-    Defaults, measured for 48 kHz -> 16 kHz (tests/test_resample.py pins the first two):
+    Defaults, measured for 48 kHz -> 16 kHz (tests/frontend/test_resample.py pins the first two):
     1 kHz passes at 0.00 dB, 7 kHz at -1.1 dB, 9 kHz (aliases to 7 kHz) at -80 dB,
     12 kHz at -110 dB. torchaudio's default (Hann window, width 6, rolloff 0.99) only
     reaches -55 dB at 12 kHz, which misses the 60 dB target.

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import torch
+import torchaudio.functional as F
+
+from justkit.losses.rnnt_numba import rnnt_loss_numba
 
 BACKENDS = ("torchaudio", "numba")
 
@@ -25,8 +28,6 @@ def rnnt_loss(
     numba.cuda kernels for CUDA tensors).
     """
     if backend == "torchaudio":
-        import torchaudio.functional as F
-
         return F.rnnt_loss(
             logits,
             targets.int(),
@@ -36,7 +37,5 @@ def rnnt_loss(
             reduction=reduction,
         )
     if backend == "numba":
-        from justkit.losses.rnnt_numba import rnnt_loss_numba
-
         return rnnt_loss_numba(logits, targets, logit_lens, target_lens, blank=blank, reduction=reduction)
     raise ValueError(f"unknown RNN-T loss backend {backend!r}; choose one of {BACKENDS}")

@@ -28,13 +28,14 @@ scaled by the incoming gradient in backward.
 from __future__ import annotations
 
 import math
-
 import os
 
 import numba
 import numpy as np
 import torch
 from numba import prange
+
+from justkit.losses.logspace import NEG_INF, log_add
 
 # numba's default "omp" threading layer spin-waits against torch's own OpenMP pool: after
 # the first prange kernel every later torch op in the process ran ~20x slower (measured on
@@ -43,18 +44,9 @@ from numba import prange
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-_NEG_INF = -math.inf
-
-
-@numba.njit(inline="always", cache=True)
-def _log_add(a: float, b: float) -> float:
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+# rnnt_pruned's kernels import these two names from here
+_NEG_INF = NEG_INF
+_log_add = numba.njit(inline="always", cache=True)(log_add)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -182,6 +174,7 @@ class RNNTLossNumba(torch.autograd.Function):
         logp = torch.log_softmax(logits.detach().to(work_dtype), dim=-1).contiguous()
         want_grad = bool(ctx.needs_input_grad[0])
         if logits.is_cuda:
+            # lazy: numba.cuda costs ~85 ms to import and only CUDA logits need it
             from justkit.losses.rnnt_numba_cuda import cuda_costs_and_grads
 
             costs = cuda_costs_and_grads(logp, targets, logit_lens, target_lens, blank, want_grad)

@@ -17,7 +17,7 @@ Layout and choices (see ``rnnt_numba`` for the maths and the precision policy):
 Torch CUDA tensors are handed to the kernels with ``numba.cuda.as_cuda_array`` (via
 ``__cuda_array_interface__``) on torch's current stream (``cuda.external_stream``).
 The kernels were checked with numba's CUDA simulator only (``NUMBA_ENABLE_CUDASIM=1``,
-tests/test_rnnt.py); they have not been run on a real GPU.
+tests/losses/test_rnnt.py); they have not been run on a real GPU.
 """
 from __future__ import annotations
 
@@ -26,20 +26,12 @@ import math
 import torch
 from numba import cuda
 
-_NEG_INF = -math.inf
+from justkit.losses.logspace import log_add
+
 GRAD_THREADS = 128
 MAX_THREADS = 1024
 
-
-@cuda.jit(device=True)
-def _log_add(a, b):
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+_log_add = cuda.jit(device=True)(log_add)   # the same body as the CPU kernels' (justkit.losses.logspace)
 
 
 @cuda.jit

@@ -18,7 +18,7 @@ Three steps, none of which builds the [B, T, U+1, V] tensor of the full loss:
 The lattice recursion (alpha, beta, and the gradients with respect to the two log-probability
 arrays) is a numba CPU kernel in float64; on other devices (and as a reference) a torch version
 walks the anti-diagonals with autograd. With ``s_range >= U + 1`` the pruned loss equals the
-full RNN-T loss (tests/test_rnnt_pruned.py).
+full RNN-T loss (tests/losses/test_rnnt_pruned.py).
 """
 from __future__ import annotations
 

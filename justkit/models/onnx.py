@@ -28,7 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from justkit.models.package import locate
+from justkit.data.dataset import resolve_cmvn
+from justkit.fileio import atomic_write_text
+from justkit.models.factory import load_checkpoint, model_from_config
+from justkit.models.modeldir import locate
+from justkit.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -66,7 +70,7 @@ class _Joiner(nn.Module):
 
 
 def _add_metadata(path: Path, meta: dict) -> None:
-    import onnx
+    import onnx  # lazy: an optional extra (pip install justkit[onnx]), needed only to export
 
     m = onnx.load(str(path))
     for k, v in meta.items():
@@ -77,10 +81,6 @@ def _add_metadata(path: Path, meta: dict) -> None:
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Export the model of ``model_dir`` (packed or experiment dir) to ``out_dir`` (see the module doc)."""
-    from justkit.data.dataset import resolve_cmvn
-    from justkit.models.factory import load_checkpoint, model_from_config
-    from justkit.text.tokenizer import Tokenizer
-
     files = locate(model_dir)
     model = model_from_config(files.config, str(files.weights))
     model.load_state_dict(load_checkpoint(files.weights)["model"])
@@ -120,8 +120,6 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
         _add_metadata(tmp, meta)
         tmp.replace(out / name)
     tok = Tokenizer(files.tokenizer)
-    from justkit.fileio import atomic_write_text
-
     atomic_write_text(out / "tokens.txt", "".join(f"{tok.id_to_piece(i)} {i}\n" for i in range(tok.vocab_size)))
     log.info("exported %s -> %s (encoder, decoder, joiner, tokens.txt)", model_dir, out)
     return out
@@ -131,7 +129,7 @@ class OnnxTransducer:
     """Greedy search over the three ONNX files with ONNX Runtime (no PyTorch model involved)."""
 
     def __init__(self, onnx_dir: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: an optional extra, needed only to run the exported files
 
         d = Path(onnx_dir)
         opts = ort.SessionOptions()

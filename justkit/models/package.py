@@ -9,80 +9,31 @@
 <dir>/README.md     the model card: languages, data, configuration, results, revision, usage
 <dir>/onnx/         encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt (justkit.models.onnx)
 ```
-``justkit.decode.transcribe.Speech2Text.from_dir`` and ``justkit.bin.transcribe`` read it; an
-experiment directory (``exp/<tag>``, with ``config.yaml`` and ``model_avg.pt``) works too.
+``justkit.decode.transcribe.Speech2Text.from_dir`` and ``justkit.bin.transcribe`` read it (through
+``justkit.models.modeldir.locate``); an experiment directory (``exp/<tag>``, with ``config.yaml`` and
+``model_avg.pt``) works too.
 """
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-import torch
-
-from justkit.config import ConfigError, dump_yaml, load_yaml
-from justkit.errors import JustkitError
+from justkit.config import ConfigError, dump_yaml
+from justkit.experiment import Experiment
 from justkit.fileio import atomic_open, atomic_torch_save, atomic_write_text
-from justkit.models.factory import CheckpointError, load_checkpoint
+from justkit.models.factory import CheckpointError, build_model, load_checkpoint
+from justkit.models.modeldir import FILES, ModelDirError, ModelFiles, locate  # noqa: F401 (importable from here too)
+from justkit.models.onnx import export_onnx
 from justkit.provenance import git_revision
 
 log = logging.getLogger(__name__)
-
-FILES = ("model.pt", "config.yaml", "spm.model", "fbank.yaml")
-
-
-class ModelDirError(JustkitError, ValueError):
-    """A model directory is incomplete or does not fit together; names the file."""
-
-
-@dataclass
-class ModelFiles:
-    """Where a model's parts are (a packed model directory or an experiment directory)."""
-
-    weights: Path
-    config: dict            # the experiment dict (model, data, train, paths)
-    tokenizer: Path
-    cmvn: Optional[Path]
-    fbank: dict             # FbankConfig fields
 
 
 def _copy(src: Path, dst: Path) -> None:
     with open(src, "rb") as fi, atomic_open(dst, "wb", encoding=None) as fo:
         shutil.copyfileobj(fi, fo)
-
-
-def locate(path: str | Path) -> ModelFiles:
-    """The parts of the model in ``path``: a packed directory (``model.pt``) or an experiment
-    directory (``config.yaml`` + ``model_avg.pt``, tokenizer/CMVN/front end from its paths)."""
-    d = Path(path)
-    if not d.is_dir():
-        raise ModelDirError(f"{d}: not a directory (a packed model dir or exp/<tag>)")
-    if (d / "model.pt").is_file():
-        missing = [f for f in FILES if not (d / f).is_file()]
-        if missing:
-            raise ModelDirError(f"{d}: packed model directory lacks {missing}")
-        cfg = load_yaml(d / "config.yaml")
-        return ModelFiles(d / "model.pt", cfg, d / "spm.model",
-                          d / "cmvn.ark" if (d / "cmvn.ark").is_file() else None,
-                          load_yaml(d / "fbank.yaml").get("fbank") or {})
-    if (d / "config.yaml").is_file():
-        # Read as a plain dict: the experiment's paths are all decoding needs.
-        cfg = load_yaml(d / "config.yaml")
-        paths = cfg.get("paths") or {}
-        weights = d / "model_avg.pt"
-        if not weights.is_file():
-            raise ModelDirError(f"{weights}: not found (stage 7 averages the checkpoints into it)")
-        tok = paths.get("tokenizer") or ""
-        if not tok or not Path(tok).is_file():
-            raise ModelDirError(f"{d}/config.yaml: paths.tokenizer {tok!r} not found "
-                                "(run from the recipe directory, or pack the model: justkit.bin.pack_model)")
-        fb = Path(paths.get("features") or "") / "conf" / "fbank.yaml"
-        fbank = (load_yaml(fb).get("fbank") or {}) if paths.get("features") and fb.is_file() else {}
-        return ModelFiles(weights, cfg, Path(tok), Path(paths["cmvn"]) if paths.get("cmvn") else None, fbank)
-    raise ModelDirError(f"{d}: neither a packed model (model.pt) nor an experiment (config.yaml) directory")
 
 
 def _data_summary(jsonl: str) -> dict:
@@ -157,9 +108,6 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
                onnx: bool = False) -> Path:
     """Write the model directory of experiment ``exp_dir`` (its ``model_avg.pt`` unless
     ``weights``) to ``out_dir``; with ``onnx`` also export ``out_dir/onnx/``. Returns ``out_dir``."""
-    from justkit.experiment import Experiment
-    from justkit.models.factory import build_model
-
     exp_dir, out = Path(exp_dir), Path(out_dir)
     exp = Experiment.load(exp_dir)
     wpath = Path(weights) if weights else exp_dir / "model_avg.pt"
@@ -190,8 +138,6 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
     n = sum(p.numel() for p in model.parameters())
     atomic_write_text(out / "README.md", model_card(exp_dir, config, n, git_revision(), exp_dir.name))
     if onnx:
-        from justkit.models.onnx import export_onnx
-
         export_onnx(out, out / "onnx")
     log.info("packed %s (%s) -> %s", exp_dir, wpath.name, out)
     return out

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from justkit.config import load_yaml
 from justkit.datadir.tables import read_table
 from justkit.fileio import atomic_write_text
 from justkit.lang import is_language_code
+from justkit.provenance import git_revision, machine
 from justkit.score.wer import Normalizer, ScoringError, SetResult, format_sclite, format_summary, score_decode_dir
 
 _DECODE_RE = re.compile(r"^decode_(?P<method>[A-Za-z0-9]+)_(?P<set>.+)$")
@@ -117,14 +119,10 @@ def score_experiment(exp: str | Path, normalizer: Optional[Normalizer] = None, t
 
 def provenance(exp: Path, command: str = "") -> dict:
     """Where the results come from: justkit's revision, the command, the config, the machine."""
-    from justkit.provenance import git_revision, machine
-
     cfg = exp / "config.yaml"
     out = {"revision": git_revision(), "command": command, "config": str(cfg) if cfg.is_file() else "",
            "machine": machine()}
     if cfg.is_file():
-        from justkit.config import load_yaml
-
         c = load_yaml(cfg)
         out["experiment_config"] = (c.get("paths") or {}).get("config", "")
         out["model_mode"] = (c.get("model") or {}).get("mode", "")

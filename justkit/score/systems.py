@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from justkit.fileio import atomic_write_text
 from justkit.provenance import machine
 from justkit.score.paper import PaperTableError, experiment_row, load_paper
 
@@ -114,8 +115,6 @@ def format_table(agg: dict, title: str = "", paper: Optional[dict] = None, basel
 
 def write(agg: dict, md: str, out_md: str | Path = "", out_json: str | Path = "", extra: Optional[dict] = None) -> None:
     """Write the table and/or the JSON (``agg`` plus ``extra``), atomically; "" = not that one."""
-    from justkit.fileio import atomic_write_text
-
     if out_md:
         atomic_write_text(out_md, md)
     if out_json:

@@ -10,6 +10,7 @@ import jiwer
 
 from justkit.datadir.tables import DataDirError, read_table
 from justkit.errors import JustkitError
+from justkit.text.normalize import normalize
 
 # A normaliser maps (text, language code) -> normalised text.
 Normalizer = Callable[[str, str], str]
@@ -24,8 +25,6 @@ class ScoringError(JustkitError, ValueError):
 
 def default_normalizer() -> Normalizer:
     """justkit's text normaliser (``justkit.text.normalize.normalize``)."""
-    from justkit.text.normalize import normalize
-
     return normalize
 
 

@@ -12,8 +12,11 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple, Uni
 import numpy as np
 import sentencepiece as spm
 
+from justkit.datadir.tables import DataDirError, SortedTableReader
 from justkit.fileio import atomic_open, atomic_write_text
 from justkit.errors import JustkitError
+from justkit.lang import balanced_draw
+from justkit.text.normalize import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +99,6 @@ def sample_by_language(
     texts_by_lang: Mapping[str, Sequence[str]], alpha: float, total: int, seed: int
 ) -> List[str]:
     """Draw ``total`` transcripts, p_lang proportional to n_lang ** alpha (see balanced_draw)."""
-    from justkit.lang import balanced_draw
-
     flat: List[str] = []
     pools: Dict[str, np.ndarray] = {}
     for lang in sorted(texts_by_lang):
@@ -164,8 +165,6 @@ def train_tokenizer_on_data_dir(
     # draw) are those of sample_by_language over the same transcripts.
     pools = {l: np.nonzero(lang_of == names[l])[0] for l in sorted(names)}
     counts = {l: len(v) for l, v in pools.items()}
-    from justkit.lang import balanced_draw
-
     drawn = balanced_draw(pools, cfg.lang_alpha, cfg.num_sentences or len(lang_of), np.random.default_rng(cfg.seed))
     need = np.zeros(len(lang_of), dtype=bool)
     need[drawn] = True
@@ -241,9 +240,6 @@ def iter_normalised(text: Union[str, os.PathLike], utt2lang: Union[str, os.PathL
     """(utt, lang, normalised text) for every line of a data dir's ``text``, joined with its
     (sorted) ``utt2lang`` in one streaming pass; an utterance without a language or with an
     empty normalised transcript is an error naming it."""
-    from justkit.datadir.tables import DataDirError, SortedTableReader
-    from justkit.text.normalize import normalize
-
     langs = SortedTableReader(utt2lang)
     for line in SortedTableReader(text, allow_empty_value=True).rest():
         lang = langs.get(line.key)

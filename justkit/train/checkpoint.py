@@ -1,6 +1,7 @@
 """Training checkpoints: atomic save, keep-last-K, resume from the newest readable file, averaging."""
 from __future__ import annotations
 
+import csv
 import logging
 import random
 import re
@@ -89,8 +90,6 @@ def checkpoint_step(path: str | Path) -> int:
 
 def best_steps(csv_path: str | Path, metric: str, n: int) -> list[int]:
     """The ``n`` steps with the lowest dev ``metric`` (``dev_wer`` or ``loss``) in ``train.csv``."""
-    import csv
-
     p = Path(csv_path)
     if n <= 0 or not p.is_file():
         return []

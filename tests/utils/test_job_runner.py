@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-RUN = Path(__file__).resolve().parents[1] / "utils" / "run.py"
+RUN = Path(__file__).resolve().parents[2] / "utils" / "run.py"
 # As egs/*/path.sh does: the venv's python first on PATH; run.py is started by its shebang.
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 

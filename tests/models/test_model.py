@@ -1,32 +1,16 @@
 """Tests for justkit.models.just: the contract API, modes, gradients, padding, overfitting."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from justkit.config import ConfigError, load_yaml
+from justkit.config import ConfigError
 from justkit.losses.terms import LossConfig
 from justkit.models.just import JUSTConfig, JUSTModel
 
 torch.set_num_threads(1)
-CONF = Path(__file__).resolve().parents[1] / "egs/mls/conf/model"
-V = 12
+V = 12   # the vocabulary of conftest's tiny_cfg
 
-
-def tiny_cfg(mode: str = "just", **over) -> JUSTConfig:
-    d = load_yaml(CONF / "tiny.yaml")["model"]
-    d.update(mode=mode, vocab_size=V, **over)
-    return JUSTConfig.from_dict(d)
-
-
-def tiny_loss(**over) -> LossConfig:
-    """tiny.yaml's loss: section with ``over`` (``rnnt=`` a dict merged into loss.rnnt)."""
-    d = load_yaml(CONF / "tiny.yaml")["loss"]
-    d["rnnt"] = {**d["rnnt"], **over.pop("rnnt", {})}
-    d.update(over)
-    return LossConfig.from_dict(d)
 
 
 def make_batch(seed: int = 0, labelled=(True, True), smooth: bool = False) -> dict:
@@ -56,7 +40,7 @@ KEYS = {"loss", "rnnt", "ctc", "contrastive", "diversity", "mlm", "num_frames", 
 
 
 @pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
-def test_forward_contract(mode):
+def test_forward_contract(mode, tiny_cfg):
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg(mode))
     out = model(make_batch(), step=5)
@@ -76,7 +60,7 @@ def test_forward_contract(mode):
     assert model.blank_id == 0
 
 
-def test_encode_predictor_joint_api_and_padding_invariance():
+def test_encode_predictor_joint_api_and_padding_invariance(tiny_cfg):
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg("supervised")).eval()
     b = make_batch()
@@ -93,7 +77,7 @@ def test_encode_predictor_joint_api_and_padding_invariance():
     assert logits.shape == (2, 1, V)
 
 
-def test_local_attention_model_padding_invariance():
+def test_local_attention_model_padding_invariance(tiny_cfg):
     torch.manual_seed(0)
     cfg = tiny_cfg("just")
     cfg.conformer.attention = "local"
@@ -115,7 +99,7 @@ RNNT = ("predictor.", "joint.")
 
 
 @pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
-def test_gradients_reach_exactly_the_trained_parameters(mode):
+def test_gradients_reach_exactly_the_trained_parameters(mode, tiny_cfg):
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg(mode))
     names = [n for n, _ in model.named_parameters()]
@@ -126,7 +110,7 @@ def test_gradients_reach_exactly_the_trained_parameters(mode):
     assert not missing, f"{mode}: no gradient for {missing}"
 
 
-def test_rnnt_branch_does_not_train_unsupervised_parts():
+def test_rnnt_branch_does_not_train_unsupervised_parts(tiny_cfg, tiny_loss):
     # w_u = 0: only the RNN-T loss, on the unmasked pass, so the quantizer, mask
     # embedding and unsupervised heads get zero gradient while the encoder trains.
     torch.manual_seed(0)
@@ -141,7 +125,7 @@ def test_rnnt_branch_does_not_train_unsupervised_parts():
     assert all(grads[n] for n in grads if n.startswith(UNSUP))
 
 
-def test_unlabelled_rows_contribute_only_unsupervised_terms():
+def test_unlabelled_rows_contribute_only_unsupervised_terms(tiny_cfg):
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg("supervised")).eval()
     both = model(make_batch(labelled=(True, False)))["rnnt"]
@@ -161,11 +145,11 @@ def test_unlabelled_rows_contribute_only_unsupervised_terms():
 
 @pytest.mark.parametrize("on_masked", [False, True])
 @pytest.mark.parametrize("with_sup", [False, True])
-def test_feats_sup_and_single_pass_flag(on_masked, with_sup):
+def test_feats_sup_and_single_pass_flag(on_masked, with_sup, tiny_cfg, tiny_model_config):
     # just mode: the RNN-T branch runs a second (unmasked) pass through the conformer
     # blocks, reading feats_sup when given, unless rnnt_on_masked makes it one pass
     torch.manual_seed(0)
-    conformer = {**load_yaml(CONF / "tiny.yaml")["model"]["conformer"], "conv_norm": "layer"}
+    conformer = {**tiny_model_config()["conformer"], "conv_norm": "layer"}
     model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked, conformer=conformer))
     front, blocks = [], []
     model.frontend.register_forward_hook(lambda m, i, o: front.append(i[0]))
@@ -185,7 +169,7 @@ def test_feats_sup_and_single_pass_flag(on_masked, with_sup):
         assert (blocks[0] == emb).all(-1).any() and not (blocks[1] == emb).all(-1).any()
 
 
-def test_load_pretrained_encoder_for_finetuning():
+def test_load_pretrained_encoder_for_finetuning(tiny_cfg):
     torch.manual_seed(0)
     pre = JUSTModel(tiny_cfg("pretrain"))
     sup = JUSTModel(tiny_cfg("supervised"))
@@ -208,7 +192,7 @@ def test_load_pretrained_encoder_for_finetuning():
         sup.load_pretrained_encoder({"foo": torch.zeros(1)})
 
 
-def test_config_errors_and_param_count():
+def test_config_errors_and_param_count(tiny_cfg):
     with pytest.raises(ConfigError, match="unknown"):
         JUSTConfig.from_dict({"d_modle": 3})
     with pytest.raises(ValueError, match="mode"):
@@ -230,7 +214,7 @@ def test_config_errors_and_param_count():
 
 
 @pytest.mark.parametrize("mode", ["supervised", "pretrain", "just"])
-def test_overfits_a_fixed_batch(mode):
+def test_overfits_a_fixed_batch(mode, tiny_cfg):
     # Fixed batch *and* fixed randomness (the RNG is re-seeded before every step, so the
     # span mask, Gumbel noise and distractors repeat): every mode must fit it.
     torch.manual_seed(0)
@@ -254,7 +238,7 @@ def test_overfits_a_fixed_batch(mode):
 
 
 @pytest.mark.parametrize("mode", ["supervised", "just"])
-def test_auxiliary_ctc_head(mode):
+def test_auxiliary_ctc_head(mode, tiny_cfg, tiny_loss):
     """w_ctc > 0 adds w_ctc * CTC(encoder) to the loss; the head gets gradient, is skipped by
     load_pretrained_encoder, and absent (no parameters, ctc term 0) when w_ctc = 0."""
     torch.manual_seed(0)
@@ -284,7 +268,7 @@ def _running_stats(model: JUSTModel) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
 
 
-def test_masked_pass_leaves_batch_norm_running_statistics_alone():
+def test_masked_pass_leaves_batch_norm_running_statistics_alone(tiny_cfg):
     """JUST's masked pass must not move the running statistics that decoding uses: after a
     training-mode JUST forward they equal those of the unmasked pass alone (tiny.yaml has
     no dropout, so JUST's unmasked RNN-T pass is exactly encode() in training mode)."""
@@ -308,13 +292,13 @@ def test_masked_pass_leaves_batch_norm_running_statistics_alone():
     assert any(not torch.equal(before[k], v) for k, v in _running_stats(pre).items())
 
 
-def test_rnnt_on_masked_with_batch_norm_is_refused():
+def test_rnnt_on_masked_with_batch_norm_is_refused(tiny_cfg):
     with pytest.raises(ValueError, match="conv_norm: layer"):
         tiny_cfg("just", rnnt_on_masked=True)
 
 
 @pytest.mark.parametrize("norm", ["frame", "token", "utterance"])
-def test_rnnt_normalisation(norm):
+def test_rnnt_normalisation(norm, tiny_cfg, tiny_loss):
     """rnnt_norm divides the summed RNN-T NLL of the labelled rows by their encoder frames,
     tokens or number; the unsupervised terms stay per-masked-frame means."""
     torch.manual_seed(0)
@@ -329,7 +313,7 @@ def test_rnnt_normalisation(norm):
     assert out["rnnt"].item() == pytest.approx((nll / n).item(), rel=1e-5)
 
 
-def test_contrastive_targets_are_projected():
+def test_contrastive_targets_are_projected(tiny_cfg):
     """Quantized targets pass through their own projection (fairseq project_q) before the cosine."""
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg("pretrain", contrastive_dim=24))
@@ -340,7 +324,7 @@ def test_contrastive_targets_are_projected():
     assert model.target_proj.weight.grad.abs().sum() > 0
 
 
-def test_finetuning_continues_the_gumbel_temperature_schedule():
+def test_finetuning_continues_the_gumbel_temperature_schedule(tiny_cfg):
     torch.manual_seed(0)
     pre = JUSTModel(tiny_cfg("pretrain"))
     t_end = pre.quantizer.temperature(5000)
@@ -356,7 +340,7 @@ def test_finetuning_continues_the_gumbel_temperature_schedule():
     assert again.quantizer.temperature(0) == pytest.approx(pre.quantizer.temperature(5100))
 
 
-def test_analytic_flops_of_a_conformer_block_match_a_hand_count():
+def test_analytic_flops_of_a_conformer_block_match_a_hand_count(tiny_cfg):
     """One block's forward FLOPs: the formula of justkit.models.flops against torch's counter
     (exact for the forward of these ops) and against the hand count for d=8, ffn=16, K=3, T=10."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -383,7 +367,7 @@ def test_analytic_flops_of_a_conformer_block_match_a_hand_count():
     assert 1.6 < training_flops(just, 1500, 30) / training_flops(sup, 1500, 30) < 2.4
 
 
-def test_training_step_reads_nothing_from_the_device(monkeypatch):
+def test_training_step_reads_nothing_from_the_device(monkeypatch, tiny_cfg, tiny_loss):
     """JUST with the pruned RNN-T loss (the paper config's path): the forward and backward
     read no tensor value on the host, so on a GPU nothing waits (HostSyncCounter flags what
     would; the loss's device path is forced on the CPU)."""

@@ -32,7 +32,7 @@ from justkit.corpora.mls import (
 )
 from justkit.datadir.validate import validate_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tools" / "mini_mls" / "corpus"
 REQUIRE = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2dur")
 

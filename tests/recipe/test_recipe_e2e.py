@@ -21,7 +21,7 @@ import pytest
 from justkit.datadir.tables import read_table
 from justkit.datadir.validate import validate_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_CONFIG = """\
 include: [model/tiny.yaml]

@@ -2,6 +2,7 @@
 (justkit.train.unit): a new term through the registry alone, a model the trainer knows nothing of."""
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from justkit.models.just import JUSTConfig, migrate_legacy_config
 from justkit.train.curves import TrainCurves
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = load_yaml(ROOT / "egs/TEMPLATE/conf/model/tiny.yaml")
 
 
@@ -161,9 +162,12 @@ class _Toy(nn.Module):
         return list(self.lin.parameters())
 
 
-def test_the_trainer_trains_any_model_of_the_contract(tmp_path):
-    from test_train import make_packed, train_rows
+def _rows(exp, split: str = "train") -> list[dict]:
+    with open(exp / "train.csv", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["split"] == split]
 
+
+def test_the_trainer_trains_any_model_of_the_contract(tmp_path, make_packed):
     from justkit.train.asr import ASRTask
     from justkit.train.trainer import Trainer
 
@@ -183,9 +187,9 @@ def test_the_trainer_trains_any_model_of_the_contract(tmp_path):
                      "grad_balance_interval": 2, "optim": {"peak_lr": 1e-2, "warmup_steps": 1}},
            "paths": {"train": str(packed), "dev": str(packed)}}
     Trainer(ToyTask(cfg), tmp_path / "exp").train()
-    rows = train_rows(tmp_path / "exp")
+    rows = _rows(tmp_path / "exp")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["sq"]) < float(rows[0]["sq"])
     assert any(r.get("gshare_sq") == "1" for r in rows)
-    dev = train_rows(tmp_path / "exp", "dev")
+    dev = _rows(tmp_path / "exp", "dev")
     assert dev and dev[-1]["dev_toy"] == "1" and float(dev[-1]["sq"]) > 0

@@ -13,7 +13,7 @@ import torch
 
 from justkit.losses.rnnt import rnnt_loss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def brute_force_nll(logits: torch.Tensor, targets: list[int], blank: int) -> float:
@@ -158,7 +158,7 @@ import numpy as np, torch
 from numba import cuda
 from justkit.losses import rnnt_numba_cuda as K
 from justkit.losses.rnnt_numba import _cpu_costs_and_grads
-from tests.test_rnnt import random_case
+from tests.losses.test_rnnt import random_case
 
 from numba import config
 assert config.ENABLE_CUDASIM, "expected NUMBA_ENABLE_CUDASIM=1"
@@ -216,3 +216,17 @@ def test_cuda_device_parity_with_torchaudio() -> None:
     assert loss_n.is_cuda and grad_n.is_cuda
     torch.testing.assert_close(loss_n, loss_t, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad_n, grad_t, rtol=0, atol=1e-4)
+
+
+def test_one_log_add_body_for_python_cpu_and_cuda_kernels() -> None:
+    import numpy as np
+
+    from justkit.losses import logspace, rnnt_numba
+    from justkit.losses import rnnt_numba_cuda as K
+
+    assert rnnt_numba._log_add.py_func is logspace.log_add is K._log_add.py_func
+    inf = float("inf")
+    for a, b in ((0.0, 0.0), (-1.5, 2.25), (3.0, -700.0), (-inf, 1.0), (2.0, -inf), (-inf, -inf), (1e3, 1e3 - 1)):
+        want = float(np.logaddexp(a, b))
+        assert logspace.log_add(a, b) == pytest.approx(want, rel=1e-15, abs=0)
+        assert rnnt_numba._log_add(a, b) == pytest.approx(want, rel=1e-15, abs=0)

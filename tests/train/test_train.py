@@ -23,10 +23,9 @@ from justkit.train.optim import OptimConfig, WarmupSchedule
 from justkit.train.asr import ASRTask
 from justkit.train.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "egs" / "mls" / "conf" / "model" / "tiny.yaml"
 PY = sys.executable
-WORDS = ["ab", "cd", "ef", "gab", "hed", "fac", "bag", "dace", "cab", "be"]
 
 torch.set_num_threads(1)
 
@@ -34,45 +33,18 @@ torch.set_num_threads(1)
 # ----------------------------------------------------------------------------- fixtures
 
 
-def make_packed(d: Path, n: int = 20, seed: int = 0, tokenizer=None, vocab: int = 12,
-                nan_utts: tuple[str, ...] = ()) -> Path:
-    """Random 80-dim fbank in a kaldiio ark + a stage-5 style packed jsonl (some rows unlabelled)."""
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    mats, texts = {}, {}
-    for i in range(n):
-        utt = f"u{i:03d}"
-        x = rng.standard_normal((int(rng.integers(40, 100)), 80)).astype(np.float32)
-        if utt in nan_utts:
-            x[5, 3] = np.nan
-        mats[utt] = x
-        texts[utt] = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 3))))
-    kaldiio.save_ark(str(d / "feats.ark"), mats, scp=str(d / "feats.scp"))
-    scp = dict(line.split(None, 1) for line in (d / "feats.scp").read_text().splitlines())
-    with open(d / "packed.jsonl", "w", encoding="utf-8") as f:
-        for i, (utt, x) in enumerate(mats.items()):
-            if tokenizer is not None:
-                toks = tokenizer.encode(texts[utt])
-            else:
-                toks = rng.integers(2, vocab, size=int(rng.integers(2, 6))).tolist()
-            f.write(json.dumps({"utt": utt, "feats": scp[utt].strip(), "num_frames": int(x.shape[0]),
-                                "tokens": toks, "lang": "en" if i % 2 else "de",
-                                "labelled": i % 5 != 0, "text": texts[utt]}) + "\n")
-    return d / "packed.jsonl"
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, make_packed) -> Path:
     return make_packed(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
-def cli_data(tmp_path_factory):
+def cli_data(tmp_path_factory, make_packed, tiny_words):
     """Packed set + a real sentencepiece tokenizer (for the CLI, which reads the vocab from it)."""
     from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
     d = tmp_path_factory.mktemp("cli")
-    items = [(f"t{i}", w) for i, w in enumerate(WORDS)] + [("t99", " ".join(WORDS))]
+    items = [(f"t{i}", w) for i, w in enumerate(tiny_words)] + [("t99", " ".join(tiny_words))]
     tok = train_tokenizer({"en": items}, d / "token",
                           TokenizerConfig(vocab_size=14, hard_vocab_limit=False, lang_alpha=1.0))
     return make_packed(d / "data", tokenizer=tok), d / "token" / "spm.model"
@@ -281,7 +253,7 @@ def test_init_loads_pretrained_encoder(data, tmp_path):
 # ----------------------------------------------------------------------------- non-finite
 
 
-def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path):
+def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path, make_packed):
     data = make_packed(tmp_path / "data", nan_utts=("u003",))
     t = make_trainer(tiny_config("supervised", max_steps=1), tmp_path / "exp", data, None, None)
     # Direct check: an update whose batch holds the NaN utterance changes nothing.
@@ -305,7 +277,7 @@ def test_nonfinite_batch_is_skipped_and_weights_unchanged(tmp_path):
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
 
 
-def test_grad_balance_is_logged(tmp_path):
+def test_grad_balance_is_logged(tmp_path, make_packed):
     """Each term's share of the shared-encoder gradient: in the log rows, summing to 1, with the
     unsupervised terms a sizeable share under per-frame RNN-T normalisation; measuring does
     not change the training run itself."""

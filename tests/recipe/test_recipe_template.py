@@ -10,7 +10,7 @@ import soundfile as sf
 
 from justkit.datadir.tables import read_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "egs/TEMPLATE"
 
 

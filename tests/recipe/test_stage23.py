@@ -23,7 +23,7 @@ from justkit.datadir.tables import read_table
 from justkit.frontend.fbank import compute_fbank, load_fbank_config
 from justkit.frontend.resample import resample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / "tools" / "venv" / "bin"
 GOOD = ["spkA_0001", "spkA_0002", "spkA_0003", "spkA_0004", "spkB_0003", "spkB_0004"]
 SHORT = "spkB_0002"   # 600 samples at 48 kHz -> 200 at 16 kHz: shorter than one fbank frame

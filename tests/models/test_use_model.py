@@ -6,14 +6,12 @@ small experiment directory by hand, so that each piece is checked on its own and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
 
 from justkit.config import dump_yaml
 from justkit.datadir.tables import read_table
@@ -24,7 +22,6 @@ from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXTS = {"en": [("en1", "the cat sat"), ("en2", "a dog ran"), ("en3", "the dog sat")],
          "pl": [("pl1", "kot i pies"), ("pl2", "pies i kot")]}
 
@@ -40,7 +37,7 @@ def _signal(seed: int, seconds: float, sr: int = 16000) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+def experiment(tmp_path_factory, tiny_model_config):
     """exp/<tag> as stages 3-7 leave it: config.yaml with paths, model_avg.pt; audio in 16 kHz FLAC."""
     d = tmp_path_factory.mktemp("use")
     tok = train_tokenizer(TEXTS, d / "token", TokenizerConfig(vocab_size=20, hard_vocab_limit=False, model_type="bpe"))
@@ -57,8 +54,7 @@ def experiment(tmp_path_factory):
         feats[u] = compute_fbank(x, fb, sr, u)
     write_cmvn(d / "fbank/cmvn.ark", accumulate(feats.values()))
     kaldiio.save_ark(str(d / "fbank/feats.ark"), feats, scp=str(d / "fbank/feats.scp"))
-    model_cfg = yaml.safe_load((ROOT / "egs/TEMPLATE/conf/model/tiny.yaml").read_text())["model"]
-    model_cfg.update(mode="supervised", vocab_size=tok.vocab_size)
+    model_cfg = tiny_model_config("supervised", vocab_size=tok.vocab_size)
     exp = Experiment.from_dict({"model": model_cfg, "train": {"max_steps": 1}, "paths": {
         "tokenizer": str(d / "token/spm.model"), "cmvn": str(d / "fbank/cmvn.ark"), "features": str(d / "fbank")}})
     torch.manual_seed(0)

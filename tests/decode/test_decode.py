@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import DecodeConfig, make_batches
@@ -14,21 +12,20 @@ from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.losses.rnnt import rnnt_loss
 from justkit.models.just import JUSTConfig, JUSTModel
 
-ROOT = Path(__file__).resolve().parents[1]
 B, T, F, V = 4, 24, 20, 10
 
 
-def _model_config() -> dict:
-    d = yaml.safe_load((ROOT / "egs/mls/conf/model/tiny.yaml").read_text())["model"]
-    d.update(mode="supervised", vocab_size=V, feat_dim=F)
-    return d
+@pytest.fixture(scope="session")
+def model_config(tiny_model_config):
+    """``() -> dict``: the tiny supervised model with this file's vocabulary and feature size."""
+    return lambda: tiny_model_config("supervised", vocab_size=V, feat_dim=F)
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(model_config):
     """A tiny supervised model after 20 Adam steps on one fixed batch (seconds on a CPU)."""
     torch.manual_seed(0)
-    model = JUSTModel(JUSTConfig.from_dict(_model_config()))
+    model = JUSTModel(JUSTConfig.from_dict(model_config()))
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(B, T, F, generator=g)
     lens = torch.tensor([24, 21, 16, 12])
@@ -183,7 +180,7 @@ def test_make_batches_limits():
         assert len(b) <= 2 and max(lengths[i] for i in b) * len(b) <= 100 or len(b) == 1
 
 
-def test_decode_cli_writes_decode_dirs(tmp_path):
+def test_decode_cli_writes_decode_dirs(tmp_path, model_config):
     """Stage 7 as run.sh calls it: every method x set dir with hyp/ref/scores/utt2lang/rtf."""
     import json
 
@@ -211,7 +208,7 @@ def test_decode_cli_writes_decode_dirs(tmp_path):
                 f.write(json.dumps({"utt": u, "feats": scp[u], "num_frames": len(feats[u]),
                                     "tokens": tok.encode(text_of[u]), "lang": lang_of[u],
                                     "labelled": True, "text": text_of[u]}) + "\n")
-    cfg = _model_config()
+    cfg = model_config()
     cfg["vocab_size"] = tok.vocab_size
     torch.manual_seed(0)
     model = JUSTModel(JUSTConfig.from_dict(cfg))
@@ -267,8 +264,8 @@ def test_wide_graves_beam_finds_the_exhaustive_best(trained):
     assert _log_likelihood(model, enc[b], n, hyp.tokens) >= best - 1e-4
 
 
-def test_pretrain_model_cannot_be_decoded_with_a_clear_error():
-    d = _model_config()
+def test_pretrain_model_cannot_be_decoded_with_a_clear_error(model_config):
+    d = model_config()
     d.update(mode="pretrain")
     model = JUSTModel(JUSTConfig.from_dict(d)).eval()
     enc, lens = model.encode(torch.randn(1, 60, F), torch.tensor([60]))

@@ -11,7 +11,7 @@ import pytest
 from justkit.datadir.tables import read_table
 from justkit.datadir.validate import validate_data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UTILS = ROOT / "utils"
 # As egs/*/path.sh does: the venv's python first on PATH, so `#!/usr/bin/env python3` finds it.
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

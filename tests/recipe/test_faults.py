@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 CORPUS = ROOT / "tools/mini_mls/corpus"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "JUSTKIT_NO_INSTALL": "1",
@@ -27,15 +27,13 @@ ENV.pop("JUSTKIT_ALLOW_PIPES", None)
 
 # ----------------------------------------------------------------------------- 1. poisoned models
 
-def test_nonfinite_model_is_refused_at_save_and_at_decode(tmp_path):
-    from justkit.config import load_yaml
+def test_nonfinite_model_is_refused_at_save_and_at_decode(tmp_path, tiny_model_config):
     from justkit.data.dataset import PackedDataset
     from justkit.decode.beam import BeamConfig, graves_beam_search
     from justkit.decode.decoder import DecodeConfig, NonFiniteModel, decode_dataset
     from justkit.models.just import JUSTConfig, JUSTModel
 
-    d = load_yaml(ROOT / "egs/TEMPLATE/conf/model/tiny.yaml")["model"]
-    d.update(mode="supervised", vocab_size=8)
+    d = tiny_model_config("supervised", vocab_size=8)
     model = JUSTModel(JUSTConfig.from_dict(d)).eval()
     with torch.no_grad():
         model.contrastive_blocks.blocks[0].conv.norm.running_var.fill_(float("nan"))

@@ -194,17 +194,11 @@ def test_chunked_full_loss_equals_the_one_pass_loss(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("loss", [{"type": "pruned", "s_range": 3, "warm_step": 4}, {"type": "full", "chunk_utts": 1}])
-def test_model_trains_with_the_pruned_and_the_chunked_loss(loss):
-    from pathlib import Path
+def test_model_trains_with_the_pruned_and_the_chunked_loss(loss, tiny_cfg, tiny_loss):
+    from justkit.models.just import JUSTModel
 
-    from justkit.config import load_yaml
-    from justkit.losses.terms import LossConfig
-    from justkit.models.just import JUSTConfig, JUSTModel
-
-    d = load_yaml(Path(__file__).resolve().parents[1] / "egs/TEMPLATE/conf/model/tiny.yaml")["model"]
-    d.update(mode="supervised", vocab_size=10)
     torch.manual_seed(0)
-    model = JUSTModel(JUSTConfig.from_dict(d), LossConfig.from_dict({"rnnt": {**loss, "backend": "numba"}}))
+    model = JUSTModel(tiny_cfg("supervised", vocab_size=10), tiny_loss(rnnt={**loss, "backend": "numba"}))
     g = torch.Generator().manual_seed(0)
     batch = {"feats": torch.randn(3, 60, 80, generator=g), "feat_lens": torch.tensor([60, 50, 40]),
              "tokens": torch.randint(1, 10, (3, 4), generator=g), "token_lens": torch.tensor([4, 3, 2]),

@@ -16,7 +16,7 @@ from justkit.frontend.cmvn import (CmvnError, accumulate, apply_cmvn, compute_cm
 from justkit.frontend.fbank import FbankConfig, FbankError, compute_fbank, load_fbank_config, num_frames
 from justkit.frontend.resample import resample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def speech_like(n, seed=0, sr=16000):

@@ -13,7 +13,7 @@ from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig
 from justkit.train.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIGS = sorted([*ROOT.glob("egs/*/conf/train_*.yaml"), *ROOT.glob("egs/*/conf/paper_mini/*.yaml")])
 
 
@@ -58,3 +58,37 @@ def test_numbers_given_as_strings_are_parsed_for_every_config():
         from_dict(TrainConfig, {"optim": {"peak_lr": "fast"}}, "train")
     with pytest.raises(ConfigError, match=r"train\.max_epochs: expected an integer"):
         from_dict(TrainConfig, {"max_epochs": 2.5}, "train")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_paper_configs_share_train_paper_yaml_and_differ_only_where_they_say():
+    """The six train_*_paper.yaml include conf/train/paper.yaml and differ from JUST only in these keys."""
+    conf = ROOT / "egs" / "mls" / "conf"
+    finetune = {"train.max_steps": 200000, "train.init": "exp/train_pretrain_paper/model_avg.pt",
+                "train.optim.peak_lr": 5.0e-4, "train.optim.warmup_steps": 5000}
+    differs = {
+        "just": {},
+        "baseline": {"model.mode": "supervised"},
+        "pretrain": {"model.mode": "pretrain", "data.specaug.enabled": False},
+        "finetune": {"model.mode": "supervised", **finetune},
+        "just_finetune": finetune,
+        "just_local": {"model.conformer.attention": "local"},
+    }
+    just = _flat(load_yaml(conf / "train_just_paper.yaml"))
+    assert just["model.mode"] == "just" and just["train.max_steps"] == 500000
+    for name, diff in differs.items():
+        path = conf / f"train_{name}_paper.yaml"
+        assert "train/paper.yaml" in path.read_text(encoding="utf-8")
+        cfg = _flat(load_yaml(path))
+        got = {k: v for k, v in cfg.items() if just.get(k, object()) != v}
+        assert got == diff, path
+        assert set(just) - set(cfg) == set(), path
