@@ -136,3 +136,36 @@ def test_text_loader_resumes_exactly_and_balances_languages(packed, tmp_path):
     batch = next(iter(build_text_loader(cfg, d / "packed", train=False)))
     assert batch["tokens"].shape[0] == len(batch["utts"]) and int(batch["token_lens"].max()) == batch["tokens"].shape[1]
     assert isinstance(len(loader.batch_sampler), int) and len(loader.batch_sampler.epoch_batches()) == len(full)
+
+
+def test_lm_task_resolves_and_serves_the_trainer_contract(packed, tmp_path):
+    from justkit.config import dump_yaml
+    from justkit.models.lm import LossOutput
+    from justkit.train.distributed import DistInfo
+    from justkit.train.lm_task import LMTask
+
+    d, tok = packed[0], packed[1]
+    conf = tmp_path / "lm.yaml"
+    dump_yaml({"model": {"embed_dim": 8, "hidden_dim": 8, "num_layers": 1},
+               "data": {"max_tokens": 40}, "train": {"max_steps": 3, "best_metric": "loss"}}, conf)
+    task = LMTask.resolve(conf, ["--train.max_steps", "5"], {"train": str(d / "packed"), "dev": str(d / "packed"),
+                                                              "tokenizer": str(d / "token/spm.model")})
+    assert task.config["task"] == "lm" and task.config["model"]["vocab_size"] == tok.vocab_size
+    assert task.train.max_steps == 5 and LMTask.from_dict(task.config).config == task.config
+    task.save(tmp_path / "exp")
+    assert LMTask.load(tmp_path / "exp").config == task.config
+    model = task.build_model()
+    loader = task.train_loader(DistInfo())
+    batch = task.to_device(next(iter(loader)), "cpu")
+    out = model(batch, 0)
+    assert isinstance(out, LossOutput) and out.loss.requires_grad
+    assert int(out.num_frames) == int((batch["token_lens"] + 1).sum())
+    assert sum(out.weighted.values()).item() == pytest.approx(out.loss.item())
+    assert len(list(model.shared_parameters())) == len(list(model.parameters()))
+    m = task.dev_metrics(model, "cpu")
+    assert sorted(m) == ["dev_ppl", "dev_ppl_en", "dev_ppl_pl"]
+    # an untrained LM is close to uniform over the vocabulary
+    assert 0.3 * tok.vocab_size < m["dev_ppl"] < 3 * tok.vocab_size
+    assert task.dev_loader(DistInfo()) is not None
+    with pytest.raises(Exception, match="task is 'asr'"):
+        LMTask.from_dict({**task.config, "task": "asr"})
