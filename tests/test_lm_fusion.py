@@ -152,3 +152,18 @@ def test_load_lm_refuses_other_vocabularies_truncated_files_and_asr_models(setup
         load_lm(d)
     with pytest.raises(LMError, match="no such LM directory"):
         load_lm(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+def test_transformer_lm_step_scores_equal_its_sentence_scores(setup, algorithm):
+    """The transformer LM step by step in the search (history re-read each step) scores each
+    hypothesis as one teacher-forced pass over the sentence does."""
+    model, _, enc, enc_lens = setup
+    torch.manual_seed(2)
+    tlm = TokenLM(LMConfig(arch="transformer", vocab_size=V, embed_dim=16, hidden_dim=16, num_layers=2,
+                           num_heads=2, ffn_dim=32, dropout=0.0)).eval()
+    out = beam_search(model, enc, enc_lens, BeamConfig(beam_size=3, nbest=3, algorithm=algorithm), Fusion(tlm, 0.5))
+    seqs = [x.tokens for h in out for x in h.nbest]
+    assert any(seqs)
+    for x, ref in zip([x for h in out for x in h.nbest], tlm.sequence_logprob(seqs).tolist()):
+        assert x.lm_score == pytest.approx(ref, abs=1e-4)

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - until the model-agnostic trainer lands
         weighted: Dict[str, torch.Tensor] = field(default_factory=dict)
         num_frames: Optional[torch.Tensor] = None
 
-ARCHS = ("lstm",)
+ARCHS = ("lstm", "transformer")
 BOUNDARY = 0   # sentence start and end: the blank id of the vocabulary
 
 
@@ -43,7 +43,11 @@ class LMError(JustkitError, ValueError):
 class LMConfig:
     """The ``model:`` section of an LM experiment (``conf/lm/*.yaml``).
 
-    arch: ``lstm`` (embedding + LSTM stack + output layer, as the RNN-T prediction network).
+    arch: ``lstm`` (embedding + LSTM stack + output layer, as the RNN-T prediction network) or
+        ``transformer`` (causal pre-norm Transformer of ``num_layers`` blocks, width ``hidden_dim``,
+        ``num_heads`` heads, ``ffn_dim`` feed-forward, learned positions up to ``max_len`` tokens;
+        step by step it re-reads the history, and a history longer than ``max_len`` keeps its
+        last ``max_len`` tokens).
     vocab_size: the sentencepiece vocabulary (filled in from the tokenizer; must equal the ASR model's).
     tie_weights: share the embedding and the output layer (needs embed_dim == hidden_dim).
     """
@@ -55,6 +59,9 @@ class LMConfig:
     num_layers: int = 2
     dropout: float = 0.1
     tie_weights: bool = False
+    num_heads: int = 4               # transformer only
+    ffn_dim: int = 1024              # transformer only
+    max_len: int = 256               # transformer only: positions
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -65,6 +72,8 @@ class LMConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.embed_dim != self.hidden_dim:
             raise ValueError("model.tie_weights needs embed_dim == hidden_dim")
+        if self.arch == "transformer" and (self.hidden_dim % max(self.num_heads, 1) or min(self.num_heads, self.ffn_dim, self.max_len) < 1):
+            raise ValueError(f"model: a transformer needs num_heads dividing hidden_dim and ffn_dim, max_len >= 1, got {self}")
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "LMConfig":
@@ -72,7 +81,8 @@ class LMConfig:
 
 
 class TokenLM(nn.Module):
-    """LSTM LM: ``forward(batch, step) -> LossOutput`` (mean NLL per token, boundary included)."""
+    """Token LM (LSTM or Transformer): ``forward(batch, step) -> LossOutput`` (mean NLL per token,
+    boundary included); ``init_state``/``score`` step by step for the searches."""
 
     boundary_id = BOUNDARY
 
@@ -84,17 +94,33 @@ class TokenLM(nn.Module):
         self.vocab_size = cfg.vocab_size
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        if cfg.arch == "lstm":
+            self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True,
+                                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        else:
+            self.in_proj = nn.Linear(cfg.embed_dim, cfg.hidden_dim) if cfg.embed_dim != cfg.hidden_dim else nn.Identity()
+            self.pos = nn.Embedding(cfg.max_len, cfg.hidden_dim)
+            layer = nn.TransformerEncoderLayer(cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout,
+                                               batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(cfg.hidden_dim)
         self.out = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
         if cfg.tie_weights:
             self.out.weight = self.embed.weight
 
     # ------------------------------------------------------------------ training
     def logits(self, tokens: torch.Tensor, state=None) -> Tuple[torch.Tensor, Any]:
-        """tokens [B, U] long -> (logits [B, U, V], state)."""
-        h, state = self.lstm(self.dropout(self.embed(tokens)), state)
-        return self.out(self.dropout(h)), state
+        """tokens [B, U] long -> (logits [B, U, V], state); the transformer reads ``tokens`` as
+        whole sentences from their start (``state`` is for the LSTM only)."""
+        if self.cfg.arch == "lstm":
+            h, state = self.lstm(self.dropout(self.embed(tokens)), state)
+            return self.out(self.dropout(h)), state
+        U = tokens.shape[1]
+        pos = torch.arange(U, device=tokens.device).clamp(max=self.cfg.max_len - 1)
+        x = self.dropout(self.in_proj(self.embed(tokens)) + self.pos(pos)[None])
+        causal = torch.triu(torch.full((U, U), float("-inf"), device=tokens.device), 1)
+        h = self.norm(self.blocks(x, mask=causal))
+        return self.out(self.dropout(h)), None
 
     def forward(self, batch: Mapping[str, Any], step: int = 0) -> LossOutput:
         """``batch["tokens"]`` [B, U] (padded with 0) and ``batch["token_lens"]`` [B]: the loss is
@@ -114,14 +140,29 @@ class TokenLM(nn.Module):
 
     # ------------------------------------------------------------------ scoring
     def init_state(self, n: int, device: torch.device | str = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
-        """The empty-history state of ``n`` sentences (feed the boundary id next)."""
-        z = torch.zeros(self.cfg.num_layers, n, self.cfg.hidden_dim, device=device)
-        return (z, z.clone())
+        """The empty-history state of ``n`` sentences (feed the boundary id next): the LSTM's
+        (h, c) [L, n, H]; the transformer's history (token ids [1, n, max_len], lengths [1, n])."""
+        if self.cfg.arch == "lstm":
+            z = torch.zeros(self.cfg.num_layers, n, self.cfg.hidden_dim, device=device)
+            return (z, z.clone())
+        return (torch.zeros(1, n, self.cfg.max_len, dtype=torch.long, device=device),
+                torch.zeros(1, n, dtype=torch.long, device=device))
 
     def score(self, tokens: torch.Tensor, state) -> Tuple[torch.Tensor, Any]:
         """Feed ``tokens`` [N] (one per sentence) -> (log P(next | history) [N, V], new state)."""
-        logits, state = self.logits(tokens.view(-1, 1), state)
-        return logits[:, 0].float().log_softmax(-1), state
+        if self.cfg.arch == "lstm":
+            logits, state = self.logits(tokens.view(-1, 1), state)
+            return logits[:, 0].float().log_softmax(-1), state
+        hist, lens = state[0][0], state[1][0]
+        full = lens >= self.cfg.max_len                       # keep the last max_len tokens
+        hist = torch.where(full[:, None], hist.roll(-1, 1), hist)
+        lens = lens.clamp(max=self.cfg.max_len - 1)
+        hist = hist.scatter(1, lens[:, None], tokens.view(-1, 1))
+        lens = lens + 1
+        n = int(lens.max())
+        logits, _ = self.logits(hist[:, :n])                  # causal: the padding after a row's end is unseen
+        last = logits.gather(1, (lens - 1).view(-1, 1, 1).expand(-1, 1, logits.shape[-1]))[:, 0]
+        return last.float().log_softmax(-1), (hist[None], lens[None])
 
     @torch.no_grad()
     def sequence_logprob(self, seqs: Sequence[Sequence[int]], eos: bool = False,
