@@ -124,6 +124,7 @@ class LMTask:
 @torch.no_grad()
 def perplexity(model: TokenLM, loader, device: torch.device | str = "cpu") -> Dict[str, float]:
     """{"dev_ppl": ..., "dev_ppl_<lang>": ...} of every batch of ``loader`` (one pass, eval mode)."""
+    model = getattr(model, "module", model)   # a DDP-wrapped LM
     was_training = model.training
     model.eval()
     nll: Dict[str, float] = {}
