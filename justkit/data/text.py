@@ -31,6 +31,7 @@ from justkit.data.loader import ResumableDataLoader
 from justkit.data.sampler import BucketBatchSampler
 from justkit.errors import JustkitError
 from justkit.fileio import atomic_open, atomic_write_text
+from justkit.text.tokenizer import iter_normalised
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -44,8 +45,6 @@ class TextDataError(JustkitError, ValueError):
 def pack_text(text: PathLike, utt2lang: PathLike, tokenizer, out_dir: PathLike) -> dict:
     """Tokenise a data dir's ``text`` (normalised as every stage does) into the packed set
     ``out_dir``; returns its info. Streams: memory holds the offsets (8 bytes a sentence)."""
-    from justkit.text.tokenizer import iter_normalised
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     offsets = array("q", [0])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,6 +16,7 @@ from justkit.datadir.tables import write_table
 from justkit.data.dataset import PackedDataset
 from justkit.data.loader import Collate
 from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.fusion import Fusion, check_weight, rescore_nbest
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.decode.hyp import Hypothesis, check_model
 from justkit.fileio import atomic_write_text
@@ -43,8 +44,6 @@ class DecodeConfig:
     lm_mode: str = "fusion"           # fusion: inside the search; rescore: the beam's n-best re-ranked after it
 
     def __post_init__(self) -> None:
-        from justkit.decode.fusion import check_weight
-
         self.lm_weight = check_weight("decode.lm_weight", self.lm_weight)
         self.ilm_weight = check_weight("decode.ilm_weight", self.ilm_weight)
         if self.lm_mode not in LM_MODES:
@@ -71,8 +70,6 @@ class DecodeConfig:
     def fusion(self, lm: Any = None):
         """The :class:`justkit.decode.fusion.Fusion` of these settings with ``lm`` (a weight > 0
         without an LM is a FusionError)."""
-        from justkit.decode.fusion import Fusion
-
         return Fusion(lm, self.lm_weight, self.ilm_weight)
 
 
@@ -172,10 +169,6 @@ def decode_dataset(
 def run_beam(model: Any, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: DecodeConfig, fusion) -> List[Hypothesis]:
     """Beam search as ``cfg`` says: with the LM fused, or with its n-best rescored afterwards."""
     if cfg.lm_mode == "rescore" and fusion.active:
-        from dataclasses import replace
-
-        from justkit.decode.fusion import rescore_nbest
-
         wide = replace(cfg.beam, nbest=max(cfg.beam.nbest, cfg.beam.beam_size))
         return rescore_nbest(model, beam_search(model, enc, enc_lens, wide), fusion, cfg.beam.length_norm)
     return beam_search(model, enc, enc_lens, cfg.beam, fusion)

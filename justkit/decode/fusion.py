@@ -18,22 +18,10 @@ from typing import Any, List, Optional, Sequence
 import torch
 
 from justkit.decode.hyp import Hypothesis
-from justkit.errors import JustkitError
+from justkit.models.lm import FusionError, check_weight
 
-
-class FusionError(JustkitError, ValueError):
-    """A fusion weight or LM that cannot be used (negative/non-finite weight, no LM to fuse)."""
-
-
-def check_weight(name: str, value: Any) -> float:
-    """``value`` as a float if finite and >= 0, else a one-line FusionError naming ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise FusionError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise FusionError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
+__all__ = ["Fusion", "FusionError", "check_weight", "ilm_logprobs", "ilm_sequence_logprob", "label_logprobs",
+           "rescore_nbest"]
 
 
 @dataclass

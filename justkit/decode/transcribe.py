@@ -22,6 +22,7 @@ from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import build_model, load_checkpoint
+from justkit.models.lm import LMError, load_lm
 from justkit.models.package import locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
 
@@ -51,8 +52,6 @@ class Speech2Text:
         self.fusion = fusion
         if fusion is not None and fusion.lm is not None:
             if fusion.lm.vocab_size != model.cfg.vocab_size:
-                from justkit.models.lm import LMError
-
                 raise LMError(f"the LM's vocabulary has {fusion.lm.vocab_size} pieces, the ASR model's "
                               f"{model.cfg.vocab_size}: an LM must be trained on the ASR model's tokenizer")
             fusion.lm.to(device).eval()
@@ -90,8 +89,6 @@ class Speech2Text:
         packed = files.fusion or {}
         lm_src = lm_dir or files.lm
         if lm_src or ilm_weight:
-            from justkit.models.lm import load_lm
-
             lm = load_lm(lm_src, device, vocab_size=model.cfg.vocab_size)[0] if lm_src else None
             default = packed if not lm_dir else {}
             fusion = Fusion(lm, default.get("lm_weight", 0.0) if lm_weight is None else lm_weight,

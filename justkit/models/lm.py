@@ -9,6 +9,7 @@ batch on dim 1, as the prediction network's (``justkit.decode.hyp.state_index`` 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from torch import nn
 
 from justkit.config import from_dict
 from justkit.errors import JustkitError
+from justkit.models.factory import CheckpointError, load_checkpoint
 
 try:  # issue 20's trainer contract (justkit/train/unit.py)
     from justkit.train.unit import LossOutput
@@ -37,6 +39,22 @@ BOUNDARY = 0   # sentence start and end: the blank id of the vocabulary
 
 class LMError(JustkitError, ValueError):
     """A language model that cannot be used as asked (wrong vocabulary, not an LM); names the file."""
+
+
+class FusionError(JustkitError, ValueError):
+    """A fusion weight or LM that cannot be used (negative/non-finite weight, no LM to fuse)."""
+
+
+def check_weight(name: str, value: Any) -> float:
+    """``value`` as a float if finite and >= 0, else a one-line FusionError naming ``name``
+    (the weights an LM is fused with: decoding, packing, transcribing)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise FusionError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise FusionError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
 
 
 @dataclass
@@ -224,8 +242,6 @@ def load_lm(lm_dir: str | Path, device: torch.device | str = "cpu",
             vocab_size: Optional[int] = None) -> Tuple[TokenLM, dict, Path]:
     """(LM in eval mode on ``device``, its experiment dict, the weights file) of an LM directory or
     file. ``vocab_size``: the ASR model's; an LM over another vocabulary is refused naming both."""
-    from justkit.models.factory import CheckpointError, load_checkpoint
-
     path = lm_weights_path(lm_dir)
     ckpt = load_checkpoint(path)
     config = ckpt["config"]

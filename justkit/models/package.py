@@ -28,6 +28,7 @@ from justkit.config import ConfigError, dump_yaml, load_yaml
 from justkit.errors import JustkitError
 from justkit.fileio import atomic_open, atomic_torch_save, atomic_write_text
 from justkit.models.factory import CheckpointError, load_checkpoint
+from justkit.models.lm import check_weight, load_lm
 from justkit.provenance import git_revision
 
 log = logging.getLogger(__name__)
@@ -203,9 +204,6 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
         raise CheckpointError(f"{wpath}: weights do not fit the model of {exp_dir}/config.yaml: {e}") from e
     lm_section = ""
     if lm_dir:
-        from justkit.decode.fusion import check_weight
-        from justkit.models.lm import load_lm
-
         fusion = {"lm_weight": check_weight("lm_weight", lm_weight), "ilm_weight": check_weight("ilm_weight", ilm_weight)}
         lm, lm_config, lm_path = load_lm(lm_dir, vocab_size=exp.model.vocab_size)
         lm_section = lm_card(lm_path, lm_config, sum(p.numel() for p in lm.parameters()), fusion)

@@ -20,6 +20,7 @@ from justkit.errors import JustkitError
 from justkit.fileio import atomic_open, atomic_write_text
 from justkit.lang import is_language_code
 from justkit.text.normalize import normalize
+from justkit.text.tokenizer import iter_normalised
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -32,8 +33,6 @@ class LMTextError(JustkitError, ValueError):
 def excluded_sentences(data_dirs: Iterable[PathLike]) -> Dict[str, Set[str]]:
     """{lang: normalised transcripts} of the data dirs (their ``text`` and ``utt2lang``); a
     code-switched utterance (``l1-l2``) counts for both languages."""
-    from justkit.text.tokenizer import iter_normalised
-
     out: Dict[str, Set[str]] = {}
     for d in data_dirs:
         d = Path(d)

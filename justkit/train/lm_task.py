@@ -23,6 +23,7 @@ import torch
 from justkit.config import ConfigError, apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
 from justkit.data.text import TextDataConfig, build_text_loader
 from justkit.models.lm import LMConfig, TokenLM, build_lm, lm_io
+from justkit.text.tokenizer import Tokenizer
 from justkit.train.config import TrainConfig
 
 SECTIONS = ("task", "model", "data", "train", "paths")
@@ -74,8 +75,6 @@ class LMTask:
         p["config"] = str(config)
         raw["paths"] = p
         if p.get("tokenizer"):
-            from justkit.text.tokenizer import Tokenizer
-
             raw["model"]["vocab_size"] = int(Tokenizer(p["tokenizer"]).vocab_size)
         return cls.from_dict(raw, str(config))
 
