@@ -38,12 +38,14 @@ def load(args):
         items = [ds[i] for i in range(min(len(ds), args.num))]
         batch = Collate()(items)
         return model, batch["feats"], batch["feat_lens"]
+    from justkit.losses.terms import LossConfig
     from justkit.models.just import JUSTConfig, JUSTModel
 
-    cfg = yaml.safe_load((ROOT / "egs/mls/conf/model/mini.yaml").read_text())["model"]
+    y = yaml.safe_load((ROOT / "egs/mls/conf/model/mini.yaml").read_text())
+    cfg = y["model"]
     cfg.update(mode="supervised", vocab_size=256)
     torch.manual_seed(0)
-    model = JUSTModel(JUSTConfig.from_dict(cfg)).to(args.device).eval()
+    model = JUSTModel(JUSTConfig.from_dict(cfg), LossConfig.from_dict(y.get("loss"))).to(args.device).eval()
     lens = torch.randint(200, 600, (args.num,))
     feats = torch.randn(args.num, int(lens.max()), 80)
     return model, feats, lens

@@ -29,14 +29,16 @@ def _run(size: str, mode: str, batch: int, seconds: float, vocab: int, device: s
     import torch
 
     from justkit.config import load_yaml
+    from justkit.losses.terms import LossConfig
     from justkit.models.just import JUSTConfig, JUSTModel
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     base = _rss_mib()
-    d = load_yaml(ROOT / f"egs/mls/conf/model/{size}.yaml")["model"]
+    y = load_yaml(ROOT / f"egs/mls/conf/model/{size}.yaml")
+    d = y["model"]
     d.update(mode=mode, vocab_size=vocab)
-    model = JUSTModel(JUSTConfig.from_dict(d)).to(device).train()
+    model = JUSTModel(JUSTConfig.from_dict(d), LossConfig.from_dict(y.get("loss"))).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     frames = int(seconds * 100)
     u = max(2, int(seconds * 3))  # ~3 word pieces per second

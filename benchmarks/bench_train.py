@@ -56,6 +56,7 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
 
     from justkit.config import load_yaml
     from justkit.train.distributed import init_distributed
+    from justkit.train.asr import ASRTask
     from justkit.train.trainer import Trainer
 
     if args.threads:
@@ -72,7 +73,7 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
     cfg["train"]["grad_balance_interval"] = 0  # measured separately; not part of a step's cost
     cfg["paths"] = {"train": str(train)}
     dist = init_distributed(args.device)
-    t = Trainer(cfg, tmp / "exp", dist)
+    t = Trainer(ASRTask(cfg), tmp / "exp", dist)
     t.model.train()
     n_params = sum(p.numel() for p in t.model.parameters())
     padding = t.train_loader.padding_fraction()

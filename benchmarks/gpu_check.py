@@ -331,6 +331,7 @@ def _count_syncs(device: torch.device, fn) -> tuple[int, dict]:
 @section("f", "host syncs: greedy search and the JUST training step")
 def check_syncs(args) -> dict:
     from justkit.decode.greedy import GreedyConfig, greedy_search
+    from justkit.losses.terms import LossConfig
     from justkit.models.just import JUSTConfig, JUSTModel
     from justkit.config import load_yaml
     from justkit.data.loader import Collate
@@ -338,8 +339,9 @@ def check_syncs(args) -> dict:
     dev = torch.device(args.device)
     torch.manual_seed(0)
     mcfg = load_yaml(ROOT / "egs/mls/conf/model/mini.yaml")["model"]
-    mcfg.update(mode="just", vocab_size=64, w_ctc=0.0, rnnt_loss={"type": "pruned", "s_range": 4, "warm_step": 0})
-    model = JUSTModel(JUSTConfig.from_dict(mcfg)).to(dev)
+    mcfg.update(mode="just", vocab_size=64)
+    loss = LossConfig.from_dict({"w_ctc": 0.0, "rnnt": {"type": "pruned", "s_range": 4, "warm_step": 0}})
+    model = JUSTModel(JUSTConfig.from_dict(mcfg), loss).to(dev)
     n_frames = 60 if args.dry_run else 300
     g = torch.Generator().manual_seed(0)
     items = [{"utt": f"u{i}", "feats": torch.randn(n, 80, generator=g).numpy(),

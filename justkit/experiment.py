@@ -2,21 +2,27 @@
 
 Stage 6 resolves it from the recipe's YAML, the command-line overrides and the files the
 earlier stages wrote: the vocabulary size comes from the tokenizer, the feature dimension
-from stage 3's ``feat_dim``. Everything later (resuming, decoding, packing a model) reads
-the saved file instead of asking again for the tokenizer, CMVN or front-end settings.
+from stage 3's fbank options (``<features>/conf/fbank.yaml``). Everything later (resuming,
+decoding, packing a model) reads the saved file instead of asking again for the tokenizer,
+CMVN or front-end settings.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from justkit.config import ConfigError, apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
 from justkit.data.loader import DataConfig
-from justkit.models.just import JUSTConfig
+from justkit.frontend.fbank import FbankConfig
+from justkit.losses.terms import LossConfig
+from justkit.models.just import JUSTConfig, migrate_legacy_config
+from justkit.text.tokenizer import Tokenizer
 from justkit.train.config import TrainConfig
 
-SECTIONS = ("model", "data", "train", "paths")
+logger = logging.getLogger(__name__)
+SECTIONS = ("model", "loss", "data", "train", "paths")
 CONFIG_NAME = "config.yaml"
 FBANK_NAME = "fbank.yaml"
 
@@ -31,7 +37,7 @@ class PathsConfig:
     dev: str = ""         # packed dev examples ("": no dev passes)
     tokenizer: str = ""   # sentencepiece model (stage 4)
     cmvn: str = ""        # global CMVN statistics (stage 3; "": none)
-    features: str = ""    # stage 3's dir of the training set: its feat_dim and conf/fbank.yaml
+    features: str = ""    # stage 3's dir of the training set: its conf/fbank.yaml (features and their dimension)
 
 
 @dataclasses.dataclass
@@ -39,6 +45,7 @@ class Experiment:
     """The resolved config of one experiment (docs/interfaces.md, "Experiment")."""
 
     model: JUSTConfig
+    loss: LossConfig
     data: DataConfig
     train: TrainConfig
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
@@ -58,14 +65,15 @@ class Experiment:
         if "model" not in d:
             raise ConfigError(f"{where}: no 'model' section (include: [model/mini.yaml]?)")
         return cls(
-            model=from_dict(JUSTConfig, d.get("model"), "model"),
+            model=JUSTConfig.from_dict(d.get("model")),
+            loss=LossConfig.from_dict(d.get("loss")),
             data=from_dict(DataConfig, d.get("data"), "data"),
             train=from_dict(TrainConfig, d.get("train"), "train"),
             paths=from_dict(PathsConfig, d.get("paths"), "paths"),
         )
 
     def to_dict(self) -> dict:
-        return {name: to_dict(getattr(self, name)) for name in SECTIONS}
+        return {name: (self.loss.to_dict() if name == "loss" else to_dict(getattr(self, name))) for name in SECTIONS}
 
     def save(self, exp_dir: str | Path) -> Path:
         """Write ``<exp_dir>/config.yaml`` (atomically)."""
@@ -81,7 +89,11 @@ class Experiment:
             p = p / CONFIG_NAME
         if not p.is_file():
             raise ConfigError(f"{p}: experiment config not found (stage 6 writes it)")
-        exp = cls.from_dict(load_yaml(p), str(p))
+        raw, moved = migrate_legacy_config(load_yaml(p))
+        if moved:
+            logger.warning("%s: written by an earlier justkit; read model.%s as the loss: section's keys",
+                           p, ", model.".join(moved))
+        exp = cls.from_dict(raw, str(p))
         exp.exp_dir = str(p.parent)
         return exp
 
@@ -94,22 +106,30 @@ class Experiment:
         paths: Optional[Mapping[str, str]] = None,
     ) -> "Experiment":
         """The experiment of YAML ``config`` with ``--section.key value`` ``overrides`` and the
-        stage outputs in ``paths`` (PathsConfig fields): vocab_size from the tokenizer,
-        feat_dim from ``<features>/feat_dim`` when that file exists."""
+        stage outputs in ``paths`` (PathsConfig fields): vocab_size from the tokenizer, feat_dim
+        from stage 3's fbank options (``<features>/conf/fbank.yaml``), each an error when the
+        model config gives a different value."""
         raw = apply_overrides(load_yaml(config), overrides)
         raw.setdefault("model", {})
+        if not isinstance(raw["model"], dict):
+            raise ConfigError(f"{config}: model: must be a mapping of JUSTConfig keys")
         p = dict(raw.get("paths") or {})
         p.update({k: str(v) for k, v in (paths or {}).items() if v is not None})
         p["config"] = str(config)
         raw["paths"] = p
         tok = p.get("tokenizer")
         if tok:
-            from justkit.text.tokenizer import Tokenizer
-
             raw["model"]["vocab_size"] = int(Tokenizer(tok).vocab_size)
-        feat_dim = read_feat_dim(p.get("features", ""))
-        if feat_dim is not None:
-            raw["model"]["feat_dim"] = feat_dim
+        fb = _stage3_fbank(p.get("features", ""))
+        if fb is not None:
+            dim = FbankConfig.from_dict(fb).dim
+            given = raw["model"].get("feat_dim")
+            if given is not None and given != dim:
+                raise ConfigError(
+                    f"{config}: model.feat_dim {given} disagrees with the features it trains on: "
+                    f"{p['features']}/conf/fbank.yaml gives {dim}-dim fbank (leave model.feat_dim out: "
+                    f"it comes from the fbank options)")
+            raw["model"]["feat_dim"] = dim
         return cls.from_dict(raw, str(config))
 
     # ------------------------------------------------------------------ what later stages need
@@ -121,12 +141,7 @@ class Experiment:
             own = Path(self.exp_dir) / FBANK_NAME
             if own.is_file():
                 return load_yaml(own).get("fbank")
-        if not self.paths.features:
-            return None
-        path = Path(self.paths.features) / "conf" / "fbank.yaml"
-        if not path.is_file():
-            return None
-        return load_yaml(path).get("fbank")
+        return _stage3_fbank(self.paths.features)
 
     def save_frontend(self, exp_dir: str | Path) -> Optional[Path]:
         """Copy stage 3's fbank options to ``<exp_dir>/fbank.yaml`` (atomically), so the features the
@@ -141,14 +156,11 @@ class Experiment:
         return out
 
 
-def read_feat_dim(features_dir: str | Path) -> Optional[int]:
-    """``<features_dir>/feat_dim`` (written by stage 3), or None when there is no such file."""
+def _stage3_fbank(features_dir: str | Path) -> Optional[dict]:
+    """The ``fbank:`` options stage 3 used for ``features_dir`` (its ``conf/fbank.yaml``), or None."""
     if not features_dir:
         return None
-    path = Path(features_dir) / "feat_dim"
+    path = Path(features_dir) / "conf" / "fbank.yaml"
     if not path.is_file():
         return None
-    text = path.read_text(encoding="utf-8").strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"{path}: expected a positive integer, got {text!r}")
-    return int(text)
+    return load_yaml(path).get("fbank")

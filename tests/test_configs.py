@@ -8,12 +8,13 @@ import pytest
 from justkit.config import from_dict, load_section, load_yaml
 from justkit.data.loader import DataConfig
 from justkit.decode.decoder import DecodeConfig
+from justkit.losses.terms import LossConfig
 from justkit.models.just import JUSTConfig, JUSTModel
 from justkit.text.tokenizer import TokenizerConfig
 from justkit.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_CONFIGS = sorted(ROOT.glob("egs/*/conf/train_*.yaml"))
+TRAIN_CONFIGS = sorted([*ROOT.glob("egs/*/conf/train_*.yaml"), *ROOT.glob("egs/*/conf/paper_mini/*.yaml")])
 
 
 def test_there_are_configs():
@@ -27,11 +28,12 @@ def test_there_are_configs():
 def test_train_config_builds(path):
     cfg = load_yaml(path)
     model_cfg = JUSTConfig.from_dict({**cfg["model"], "vocab_size": 64})
+    loss_cfg = LossConfig.from_dict(cfg.get("loss"))
     train_cfg = from_dict(TrainConfig, cfg.get("train"), "train")
     from_dict(DataConfig, cfg.get("data"), "data")
     assert train_cfg.max_epochs > 0 or train_cfg.max_steps > 0
     if "paper" not in path.name:  # the paper model is 0.6B parameters: config check only
-        model = JUSTModel(model_cfg)
+        model = JUSTModel(model_cfg, loss_cfg)
         assert model.num_parameters()["total"] < 5_000_000
 
 

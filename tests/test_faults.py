@@ -54,12 +54,13 @@ def test_nonfinite_model_is_refused_at_save_and_at_decode(tmp_path):
     graves_beam_search(model, enc, torch.tensor([20]), BeamConfig(beam_size=4))
     assert time.time() - t0 < 30
     # the trainer refuses to save a model with non-finite values over the last good checkpoint
+    from justkit.train.asr import ASRTask
     from justkit.train.trainer import Trainer
 
     (tmp_path / "p.jsonl").write_text(json.dumps(ds.entries[0]) + "\n")
     cfg = {"model": d, "data": {"max_frames": 300}, "train": {"max_steps": 1, "plots": False, "tensorboard": False},
            "paths": {"train": str(tmp_path / "p.jsonl")}}
-    t = Trainer(cfg, tmp_path / "exp")
+    t = Trainer(ASRTask(cfg), tmp_path / "exp")
     t.model.load_state_dict(model.state_dict())
     t.step = 1
     with pytest.raises(RuntimeError, match="non-finite values in contrastive_blocks.blocks.0.conv.norm.running_var"):

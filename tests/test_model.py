@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from justkit.config import ConfigError, load_yaml
+from justkit.losses.terms import LossConfig
 from justkit.models.just import JUSTConfig, JUSTModel
 
 torch.set_num_threads(1)
@@ -18,6 +19,14 @@ def tiny_cfg(mode: str = "just", **over) -> JUSTConfig:
     d = load_yaml(CONF / "tiny.yaml")["model"]
     d.update(mode=mode, vocab_size=V, **over)
     return JUSTConfig.from_dict(d)
+
+
+def tiny_loss(**over) -> LossConfig:
+    """tiny.yaml's loss: section with ``over`` (``rnnt=`` a dict merged into loss.rnnt)."""
+    d = load_yaml(CONF / "tiny.yaml")["loss"]
+    d["rnnt"] = {**d["rnnt"], **over.pop("rnnt", {})}
+    d.update(over)
+    return LossConfig.from_dict(d)
 
 
 def make_batch(seed: int = 0, labelled=(True, True), smooth: bool = False) -> dict:
@@ -51,17 +60,17 @@ def test_forward_contract(mode):
     torch.manual_seed(0)
     model = JUSTModel(tiny_cfg(mode))
     out = model(make_batch(), step=5)
-    assert set(out) >= KEYS
-    weighted = out.pop("weighted")
-    assert all(v.dim() == 0 for v in out.values())
-    assert torch.allclose(sum(weighted.values()), out["loss"])
+    assert set(out) >= KEYS and set(out.logged()) >= KEYS
+    assert all(v.dim() == 0 for v in out.logged().values())
+    assert torch.allclose(sum(out.weighted.values()), out["loss"])
     assert out["loss"].requires_grad and torch.isfinite(out["loss"])
     assert not any(out[k].requires_grad for k in KEYS - {"loss"})
+    assert not any(v.requires_grad for v in out.logged().values())
     assert out["num_frames"].item() == 21 + 16  # ((90-3)//2+1-3)//2+1, ((70-3)//2+1-3)//2+1
     assert (out["rnnt"] > 0) == (mode != "pretrain")
     assert (out["contrastive"] > 0) == (mode != "supervised")
     assert (out["mlm"] > 0) == (mode != "supervised")
-    cfg = model.cfg
+    cfg = model.loss_cfg
     expect = out["rnnt"] + cfg.w_u * (out["contrastive"] + cfg.w_div * out["diversity"] + cfg.w_mlm * out["mlm"])
     assert out["loss"].item() == pytest.approx(expect.item(), rel=1e-5)
     assert model.blank_id == 0
@@ -121,7 +130,7 @@ def test_rnnt_branch_does_not_train_unsupervised_parts():
     # w_u = 0: only the RNN-T loss, on the unmasked pass, so the quantizer, mask
     # embedding and unsupervised heads get zero gradient while the encoder trains.
     torch.manual_seed(0)
-    model = JUSTModel(tiny_cfg("just", w_u=0.0))
+    model = JUSTModel(tiny_cfg("just"), tiny_loss(w_u=0.0))
     grads = _grads(model, make_batch())
     assert all(g == 0 for n, g in grads.items() if n.startswith(UNSUP))
     assert all(g for n, g in grads.items() if n.startswith(RNNT + ("frontend.", "mlm_blocks.")))
@@ -204,8 +213,14 @@ def test_config_errors_and_param_count():
         JUSTConfig.from_dict({"d_modle": 3})
     with pytest.raises(ValueError, match="mode"):
         JUSTConfig.from_dict({"mode": "semi"})
-    with pytest.raises(ValueError, match="rnnt_backend"):
-        JUSTConfig.from_dict({"rnnt_backend": "warp"})
+    with pytest.raises(ConfigError, match="loss.rnnt.backend"):
+        LossConfig.from_dict({"rnnt": {"backend": "warp"}})
+    # loss keys of an earlier justkit under model: say where they live now
+    with pytest.raises(ConfigError, match=r"model.w_u is now loss.w_u.*model.rnnt_norm is now loss.rnnt.norm"):
+        JUSTConfig.from_dict({"w_u": 0.3, "rnnt_norm": "frame"})
+    for bad in ({"w_u": -1}, {"w_ctc": float("nan")}, {"w_div": "x"}, {"w_mlm": float("inf")}):
+        with pytest.raises(ConfigError, match=f"loss.{next(iter(bad))}"):
+            LossConfig.from_dict(bad)
     with pytest.raises(ValueError, match="num_mlm_blocks"):
         JUSTConfig.from_dict({"mode": "pretrain", "num_mlm_blocks": 0})
     model = JUSTModel(tiny_cfg("just"))
@@ -247,7 +262,7 @@ def test_auxiliary_ctc_head(mode):
     plain = JUSTModel(tiny_cfg(mode))
     assert plain.ctc_head is None and float(plain(batch)["ctc"]) == 0.0
     torch.manual_seed(0)
-    model = JUSTModel(tiny_cfg(mode, w_ctc=0.5))
+    model = JUSTModel(tiny_cfg(mode), tiny_loss(w_ctc=0.5))
     model.eval()  # no dropout/masking randomness between the two evaluations below
     out = model(batch, step=0)
     enc, lens = model.encode(batch["feats"], batch["feat_lens"])
@@ -261,7 +276,7 @@ def test_auxiliary_ctc_head(mode):
     model.train()
     grads = _grads(model, batch)
     assert grads["ctc_head.weight"] and grads["frontend.proj.weight"]
-    donor = JUSTModel(tiny_cfg(mode, w_ctc=0.5))
+    donor = JUSTModel(tiny_cfg(mode), tiny_loss(w_ctc=0.5))
     assert not any(k.startswith("ctc_head.") for k in model.load_pretrained_encoder(donor.state_dict()))
 
 
@@ -303,7 +318,7 @@ def test_rnnt_normalisation(norm):
     """rnnt_norm divides the summed RNN-T NLL of the labelled rows by their encoder frames,
     tokens or number; the unsupervised terms stay per-masked-frame means."""
     torch.manual_seed(0)
-    model = JUSTModel(tiny_cfg("supervised", rnnt_norm=norm)).eval()
+    model = JUSTModel(tiny_cfg("supervised"), tiny_loss(rnnt={"norm": norm})).eval()
     b = make_batch()
     out = model(b)
     enc, lens = model.encode(b["feats"], b["feat_lens"])
@@ -382,7 +397,7 @@ def test_training_step_reads_nothing_from_the_device(monkeypatch):
     # lengths on a GPU are checked on the host before the copy (Trainer), not in the forward
     monkeypatch.setattr(Conv2dSubsampling, "check_lengths", lambda *a: None)
     torch.manual_seed(0)
-    model = JUSTModel(tiny_cfg("just", w_ctc=0.0, rnnt_loss={"type": "pruned", "s_range": 3, "warm_step": 0}))
+    model = JUSTModel(tiny_cfg("just"), tiny_loss(w_ctc=0.0, rnnt={"type": "pruned", "s_range": 3, "warm_step": 0}))
     g = torch.Generator().manual_seed(0)
     items = [{"utt": f"u{i}", "feats": torch.randn(n, 80, generator=g).numpy(), "tokens": [1, 2, 3][: 1 + i % 3],
               "lang": "en", "labelled": i % 2 == 0} for i, n in enumerate((90, 70, 64, 81))]

@@ -9,7 +9,6 @@ import torch
 
 from justkit.losses.rnnt_numba import rnnt_loss_numba
 from justkit.losses.rnnt_pruned import (
-    RNNTLossConfig,
     gather_windows,
     lattice_nll,
     lattice_nll_torch,
@@ -17,6 +16,7 @@ from justkit.losses.rnnt_pruned import (
     pruned_lattice,
     simple_lattice,
 )
+from justkit.losses.transducer import RNNTLossConfig, chunked_rnnt_costs
 
 torch.set_num_threads(1)
 
@@ -154,15 +154,26 @@ def test_pruned_loss_bounds_the_full_one_and_config():
     assert cfg.scales(0) == (1.0, 0.0) and cfg.scales(100) == (0.5, 1.0)
     s50, p50 = cfg.scales(50)
     assert s50 == pytest.approx(0.75) and p50 == pytest.approx(0.55)
-    with pytest.raises(ValueError, match="rnnt_loss.type"):
+    with pytest.raises(ValueError, match="loss.rnnt.type"):
         RNNTLossConfig(type="k2")
+    with pytest.raises(ValueError, match="loss.rnnt.backend"):
+        RNNTLossConfig(backend="warp")
+    with pytest.raises(ValueError, match="pruned loss needs no chunks"):
+        RNNTLossConfig(type="pruned", chunk_utts=2)
 
 
-def test_chunked_full_loss_equals_the_one_pass_loss():
+@pytest.mark.parametrize("backend", ["numba", "torchaudio"])
+def test_chunked_full_loss_equals_the_one_pass_loss(backend, monkeypatch):
     """The memory-lean full loss (joint + loss per chunk of utterances, recomputed in backward)
-    gives the same costs and gradients, parameters of the joint included."""
-    from justkit.losses.rnnt_pruned import chunked_rnnt_costs
+    gives the same costs and gradients, parameters of the joint included, with the kernel of
+    the backend it is given (and only that one)."""
+    from justkit.losses import rnnt as rnnt_mod
     from justkit.nn.joint import Joint, JointConfig
+
+    used = []
+    real = rnnt_mod.rnnt_loss
+    monkeypatch.setattr("justkit.losses.transducer.rnnt_loss",
+                        lambda *a, **k: used.append(k["backend"]) or real(*a, **k))
 
     torch.manual_seed(5)
     B, T, U, V = 5, 8, 3, 9
@@ -174,11 +185,12 @@ def test_chunked_full_loss_equals_the_one_pass_loss():
     ref = rnnt_loss_numba(joint(enc[:, :, None], pred[:, None]), y, tl, ul, reduction="none")
     w = torch.rand(B)
     g_ref = torch.autograd.grad((ref * w).sum(), (enc, pred, *joint.parameters()))
-    got = chunked_rnnt_costs(enc, pred, joint, y, tl, ul, chunk=2)
+    got = chunked_rnnt_costs(enc, pred, joint, y, tl, ul, chunk=2, backend=backend)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     g = torch.autograd.grad((got * w).sum(), (enc, pred, *joint.parameters()))
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert used and set(used) == {backend}
 
 
 @pytest.mark.parametrize("loss", [{"type": "pruned", "s_range": 3, "warm_step": 4}, {"type": "full", "chunk_utts": 1}])
@@ -186,12 +198,13 @@ def test_model_trains_with_the_pruned_and_the_chunked_loss(loss):
     from pathlib import Path
 
     from justkit.config import load_yaml
+    from justkit.losses.terms import LossConfig
     from justkit.models.just import JUSTConfig, JUSTModel
 
     d = load_yaml(Path(__file__).resolve().parents[1] / "egs/TEMPLATE/conf/model/tiny.yaml")["model"]
-    d.update(mode="supervised", vocab_size=10, rnnt_loss=loss, rnnt_backend="numba")
+    d.update(mode="supervised", vocab_size=10)
     torch.manual_seed(0)
-    model = JUSTModel(JUSTConfig.from_dict(d))
+    model = JUSTModel(JUSTConfig.from_dict(d), LossConfig.from_dict({"rnnt": {**loss, "backend": "numba"}}))
     g = torch.Generator().manual_seed(0)
     batch = {"feats": torch.randn(3, 60, 80, generator=g), "feat_lens": torch.tensor([60, 50, 40]),
              "tokens": torch.randint(1, 10, (3, 4), generator=g), "token_lens": torch.tensor([4, 3, 2]),

@@ -20,6 +20,7 @@ import torch
 from justkit.config import ConfigError, load_yaml
 from justkit.train import checkpoint as C
 from justkit.train.optim import OptimConfig, WarmupSchedule
+from justkit.train.asr import ASRTask
 from justkit.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def tiny_config(mode: str = "just", vocab: int = 12, **train) -> dict:
 def make_trainer(cfg: dict, exp: Path, train: Path, dev: Path | None = None, cmvn=None, dist=None) -> Trainer:
     """A Trainer for experiment dict ``cfg`` with the given data (the ``paths`` section)."""
     cfg = {**cfg, "paths": {"train": str(train), "dev": str(dev or ""), "cmvn": str(cmvn or "")}}
-    return Trainer(cfg, exp, dist)
+    return Trainer(ASRTask(cfg), exp, dist)
 
 
 def train_rows(exp: Path, split: str = "train") -> list[dict]:
@@ -466,7 +467,7 @@ def test_features_on_the_fly_train_as_stored(tmp_path):
         cfg["paths"] = {"train": str(packed), "dev": str(packed), "cmvn": str(feats / "cmvn.ark"),
                         "features": str(feats)}
         exp = Experiment.from_dict(cfg)
-        Trainer(exp, tmp_path / name).train()
+        Trainer(ASRTask(exp), tmp_path / name).train()
         runs[name] = tmp_path / name
     assert_same_run(runs["stored"], runs["fly"])
     assert_same_run(runs["fly"], runs["device"], rtol=1e-4)

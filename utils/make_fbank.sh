@@ -92,8 +92,10 @@ echo "$0: fbank of $n utterances of $src with $nj job(s); logs in $dst/log/fbank
     "$qdst/split/wav.JOB.scp" "$qdst/split/fbank.JOB" \
   || die "fbank failed; see the job logs named above ($dst/log/fbank.*.log)"
 
-python -m justkit.bin.merge_jobs --nj "$nj" --feat_dim \
+python -m justkit.bin.merge_jobs --nj "$nj" \
   --table utt2num_frames="$dst/split/fbank.JOB.utt2num_frames" --table feats.scp="$dst/data/feats.JOB.scp" \
   --bad "$dst/split/fbank.JOB.bad" "$src" "$dst" \
   || die "merging the job outputs into $dst failed"
+# feat_dim (Kaldi's file, for tools that read it): the config's dimension, the one source of it
+echo "$dim" > "$dst/feat_dim.tmp" && mv "$dst/feat_dim.tmp" "$dst/feat_dim"
 echo "$0: done: $dst ($(grep -c . "$dst/feats.scp") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad)"

@@ -31,7 +31,7 @@ codeswitch=true           # with >= 2 languages: also make and score a code-swit
 cs_num=20                 # its number of utterances
 labelled_subset=""        # e.g. 9h: only data/train_<lang>_9h keep labels (the rest: unsupervised terms only)
 init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
-train_args=""             # more options for justkit.bin.train, e.g. "--train.max_epochs 5 --model.w_u 0.3"
+train_args=""             # more options for justkit.bin.train, e.g. "--train.max_epochs 5 --loss.w_u 0.3"
 decode_args=""            # more options for justkit.bin.decode, e.g. "--decode.beam.beam_size 8"
 average_by=last           # stage 7 averages the last checkpoints, or the best by dev_wer or loss
 paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment

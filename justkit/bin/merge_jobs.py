@@ -19,7 +19,6 @@ def build_parser() -> cli.Parser:
     p.add_argument("--table", action="append", default=[], metavar="NAME=PATTERN",
                    help="a table the jobs produced, e.g. wav.scp=dump/raw/x/split/resample.JOB.scp (repeatable)")
     p.add_argument("--bad", required=True, metavar="PATTERN", help="the jobs' bad-utterance shards (with JOB)")
-    cli.add_bool(p, "feat_dim", False, "write <dst>/feat_dim from the first feats.scp entry")
     p.add_argument("--cmvn_stats", default="", metavar="PATTERN=OUT",
                    help="sum the jobs' partial CMVN stats (e.g. dst/split/cmvn.JOB.ark=dst/cmvn.ark)")
     p.add_argument("src", type=Path, help="the data dir the jobs read")
@@ -48,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from justkit.frontend.cmvn import stats_to_mean_std, sum_stats, write_cmvn
 
         stats = sum_stats(pattern.replace("JOB", str(j)) for j in range(1, a.nj + 1))
-    finish(a.src, a.dst, a.nj, tables, a.bad, a.feat_dim)
+    finish(a.src, a.dst, a.nj, tables, a.bad)
     if stats is not None:
         write_cmvn(out, stats)
         mean, std = stats_to_mean_std(stats)

@@ -20,7 +20,7 @@ PROG = "python -m justkit.bin.train"
 
 
 def build_parser() -> cli.Parser:
-    p = cli.Parser(PROG, __doc__, overrides=("model", "data", "train"),
+    p = cli.Parser(PROG, __doc__, overrides=("model", "loss", "data", "train"),
                    epilog="Example: --train.max_steps 100 --model.d_model 128")
     p.add_argument("--config", required=True, help="experiment YAML (conf/train_*.yaml)")
     p.add_argument("--exp", required=True, help="experiment directory exp/<tag>")
@@ -83,9 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             experiment.save(exp)
             experiment.save_frontend(exp)  # <exp>/fbank.yaml: the features it is trained on
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train", *(argv or sys.argv[1:])]))
+        from justkit.train.asr import ASRTask
         from justkit.train.trainer import Trainer
 
-        Trainer(experiment, exp, dist).train()
+        Trainer(ASRTask(experiment), exp, dist).train()
         # Every rank reaches this point before any leaves the group: a rank that tore gloo down
         # while its peer was still in the last collective aborted ("terminate called ...").
         barrier()

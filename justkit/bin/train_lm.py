@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train_lm", *(argv or sys.argv[1:])]))
         from justkit.train.trainer import Trainer
 
-        Trainer(task, exp, dist).train()
+        Trainer(task, exp, dist).train()   # task: a justkit.train.unit.TrainTask
         barrier()
     finally:
         cleanup_distributed()

@@ -162,7 +162,7 @@ class TextDataConfig:
 
 def build_text_loader(cfg: TextDataConfig, path: PathLike, rank: int = 0, world_size: int = 1,
                       train: bool = True, vocab_size: Optional[int] = None,
-                      max_tokens: Optional[int] = None) -> ResumableDataLoader:
+                      max_tokens: Optional[int] = None, pin_memory: bool = False) -> ResumableDataLoader:
     """A :class:`ResumableDataLoader` over the packed text set ``path`` (train: language sampling,
     buckets, shuffled; eval: every sentence once, by length)."""
     ds = TextDataset(path, vocab_size)
@@ -172,4 +172,4 @@ def build_text_loader(cfg: TextDataConfig, path: PathLike, rank: int = 0, world_
         rank=rank, world_size=world_size, shuffle=train, lang_names=ds.lang_names)
     return ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=collate_text, num_workers=cfg.num_workers,
                                generator=torch.Generator().manual_seed(cfg.seed),
-                               persistent_workers=cfg.num_workers > 0)
+                               persistent_workers=cfg.num_workers > 0, pin_memory=pin_memory)

@@ -7,13 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-import kaldiio
 
 from justkit.datadir.badutts import BadUtt, read_bad_shard, write_bad_utts
 from justkit.datadir.tables import (
     DataDirError, SortedTableWriter, TableNotSorted, iter_sorted_table, iter_table, read_table, write_table)
 from justkit.datadir.validate import DataDirInvalid, fix_data_dir, validate_data_dir
-from justkit.fileio import atomic_open, atomic_write_text, refuse_pipe
+from justkit.fileio import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ def copy_file(src: Path, dst: Path) -> None:
 
 
 def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: str,
-           feat_dim: bool = False, require: Sequence[str] = ("utt2spk", "spk2utt")) -> dict:
+           require: Sequence[str] = ("utt2spk", "spk2utt")) -> dict:
     """Copy the source dir's files, write the merged job ``tables`` [(name, pattern)] (the last
     one last), write ``dst/bad_utts.txt`` and drop those utterances (fix_data_dir).
 
@@ -102,12 +101,9 @@ def finish(src: Path, dst: Path, nj: int, tables: Sequence[tuple], bad_pattern: 
     langs = {t.value for t in iter_table(src / "utt2lang")} if (src / "utt2lang").is_file() else set()
     write_bad_utts(dst / "bad_utts.txt", dst.name, bad)
     for name, pattern in tables:
-        n, first = write_merged_job_table(dst / name, pattern, nj)
-        if name == "feats.scp" and feat_dim:
-            if not n:
-                raise DataDirInvalid(f"{dst}: no utterance has features (see {dst}/bad_utts.txt)")
-            first = refuse_pipe(first, f"{dst}/feats.scp")
-            atomic_write_text(dst / "feat_dim", f"{kaldiio.load_mat(first).shape[1]}\n")
+        n, _ = write_merged_job_table(dst / name, pattern, nj)
+        if name == "feats.scp" and not n:
+            raise DataDirInvalid(f"{dst}: no utterance has features (see {dst}/bad_utts.txt)")
     for b in bad:
         log.warning("%s: dropping utterance %s (%s): %s", dst, b.utt, b.file, b.reason)
     res = fix_data_dir(dst, drop_utts={b.utt: f"{b.reason} ({b.file})" for b in bad}, known_langs=langs)

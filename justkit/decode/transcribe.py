@@ -21,7 +21,7 @@ from justkit.decode.fusion import Fusion
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
-from justkit.models.factory import build_model, load_checkpoint
+from justkit.models.factory import load_checkpoint, model_from_config
 from justkit.models.lm import LMError, load_lm
 from justkit.models.package import locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
@@ -79,7 +79,7 @@ class Speech2Text:
 
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
-        model = build_model(files.config["model"])
+        model = model_from_config(files.config, str(files.weights))
         model.load_state_dict(ckpt["model"])
         tok = Tokenizer(files.tokenizer)
         check_vocab(tok, model.cfg.vocab_size, str(files.weights))

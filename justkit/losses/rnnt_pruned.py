@@ -23,7 +23,6 @@ full RNN-T loss (tests/test_rnnt_pruned.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Tuple
 
 import numba
@@ -39,36 +38,6 @@ def _device_path(x: torch.Tensor) -> bool:
     """True where the torch versions run (tensors off the CPU): lattice, occupation and bounds
     then stay on the device. Tests patch it to run the device path on the CPU."""
     return x.device.type != "cpu"
-
-
-LOSS_TYPES = ("full", "pruned")
-
-
-@dataclass
-class RNNTLossConfig:
-    """``model.rnnt_loss``: which RNN-T loss, and the pruned loss's settings (icefall's defaults)."""
-
-    type: str = "full"             # full: the [B, T, U+1, V] loss (model.rnnt_backend); pruned: this module
-    s_range: int = 5               # label positions per frame kept by the pruning
-    simple_loss_scale: float = 0.5  # weight of the simple loss after the warm-up (the pruned loss has 1)
-    warm_step: int = 2000          # updates over which the pruned loss is phased in (icefall's schedule)
-    chunk_utts: int = 0            # full loss: joint + loss over this many utterances at a time (0 = all)
-
-    def __post_init__(self) -> None:
-        if self.type not in LOSS_TYPES:
-            raise ValueError(f"model.rnnt_loss.type must be one of {LOSS_TYPES}, got {self.type!r}")
-        if self.s_range < 1 or self.warm_step < 0 or self.simple_loss_scale < 0 or self.chunk_utts < 0:
-            raise ValueError(f"model.rnnt_loss: s_range >= 1, warm_step, simple_loss_scale, chunk_utts >= 0; got {self}")
-
-    def scales(self, step: int) -> Tuple[float, float]:
-        """(simple, pruned) loss weights at update ``step``: during the warm-up the simple loss
-        goes from 1 to ``simple_loss_scale`` and the pruned loss from 0.1 to 1, linearly (and
-        the pruned loss is left out for the first tenth of it); afterwards they stay there."""
-        if self.warm_step <= 0 or step >= self.warm_step:
-            return self.simple_loss_scale, 1.0
-        f = step / self.warm_step
-        pruned = 0.0 if f < 0.1 else 0.1 + 0.9 * f
-        return 1.0 - f * (1.0 - self.simple_loss_scale), pruned
 
 
 # ----------------------------------------------------------------------------- the lattice
@@ -355,62 +324,3 @@ def pruned_rnnt_nll(enc: torch.Tensor, pred: torch.Tensor, joint: torch.nn.Modul
                            gather_windows(joint.pred_proj(pred), starts, s_range))  # [B, T, S, V]
     pruned = lattice_nll(*pruned_lattice(logits, starts, targets, u_lens, pred.size(1), blank), t_lens, u_lens)
     return simple, pruned
-
-
-# ----------------------------------------------------------------------------- memory-lean full loss
-
-
-class _ChunkedJointLoss(torch.autograd.Function):
-    """Full RNN-T loss with the joint run ``chunk`` utterances at a time, in fp32, and nothing of
-    size [B, T, U+1, V] kept between forward and backward: the forward keeps only the costs; the
-    backward recomputes each chunk's logits, its loss gradient (numba, in place) and the joint's
-    backward, then frees them. Peak memory: one chunk's logits and their gradient."""
-
-    @staticmethod
-    def forward(ctx, enc, pred, targets, t_lens, u_lens, joint, chunk, blank, *params):  # type: ignore[override]
-        from justkit.losses.rnnt import rnnt_loss
-
-        costs = []
-        with torch.no_grad():
-            for i in range(0, enc.size(0), chunk):
-                sl = slice(i, i + chunk)
-                t_max, u_max = int(t_lens[sl].max()), int(u_lens[sl].max())
-                logits = joint(enc[sl, :t_max, None].float(), pred[sl, None, : u_max + 1].float())
-                costs.append(rnnt_loss(logits, targets[sl, :u_max], t_lens[sl], u_lens[sl], blank=blank,
-                                       reduction="none", backend="numba"))
-        ctx.save_for_backward(enc, pred, targets, t_lens, u_lens)
-        ctx.joint, ctx.chunk, ctx.blank, ctx.n_params = joint, chunk, blank, len(params)
-        return torch.cat(costs).to(enc.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_costs):  # type: ignore[override]
-        from justkit.losses.rnnt_numba import RNNTLossNumba
-
-        enc, pred, targets, t_lens, u_lens = ctx.saved_tensors
-        params = [p for p in ctx.joint.parameters()]
-        g_enc = torch.zeros_like(enc)
-        g_pred = torch.zeros_like(pred)
-        g_params = [torch.zeros_like(p) for p in params]
-        for i in range(0, enc.size(0), ctx.chunk):
-            sl = slice(i, i + ctx.chunk)
-            t_max, u_max = int(t_lens[sl].max()), int(u_lens[sl].max())
-            e = enc[sl, :t_max].detach().float().requires_grad_()
-            p = pred[sl, : u_max + 1].detach().float().requires_grad_()
-            with torch.enable_grad():
-                logits = ctx.joint(e[:, :, None], p[:, None])
-                costs = RNNTLossNumba.apply(logits, targets[sl, :u_max], t_lens[sl], u_lens[sl], ctx.blank)
-                grads = torch.autograd.grad(costs, (e, p, *params), grad_costs[sl].to(costs.dtype))
-            g_enc[sl, :t_max] += grads[0].to(enc.dtype)
-            g_pred[sl, : u_max + 1] += grads[1].to(pred.dtype)
-            for acc, g in zip(g_params, grads[2:]):
-                acc += g
-            del logits, costs, grads
-        return (g_enc, g_pred, None, None, None, None, None, None, *g_params)
-
-
-def chunked_rnnt_costs(enc: torch.Tensor, pred: torch.Tensor, joint: torch.nn.Module, targets: torch.Tensor,
-                       t_lens: torch.Tensor, u_lens: torch.Tensor, chunk: int, blank: int = 0) -> torch.Tensor:
-    """Per-utterance full RNN-T costs [B] of ``joint(enc[:, :, None], pred[:, None])``, computed
-    ``chunk`` utterances at a time with the joint recomputed in backward (see _ChunkedJointLoss)."""
-    params = tuple(joint.parameters())
-    return _ChunkedJointLoss.apply(enc, pred, targets, t_lens, u_lens, joint, max(1, int(chunk)), blank, *params)

@@ -5,13 +5,17 @@ Decoding, export and training all build models here, so ``justkit.decode`` never
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from justkit.errors import JustkitError
-from justkit.models.just import JUSTConfig, JUSTModel
+from justkit.losses.terms import LossConfig
+from justkit.models.just import JUSTConfig, JUSTModel, migrate_legacy_config
+
+logger = logging.getLogger(__name__)
 
 # What every file written by the trainer or the averager holds (docs/interfaces.md).
 REQUIRED_KEYS = ("model", "step", "epoch", "config")
@@ -41,23 +45,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
-def build_model(model_cfg: Mapping[str, Any] | JUSTConfig) -> JUSTModel:
-    """The model a ``model:`` config section (or a :class:`JUSTConfig`) describes."""
+def build_model(model_cfg: Mapping[str, Any] | JUSTConfig,
+                loss_cfg: Mapping[str, Any] | LossConfig | None = None) -> JUSTModel:
+    """The model a ``model:`` config section (or a :class:`JUSTConfig`) describes, with the heads
+    of the loss terms its ``loss:`` section turns on (None: the defaults)."""
     cfg = model_cfg if isinstance(model_cfg, JUSTConfig) else JUSTConfig.from_dict(model_cfg)
-    return JUSTModel(cfg)
+    loss = loss_cfg if isinstance(loss_cfg, LossConfig) else LossConfig.from_dict(loss_cfg)
+    return JUSTModel(cfg, loss)
+
+
+def model_from_config(config: Mapping[str, Any], where: str = "config") -> JUSTModel:
+    """The (untrained) model of an experiment config dict as stored in checkpoints, packed models
+    and ``config.yaml`` (its ``model:`` and ``loss:`` sections). A config of an earlier justkit,
+    with the loss keys under ``model:``, is read in today's shape (a warning names the keys)."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("model"), Mapping):
+        raise CheckpointError(f"{where}: its config has no 'model' section")
+    config, moved = migrate_legacy_config(config)
+    if moved:
+        logger.warning("%s: written by an earlier justkit; read model.%s as the loss: section's keys",
+                       where, ", model.".join(moved))
+    return build_model(config["model"], config.get("loss"))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[JUSTModel, dict]:
     """Rebuild the model from the config stored in checkpoint ``path`` and load its weights.
 
     Works for ``ckpt-<step>.pt`` and averaged ``model_avg.pt`` files. Returns (model in
-    eval mode on ``device``, the experiment config dict stored with it).
+    eval mode on ``device``, the experiment config dict stored with it, in today's shape).
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    config = ckpt["config"]
-    if not isinstance(config, Mapping) or "model" not in config:
-        raise CheckpointError(f"{path}: its config has no 'model' section")
-    model = build_model(config["model"])
+    model = model_from_config(ckpt["config"], str(path))
+    config, _ = migrate_legacy_config(ckpt["config"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

@@ -9,6 +9,7 @@ high, and counts nothing for the CPU attention kernel; the counts here are the t
 """
 from __future__ import annotations
 
+from justkit.losses.terms import UNSUPERVISED, LossConfig
 from justkit.models.just import JUSTConfig
 from justkit.nn.subsampling import conv_out_len
 
@@ -31,10 +32,13 @@ def subsampling_flops(input_frames: int, feat_dim: int, channels: int, kernel: i
                  + 2 * t2 * channels * f2 * d)
 
 
-def training_flops(cfg: JUSTConfig, input_frames: int, tokens: int, labelled: bool = True) -> float:
+def training_flops(cfg: JUSTConfig, input_frames: int, tokens: int, labelled: bool = True,
+                   loss: LossConfig | None = None) -> float:
     """FLOPs of one training step's forward and backward (3x forward) for one utterance of
-    ``input_frames`` 10 ms frames and ``tokens`` labels, in the model's mode: JUST runs the
-    conformer blocks twice (masked and unmasked passes) for a labelled utterance."""
+    ``input_frames`` 10 ms frames and ``tokens`` labels, in the model's mode, with the loss terms
+    ``loss`` turns on (each term's own count, justkit.losses.terms): JUST runs the conformer blocks
+    twice (masked and unmasked passes) for a labelled utterance."""
+    loss = loss if loss is not None else LossConfig()
     d = cfg.d_model
     c = cfg.conformer
     k = cfg.subsampling.kernel
@@ -43,23 +47,14 @@ def training_flops(cfg: JUSTConfig, input_frames: int, tokens: int, labelled: bo
     block = conformer_block_flops(t, d, c.ffn_dim, c.conv_kernel)
     fwd = subsampling_flops(input_frames, cfg.feat_dim, cfg.subsampling.channels, k, d)
     passes = 0
-    if cfg.mode in ("pretrain", "just"):
+    if UNSUPERVISED in cfg.kinds:
         q = cfg.quantizer
-        final = cfg.contrastive_dim or q.code_dim
         passes += 1
-        fwd += 2 * t * d * q.groups * q.entries                  # quantizer logits
-        fwd += 2 * t * d * final + 2 * t * q.code_dim * final     # contrastive projections
-        fwd += 2 * t * d * q.groups * q.entries                  # MLM head
+        fwd += 2 * t * d * q.groups * q.entries  # quantizer logits
     if cfg.mode == "supervised" or (cfg.mode == "just" and not cfg.rnnt_on_masked):
         passes += 1  # the unmasked pass (JUST runs it over every row, labelled or not)
-    if cfg.mode in ("supervised", "just") and labelled:
-        p, j, v = cfg.predictor, cfg.joint.joint_dim, cfg.vocab_size
-        u1 = tokens + 1
-        fwd += u1 * p.num_layers * 2 * 4 * p.hidden_dim * (p.embed_dim + p.hidden_dim)  # LSTM (embed ~ hidden)
-        fwd += 2 * t * d * j + 2 * u1 * p.hidden_dim * j                                  # joint projections
-        s = cfg.rnnt_loss.s_range if cfg.rnnt_loss.type == "pruned" else u1
-        fwd += 2 * t * s * j * v                                                          # joint output layer
-        if cfg.rnnt_loss.type == "pruned":
-            fwd += 2 * t * d * v + 2 * u1 * p.hidden_dim * v + 2 * t * u1 * v              # simple loss
+    for term in loss.active(cfg.kinds):
+        if term.flops is not None and (term.kind == UNSUPERVISED or labelled):
+            fwd += term.flops(cfg, loss, t, tokens)
     fwd += passes * blocks * block
     return 3.0 * fwd

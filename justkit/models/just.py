@@ -1,4 +1,4 @@
-"""The JUST model: conformer encoder + RNN-T, jointly trained with contrastive and MLM losses."""
+"""The JUST model: conformer encoder + RNN-T, jointly trained with contrastive and MLM losses (justkit.losses.terms)."""
 from __future__ import annotations
 
 import contextlib
@@ -6,14 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from justkit.config import from_dict
-from justkit.losses.contrastive import contrastive_loss
-from justkit.losses.mlm import mlm_loss
-from justkit.losses.rnnt import BACKENDS, rnnt_loss
-from justkit.losses.rnnt_pruned import RNNTLossConfig, chunked_rnnt_costs, pruned_rnnt_nll
+from justkit.config import ConfigError, from_dict
+from justkit.losses.output import LossOutput
+from justkit.losses.terms import (SUPERVISED, TERMS, UNSUPERVISED, LabelledPass, LossConfig, MaskedPass, TermInputs,
+                                  head_names, logged_names)
 from justkit.nn.conformer import ConformerConfig, ConformerStack, frozen_running_stats, lengths_to_valid
 from justkit.nn.joint import Joint, JointConfig
 from justkit.nn.masking import MaskingConfig, SpanMasker
@@ -22,28 +20,17 @@ from justkit.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig
 from justkit.nn.subsampling import Conv2dSubsampling, SubsamplingConfig
 
 MODES = ("supervised", "pretrain", "just")
-RNNT_NORMS = ("frame", "token", "utterance")
-# Parameter-name prefixes of the RNN-T decoder; everything else is "the encoder" that
-# load_pretrained_encoder copies from a pre-trained (w2v-BERT or JUST) checkpoint.
-RNNT_PREFIXES = ("predictor.", "joint.", "ctc_head.", "simple_am_proj.", "simple_lm_proj.")
+# What the unsupervised branch logs besides its terms (0 where it does not run)
+QUANTIZER_STATS = ("codebook_perplexity", "gumbel_temperature")
 
 
 @dataclass
 class JUSTConfig:
-    """Everything that defines a JUST model; ``model:`` in the experiment YAML.
+    """Everything that defines a JUST model's architecture; ``model:`` in the experiment YAML.
 
-    Loss (Bai et al. 2022, JUST): loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm),
-    plus ``w_ctc * L_ctc`` when the optional auxiliary CTC head is on (not part of JUST).
-
-    Normalisation (the paper does not give it): the contrastive, diversity and MLM terms
-    are means over masked frames (wav2vec 2.0 / w2v-BERT); ``rnnt_norm`` says what the
-    RNN-T (and CTC) negative log-likelihood, summed over the labelled utterances of the
-    batch, is divided by: ``frame`` (default) = their encoder frames, so every term is a
-    per-frame quantity and ``w_u`` weighs the unsupervised frames against the supervised
-    ones one to one; ``token`` = their label tokens (fairseq's CTC/ASR convention);
-    ``utterance`` = their number (torchaudio's "mean", ESPnet). With ``utterance`` the
-    RNN-T gradient on the shared encoder is ~T' (tens to hundreds) times that of the
-    unsupervised terms, and JUST is RNN-T alone in all but name (docs/training.md).
+    The loss it is trained with (which terms, their weights, the RNN-T loss and its
+    normalisation) is the experiment's ``loss:`` section (justkit.losses.terms.LossConfig):
+    loss = L_rnnt + w_u * (L_contrastive + w_div * L_diversity + w_mlm * L_mlm) (+ w_ctc * L_ctc).
     Modes: ``supervised`` (RNN-T only; encoder = contrastive + MLM blocks, no quantizer,
     masking or unsupervised heads are built), ``pretrain`` (w2v-BERT: unsupervised terms
     only, no predictor/joint built), ``just`` (both).
@@ -51,7 +38,7 @@ class JUSTConfig:
 
     mode: str = "just"
     vocab_size: int = 256  # set by the trainer from the tokenizer; id 0 = blank
-    feat_dim: int = 80
+    feat_dim: int = 80     # set from the experiment's fbank options (num_mel_bins)
     d_model: int = 256
     subsampling: SubsamplingConfig = field(default_factory=SubsamplingConfig)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
@@ -65,23 +52,8 @@ class JUSTConfig:
     # context -> contrastive_proj, quantized target -> target_proj (fairseq's final_proj /
     # project_q, fairseq2's final_proj / final_target_proj). 0 = quantizer.code_dim.
     contrastive_dim: int = 0
-    w_u: float = 1.0  # weight of the unsupervised loss in JUST (per frame, see rnnt_norm)
-    w_div: float = 0.1  # diversity loss weight (wav2vec 2.0: alpha = 0.1)
-    w_mlm: float = 1.0  # MLM weight relative to contrastive (w2v-BERT: beta = 1)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     joint: JointConfig = field(default_factory=JointConfig)
-    rnnt_backend: str = "torchaudio"
-    # Which RNN-T loss: full (the [B, T', U+1, V] joint; chunk_utts bounds its memory) or pruned
-    # (k2's pruned RNN-T: a simple loss plus the joint on s_range label positions per frame).
-    rnnt_loss: RNNTLossConfig = field(default_factory=RNNTLossConfig)
-    rnnt_norm: str = "frame"  # frame | token | utterance: what the summed RNN-T/CTC NLL is divided by
-    # Auxiliary CTC loss on the RNN-T encoder output (a linear head over the same word
-    # pieces), added as w_ctc * L_ctc. Not part of JUST (0 in the paper configs); ESPnet's
-    # transducer and icefall's recipes offer the same option because it speeds up the
-    # encoder's alignment learning from scratch a lot: on the mini corpus an RNN-T-only
-    # model still decoded every utterance as the language model's favourite sentence
-    # after 1300 updates, while a CTC head on the same encoder fitted a batch in 150.
-    w_ctc: float = 0.0
     # just mode: False = RNN-T reads a second, unmasked pass through the conformer blocks
     # (train = decode input distribution, at the cost of a second forward/backward through
     # the conformer stack; the frontend output is shared unless feats_sup is given);
@@ -95,33 +67,71 @@ class JUSTConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"model.mode must be one of {MODES}, got {self.mode!r}")
-        if self.rnnt_norm not in RNNT_NORMS:
-            raise ValueError(f"model.rnnt_norm must be one of {RNNT_NORMS}, got {self.rnnt_norm!r}")
         if self.contrastive_dim < 0:
             raise ValueError(f"model.contrastive_dim must be >= 0, got {self.contrastive_dim}")
         if self.mode == "just" and self.rnnt_on_masked and self.conformer.conv_norm == "batch":
             raise ValueError(
                 "model.rnnt_on_masked: true needs model.conformer.conv_norm: layer (with batch norm the "
                 "running statistics that decoding uses would come from masked input only)")
-        if self.rnnt_backend not in BACKENDS:
-            raise ValueError(f"model.rnnt_backend must be one of {BACKENDS}, got {self.rnnt_backend!r}")
         if self.vocab_size < 2:
             raise ValueError(f"model.vocab_size must be >= 2 (blank + tokens), got {self.vocab_size}")
+        if self.feat_dim < 1:
+            raise ValueError(f"model.feat_dim must be >= 1, got {self.feat_dim}")
         if self.d_model < 1 or self.num_contrastive_blocks < 0 or self.num_mlm_blocks < 0:
             raise ValueError("model.d_model must be >= 1 and block counts >= 0")
         if self.num_contrastive_blocks + self.num_mlm_blocks < 1:
             raise ValueError("model needs at least one conformer block")
         if self.mode != "supervised" and (self.num_contrastive_blocks < 1 or self.num_mlm_blocks < 1):
             raise ValueError(f"mode {self.mode!r} needs num_contrastive_blocks >= 1 and num_mlm_blocks >= 1")
-        if self.w_ctc < 0:
-            raise ValueError(f"model.w_ctc must be >= 0, got {self.w_ctc}")
         if self.num_distractors < 1 or self.kappa <= 0:
             raise ValueError("model.num_distractors must be >= 1 and model.kappa > 0")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "JUSTConfig":
-        """Build from ``yaml["model"]``; unknown keys are errors."""
+        """Build from ``yaml["model"]``; unknown keys are errors (keys that moved to ``loss:`` say so)."""
+        check_moved_keys(d, "model")
         return from_dict(cls, d, "model")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The passes this mode runs: ``supervised`` (RNN-T) and/or ``unsupervised`` (masked)."""
+        return {"supervised": (SUPERVISED,), "pretrain": (UNSUPERVISED,), "just": (UNSUPERVISED, SUPERVISED)}[self.mode]
+
+
+# model: keys of earlier justkit versions that live in the loss: section now
+MOVED_TO_LOSS = {"w_u": "loss.w_u", "w_div": "loss.w_div", "w_mlm": "loss.w_mlm", "w_ctc": "loss.w_ctc",
+                 "rnnt_backend": "loss.rnnt.backend", "rnnt_norm": "loss.rnnt.norm", "rnnt_loss": "loss.rnnt"}
+
+
+def check_moved_keys(d: Mapping[str, Any] | None, where: str) -> None:
+    """A ConfigError naming the new place of every loss key still under ``model:``."""
+    moved = [k for k in (d or {}) if k in MOVED_TO_LOSS]
+    if moved:
+        raise ConfigError(f"{where}: {', '.join(f'model.{k} is now {MOVED_TO_LOSS[k]}' for k in moved)} "
+                          f"(the experiment's loss: section, docs/interfaces.md \"Loss terms\")")
+
+
+def migrate_legacy_config(config: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """An experiment config dict written by an earlier justkit (loss keys under ``model:``) in
+    today's shape, and the keys moved; a config in today's shape comes back unchanged."""
+    config = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in config.items()}
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return config, []
+    moved = [k for k in MOVED_TO_LOSS if k in model]
+    if not moved:
+        return config, []
+    loss = dict(config.get("loss") or {})
+    rnnt = dict(model.pop("rnnt_loss", None) or {})
+    for old, new in (("rnnt_backend", "backend"), ("rnnt_norm", "norm")):
+        if old in model:
+            rnnt[new] = model.pop(old)
+    loss["rnnt"] = {**rnnt, **dict(loss.get("rnnt") or {})}
+    for k in ("w_u", "w_div", "w_mlm", "w_ctc"):
+        if k in model:
+            loss.setdefault(k, model.pop(k))
+    config["loss"] = loss
+    return config, moved
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -130,39 +140,42 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 
 class JUSTModel(nn.Module):
-    """See docs/interfaces.md "Model": ``forward(batch, step) -> dict``, ``encode``, ``predictor``, ``joint``."""
+    """See docs/interfaces.md "Model": ``forward(batch, step) -> LossOutput``, ``encode``, ``predictor``, ``joint``.
+
+    ``loss_cfg`` (the experiment's ``loss:`` section) says which registered loss terms
+    (justkit.losses.terms) the model computes and with which weights; each active term's heads
+    are built here as attributes of the model (None where a term is off), in registry order.
+    """
 
     blank_id = 0
 
-    def __init__(self, cfg: JUSTConfig) -> None:
+    def __init__(self, cfg: JUSTConfig, loss_cfg: LossConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.loss_cfg = loss_cfg = loss_cfg if loss_cfg is not None else LossConfig()
         d = cfg.d_model
+        self.unsupervised = UNSUPERVISED in cfg.kinds
+        self.supervised = SUPERVISED in cfg.kinds
+        self.terms = loss_cfg.active(cfg.kinds)
         self.frontend = Conv2dSubsampling(cfg.feat_dim, d, cfg.subsampling)
         self.contrastive_blocks = ConformerStack(d, cfg.num_contrastive_blocks, cfg.conformer)
         self.mlm_blocks = ConformerStack(d, cfg.num_mlm_blocks, cfg.conformer)
-        self.unsupervised = cfg.mode in ("pretrain", "just")
-        self.supervised = cfg.mode in ("supervised", "just")
-        if self.unsupervised:
-            q = cfg.quantizer
-            self.masker = SpanMasker(d, cfg.masking)
-            self.quantizer = GumbelVectorQuantizer(d, q)
-            final = cfg.contrastive_dim or q.code_dim
-            self.contrastive_proj = nn.Linear(d, final)  # context -> contrastive space
-            self.target_proj = nn.Linear(q.code_dim, final)  # quantized target -> contrastive space
-            self.mlm_head = nn.Linear(d, q.groups * q.entries)
-        else:
-            self.masker = self.quantizer = self.contrastive_proj = self.target_proj = self.mlm_head = None
-        if self.supervised:
-            self.predictor = Predictor(cfg.vocab_size, cfg.predictor)
-            self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint)
-        else:
-            self.predictor = self.joint = None
-        pruned = self.supervised and cfg.rnnt_loss.type == "pruned"
-        # the pruned loss's trivial joiner: encoder and prediction network projected to the vocabulary
-        self.simple_am_proj = nn.Linear(d, cfg.vocab_size) if pruned else None
-        self.simple_lm_proj = nn.Linear(cfg.predictor.hidden_dim, cfg.vocab_size) if pruned else None
-        self.ctc_head = nn.Linear(d, cfg.vocab_size) if self.supervised and cfg.w_ctc > 0 else None
+        # the unsupervised branch (masker + quantizer), then its terms' heads; the RNN-T decoder,
+        # then the supervised terms' heads (this order fixes the initial weights of a seed)
+        self.masker = SpanMasker(d, cfg.masking) if self.unsupervised else None
+        self.quantizer = GumbelVectorQuantizer(d, cfg.quantizer) if self.unsupervised else None
+        self._build_heads(UNSUPERVISED)
+        self.predictor = Predictor(cfg.vocab_size, cfg.predictor) if self.supervised else None
+        self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint) if self.supervised else None
+        self._build_heads(SUPERVISED)
+
+    def _build_heads(self, kind: str) -> None:
+        for term in TERMS.values():
+            if term.kind != kind:
+                continue
+            on = term in self.terms
+            for name, make in term.heads.items():
+                setattr(self, name, make(self.cfg, self.loss_cfg) if on else None)
 
     # ---------------------------------------------------------------- encoder
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,59 +184,12 @@ class JUSTModel(nn.Module):
         valid = lengths_to_valid(lens, x.size(1))
         return self.mlm_blocks(self.contrastive_blocks(x, valid), valid), lens
 
+    def decoder_parameter_prefixes(self) -> tuple[str, ...]:
+        """Parameter-name prefixes of the RNN-T decoder and the supervised terms' heads: what
+        load_pretrained_encoder never copies (everything else is the encoder side)."""
+        return ("predictor.", "joint.", *(f"{h}." for h in head_names(SUPERVISED)))
+
     # ---------------------------------------------------------------- losses
-    def _normaliser(self, enc_lens: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor:
-        """What the summed RNN-T/CTC NLL of the labelled rows is divided by (``rnnt_norm``)."""
-        norm = self.cfg.rnnt_norm
-        if norm == "frame":
-            n = enc_lens.sum()
-        elif norm == "token":
-            n = token_lens.sum()
-        else:
-            n = torch.full((), enc_lens.numel(), device=enc_lens.device)  # a fill, not a host copy
-        return n.clamp(min=1).to(torch.float32)
-
-    def _rnnt(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows,
-              step: int = 0) -> tuple[torch.Tensor, dict]:
-        """The RNN-T term (normalised, see rnnt_norm) and what to log of it."""
-        tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
-        enc, enc_lens = enc[rows], enc_lens[rows]
-        lc = self.cfg.rnnt_loss
-        if lc.type == "full" and lc.chunk_utts <= 0 and self.cfg.rnnt_backend == "torchaudio":
-            # torchaudio wants T == max(logit_lens) and U == max(target_lens) (and reads both
-            # on the host itself); the other losses take padded sizes as they are
-            enc = enc[:, : int(enc_lens.max())]
-            tokens = tokens[:, : int(token_lens.max())]
-        pred_in = torch.cat([self.predictor.initial_tokens(tokens.size(0), tokens.device), tokens], dim=1)
-        pred, _ = self.predictor(pred_in)
-        norm = self._normaliser(enc_lens, token_lens)
-        # The joint and the loss run in fp32 even under autocast: bf16 logits would lose
-        # the small probability differences the RNN-T lattice sums over.
-        with torch.autocast(enc.device.type, enabled=False):
-            if lc.type == "pruned":
-                return self._rnnt_pruned(enc.float(), enc_lens, pred.float(), tokens, token_lens, norm, step)
-            if lc.chunk_utts > 0:
-                nll = chunked_rnnt_costs(enc.float(), pred.float(), self.joint, tokens, enc_lens, token_lens,
-                                         lc.chunk_utts, self.blank_id).sum()
-            else:
-                logits = self.joint(enc.float()[:, :, None, :], pred.float()[:, None, :, :])  # [B, T', U+1, V]
-                nll = rnnt_loss(logits, tokens, enc_lens, token_lens, blank=self.blank_id,
-                                reduction="sum", backend=self.cfg.rnnt_backend)
-        loss = nll / norm
-        return loss, {"rnnt": loss.detach()}
-
-    def _rnnt_pruned(self, enc, enc_lens, pred, tokens, token_lens, norm, step: int) -> tuple[torch.Tensor, dict]:
-        """k2's pruned RNN-T (justkit.losses.rnnt_pruned): simple loss, bounds, pruned joint."""
-        lc = self.cfg.rnnt_loss
-        simple, pruned = pruned_rnnt_nll(enc, pred, self.joint, self.simple_am_proj, self.simple_lm_proj, tokens,
-                                         enc_lens, token_lens, lc.s_range, self.blank_id)
-        simple = simple.sum() / norm
-        # a pruned lattice that cannot reach the end (s_range too small for an utterance) costs 0
-        pruned = torch.where(torch.isfinite(pruned), pruned, torch.zeros_like(pruned)).sum() / norm
-        s_scale, p_scale = lc.scales(step)
-        loss = s_scale * simple + p_scale * pruned
-        return loss, {"rnnt": pruned.detach(), "rnnt_simple": simple.detach()}
-
     @staticmethod
     def _labelled_rows(batch: Mapping, n: int, dev: torch.device):
         """(rows, any labelled) of a batch. The loader puts labelled rows first and says how
@@ -238,74 +204,59 @@ class JUSTModel(nn.Module):
         rows = labelled.to(dev).bool()
         return rows, bool(rows.any())
 
-    def _ctc(self, enc: torch.Tensor, enc_lens: torch.Tensor, batch: Mapping, rows: torch.Tensor) -> torch.Tensor:
-        """Auxiliary CTC (blank 0) on the labelled rows, normalised as the RNN-T loss
-        (``rnnt_norm``); utterances too short for their labels count 0."""
-        tokens, token_lens = batch["tokens"][rows], batch["token_lens"][rows]
-        enc, enc_lens = enc[rows], enc_lens[rows]
-        logp = self.ctc_head(enc).float().log_softmax(-1).transpose(0, 1)  # [T, B, V]
-        loss = F.ctc_loss(logp, tokens, enc_lens, token_lens, blank=self.blank_id,
-                          reduction="sum", zero_infinity=True)
-        return loss / self._normaliser(enc_lens, token_lens)
-
-    def _rnnt_unused(self) -> torch.Tensor:
+    def _decoder_unused(self) -> torch.Tensor:
         # A batch without labelled rows: a zero that still touches every parameter the
         # unsupervised terms do not (all of them in supervised mode), so DDP sees
         # gradients (zeros) for all parameters.
-        params = self.parameters() if not self.unsupervised else (
-            list(self.predictor.parameters()) + list(self.joint.parameters())
-            + [p for m in (self.ctc_head, self.simple_am_proj, self.simple_lm_proj) if m is not None
-               for p in m.parameters()])
+        if not self.unsupervised:
+            params = list(self.parameters())
+        else:
+            params = [p for n, p in self.named_parameters() if n.startswith(self.decoder_parameter_prefixes())]
         return sum(p.sum() for p in params) * 0.0
 
-    def forward(self, batch: Mapping[str, Any], step: int = 0) -> dict[str, Any]:
-        """Training losses for one batch; see JUSTConfig for the loss, its normalisation and the modes.
+    def _masked_pass(self, x: torch.Tensor, lens: torch.Tensor, valid: torch.Tensor, step: int) -> MaskedPass:
+        """The unsupervised branch: quantize the unmasked features, mask, run the blocks."""
+        qo = self.quantizer(x, valid, step)  # reads the unmasked encoder output
+        xm, mask = self.masker(x, lens)
+        # The masked pass leaves the batch-norm running statistics to the unmasked pass
+        # that the RNN-T reads (decoding sees unmasked input). Pre-training has no other pass.
+        frozen = self.supervised and not self.cfg.rnnt_on_masked
+        with frozen_running_stats(self) if frozen else contextlib.nullcontext():
+            c = self.contrastive_blocks(xm, valid)
+            m = self.mlm_blocks(c, valid)
+        return MaskedPass(context=c, mlm_out=m, mask=mask & valid, quantized=qo, lens=lens)
 
-        Returns 0-dim detached tensors per term (docs/interfaces.md) and ``weighted``: the
-        terms as they enter ``loss`` (weights applied, graphs kept; they sum to ``loss``),
-        which the trainer differentiates one by one to log each term's share of the encoder
-        gradient.
-        """
-        cfg = self.cfg
+    def forward(self, batch: Mapping[str, Any], step: int = 0) -> LossOutput:
+        """Training losses for one batch: every registered term (0 where not computed), the
+        quantizer's statistics, the weighted terms and their sum (see JUSTConfig for the modes)."""
         feats, feat_lens = batch["feats"], batch["feat_lens"]
         if feats.size(0) != feat_lens.numel():
             raise ValueError(f"batch: feats has {feats.size(0)} rows but feat_lens {feat_lens.numel()}")
         dev = feats.device
         zero = torch.zeros((), device=dev)
-        out: dict[str, Any] = {k: zero for k in (
-            "rnnt", "ctc", "contrastive", "diversity", "mlm", "codebook_perplexity",
-            "gumbel_temperature", "contrastive_acc", "mlm_acc")}
+        logged: dict[str, torch.Tensor] = {k: zero for k in (*logged_names(), *QUANTIZER_STATS)}
         weighted: dict[str, torch.Tensor] = {}
-        enc_masked = front = None
-        num_frames = None
+        inputs = TermInputs(model=self, loss_cfg=self.loss_cfg, step=step)
+        w = self.loss_cfg.weights
+        front = num_frames = None
+
+        def run(kind: str) -> None:
+            for term in self.terms:
+                if term.kind == kind:
+                    value, extra = term.compute(inputs)
+                    weighted[term.name] = term.scale(w) * value
+                    logged[term.name] = value.detach()
+                    logged.update(extra)
+
         if self.unsupervised:
             x, lens = self.frontend(feats, feat_lens)
             valid = lengths_to_valid(lens, x.size(1))
-            qo = self.quantizer(x, valid, step)  # reads the unmasked encoder output
-            xm, mask = self.masker(x, lens)
-            mask = mask & valid
-            # The masked pass leaves the batch-norm running statistics to the unmasked pass
-            # that the RNN-T reads (decoding sees unmasked input). Pre-training has no other pass.
-            frozen = self.supervised and not cfg.rnnt_on_masked
-            with frozen_running_stats(self) if frozen else contextlib.nullcontext():
-                c = self.contrastive_blocks(xm, valid)
-                m = self.mlm_blocks(c, valid)
-            l_c, c_info = contrastive_loss(
-                self.contrastive_proj(c), self.target_proj(qo.quantized), mask, cfg.num_distractors, cfg.kappa,
-                codes=qo.ids)
-            q = cfg.quantizer
-            logits = self.mlm_head(m).view(m.size(0), m.size(1), q.groups, q.entries)
-            l_m, m_info = mlm_loss(logits, qo.ids, mask)
-            weighted.update(contrastive=cfg.w_u * l_c, diversity=cfg.w_u * cfg.w_div * qo.diversity_loss,
-                            mlm=cfg.w_u * cfg.w_mlm * l_m)
-            out.update(
-                contrastive=l_c.detach(), diversity=qo.diversity_loss.detach(), mlm=l_m.detach(),
-                codebook_perplexity=qo.code_perplexity.detach(),
-                gumbel_temperature=torch.full((), qo.temperature, device=dev),
-                contrastive_acc=torch.as_tensor(c_info["accuracy"], device=dev),
-                mlm_acc=torch.as_tensor(m_info["accuracy"], device=dev),
-            )
-            enc_masked, front, num_frames = (m, lens), (x, lens, valid), lens.sum()
+            inputs.masked = mp = self._masked_pass(x, lens, valid, step)
+            qo = mp.quantized
+            logged.update(codebook_perplexity=qo.code_perplexity.detach(),
+                          gumbel_temperature=torch.full((), qo.temperature, device=dev))
+            run(UNSUPERVISED)
+            front, num_frames = (x, lens, valid), lens.sum()
         if self.supervised:
             rows, any_labelled = self._labelled_rows(batch, feats.size(0), dev)
             if any_labelled:
@@ -313,8 +264,8 @@ class JUSTModel(nn.Module):
                 if missing:
                     raise KeyError(f"batch has labelled rows but no {missing}")
                 sup = batch.get("feats_sup")
-                if cfg.rnnt_on_masked and enc_masked is not None:
-                    enc, enc_lens = enc_masked
+                if self.cfg.rnnt_on_masked and inputs.masked is not None:
+                    enc, enc_lens = inputs.masked.mlm_out, inputs.masked.lens
                 elif sup is None and front is not None:
                     # second pass on the unmasked frontend output (the frontend is shared)
                     x, enc_lens, valid = front
@@ -323,25 +274,22 @@ class JUSTModel(nn.Module):
                     enc, enc_lens = self.encode(feats if sup is None else sup, feat_lens)
                     if num_frames is None:
                         num_frames = enc_lens.sum()
-                l_rnnt, logged = self._rnnt(enc, enc_lens, batch, rows, step)
-                weighted["rnnt"] = l_rnnt
-                out.update(logged)
-                if self.ctc_head is not None:
-                    l_ctc = self._ctc(enc, enc_lens, batch, rows)
-                    weighted["ctc"] = cfg.w_ctc * l_ctc
-                    out["ctc"] = l_ctc.detach()
+                inputs.labelled = LabelledPass(enc[rows], enc_lens[rows], batch["tokens"][rows],
+                                               batch["token_lens"][rows])
+                run(SUPERVISED)
             else:
-                weighted["rnnt"] = self._rnnt_unused()
+                weighted["rnnt"] = self._decoder_unused()
                 if num_frames is None:
                     num_frames = self.frontend.output_lengths(feat_lens).sum()
-        out["loss"] = sum(weighted.values())
-        out["num_frames"] = num_frames.detach()
-        out["weighted"] = weighted
-        return out
+        return LossOutput(loss=sum(weighted.values()), terms=logged, weighted=weighted,
+                          num_frames=num_frames.detach())
 
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        """The shared encoder every term trains: feature encoder + contrastive + MLM blocks."""
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The shared encoder every term trains: feature encoder + contrastive + MLM blocks
+        (what gradient-balance and alignment monitors measure)."""
         return [p for m in (self.frontend, self.contrastive_blocks, self.mlm_blocks) for p in m.parameters()]
+
+    encoder_parameters = shared_parameters
 
     # ---------------------------------------------------------------- utilities
     def load_pretrained_encoder(self, state_dict: Mapping[str, torch.Tensor], step: int | None = None) -> list[str]:
@@ -358,11 +306,12 @@ class JUSTModel(nn.Module):
                 step = int(state_dict["step"])
             state_dict = state_dict["model"]
         own = self.state_dict()
+        skip = self.decoder_parameter_prefixes()
         loaded, bad = [], []
         with torch.no_grad():
             for k, v in state_dict.items():
                 k = k[len("module."):] if k.startswith("module.") else k
-                if k.startswith(RNNT_PREFIXES) or k not in own:
+                if k.startswith(skip) or k not in own:
                     continue
                 if own[k].shape != v.shape:
                     bad.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
@@ -380,14 +329,7 @@ class JUSTModel(nn.Module):
         return loaded
 
     def num_parameters(self) -> dict[str, int]:
-        """Parameter counts per part and in total."""
-        parts = {
-            "frontend": self.frontend, "contrastive_blocks": self.contrastive_blocks,
-            "mlm_blocks": self.mlm_blocks, "masker": self.masker, "quantizer": self.quantizer,
-            "contrastive_proj": self.contrastive_proj, "target_proj": self.target_proj, "mlm_head": self.mlm_head,
-            "predictor": self.predictor, "joint": self.joint, "ctc_head": self.ctc_head,
-            "simple_am_proj": self.simple_am_proj, "simple_lm_proj": self.simple_lm_proj,
-        }
-        counts = {k: count_parameters(m) for k, m in parts.items() if m is not None}
+        """Parameter counts per part (every sub-module the model built) and in total."""
+        counts = {name: count_parameters(m) for name, m in self.named_children()}
         counts["total"] = count_parameters(self)
         return counts

@@ -10,7 +10,7 @@ batch on dim 1, as the prediction network's (``justkit.decode.hyp.state_index`` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,17 +21,7 @@ from justkit.config import from_dict
 from justkit.errors import JustkitError
 from justkit.models.factory import CheckpointError, load_checkpoint
 
-try:  # issue 20's trainer contract (justkit/train/unit.py)
-    from justkit.train.unit import LossOutput
-except ImportError:  # pragma: no cover - until the model-agnostic trainer lands
-    @dataclass
-    class LossOutput:  # type: ignore[no-redef]
-        """What a model's ``forward(batch, step)`` returns to the trainer (see justkit/train/unit.py)."""
-
-        loss: torch.Tensor
-        terms: Dict[str, torch.Tensor] = field(default_factory=dict)
-        weighted: Dict[str, torch.Tensor] = field(default_factory=dict)
-        num_frames: Optional[torch.Tensor] = None
+from justkit.losses.output import LossOutput
 
 ARCHS = ("lstm", "transformer")
 BOUNDARY = 0   # sentence start and end: the blank id of the vocabulary

@@ -78,11 +78,11 @@ def _add_metadata(path: Path, meta: dict) -> None:
 def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Export the model of ``model_dir`` (packed or experiment dir) to ``out_dir`` (see the module doc)."""
     from justkit.data.dataset import resolve_cmvn
-    from justkit.models.factory import build_model, load_checkpoint
+    from justkit.models.factory import load_checkpoint, model_from_config
     from justkit.text.tokenizer import Tokenizer
 
     files = locate(model_dir)
-    model = build_model(files.config["model"])
+    model = model_from_config(files.config, str(files.weights))
     model.load_state_dict(load_checkpoint(files.weights)["model"])
     model.eval()
     cfg = model.cfg

@@ -133,6 +133,8 @@ def lm_card(lm_path: Path, lm_config: dict, num_params: int, fusion: dict) -> st
 def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name: str, lm_section: str = "") -> str:
     """README.md of a packed model (``lm_section``: :func:`lm_card` of a packed LM)."""
     m, paths = config["model"], config.get("paths", {})
+    loss = config.get("loss") or {}
+    rnnt = loss.get("rnnt") or {}
     data = _data_summary(paths.get("train", ""))
     langs = sorted(data)
     lines = [f"# {name}\n",
@@ -152,7 +154,8 @@ def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name
     lines.append("\n## Configuration\n\n")
     lines.append(f"Experiment `{exp_dir}`, config `{paths.get('config', '?')}` (resolved in `config.yaml`): "
                  f"d_model {m['d_model']}, {m['num_contrastive_blocks']} + {m['num_mlm_blocks']} conformer blocks, "
-                 f"attention {m['conformer']['attention']}, w_u {m['w_u']}, RNN-T normalised per {m['rnnt_norm']}.\n")
+                 f"attention {m['conformer']['attention']}, w_u {loss.get('w_u')}, RNN-T loss {rnnt.get('type')} "
+                 f"normalised per {rnnt.get('norm')}.\n")
     results = exp_dir / "RESULTS.md"
     if results.is_file():
         text = results.read_text(encoding="utf-8")
@@ -197,7 +200,7 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
     fb = exp.frontend_config()
     if fb is None:
         raise ConfigError(f"{exp_dir}/config.yaml: paths.features has no conf/fbank.yaml (stage 3's options)")
-    model = build_model(exp.model)
+    model = build_model(exp.model, exp.loss)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

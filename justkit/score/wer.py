@@ -79,6 +79,13 @@ class SetResult:
         """Sentence error rate in percent."""
         return 100.0 * sum(1 for u in self.utts if u.errors) / max(len(self.utts), 1)
 
+    def by_lang(self) -> Dict[str, "SetResult"]:
+        """The utterances of each language as a set of their own, by language code."""
+        out: Dict[str, SetResult] = {}
+        for u in self.utts:
+            out.setdefault(u.lang, SetResult()).utts.append(u)
+        return dict(sorted(out.items()))
+
     def counts(self) -> Dict[str, int]:
         return {
             "sub": self._sum("sub"),

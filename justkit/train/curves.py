@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from justkit.fileio import atomic_open, atomic_write_text
+from justkit.losses.terms import TERMS
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class TrainCurves:
             return [(r["step"], r[col]) for r in self.rows if r.get("split") == split and _finite(r.get(col))]
 
         ax = axes[0]
-        for col in ("loss", "rnnt", "ctc", "contrastive", "mlm", "diversity"):
+        for col in ("loss", *TERMS):  # every registered loss term (justkit.losses.terms)
             for split, style in (("train", "-"), ("dev", "o--")):
                 pts = [(x, y) for x, y in series(col, split) if y > 0]
                 if pts:

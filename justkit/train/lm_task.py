@@ -1,4 +1,4 @@
-"""The LM training task: what the model-agnostic trainer (justkit.train.trainer) needs to train a token LM.
+"""The LM training task (a justkit.train.unit.TrainTask): what the trainer needs to train a token LM.
 
 ```python
 task = LMTask.resolve("conf/lm/lstm_mini.yaml", ["--train.max_epochs", "5"],
@@ -14,18 +14,22 @@ the perplexity per token (the end boundary counted) of the dev sentences, all an
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
+from torch import nn
 
 from justkit.config import ConfigError, apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
 from justkit.data.text import TextDataConfig, build_text_loader
+from justkit.models.factory import CheckpointError, load_checkpoint
 from justkit.models.lm import LMConfig, TokenLM, build_lm, lm_io
 from justkit.text.tokenizer import Tokenizer
 from justkit.train.config import TrainConfig
 
+logger = logging.getLogger(__name__)
 SECTIONS = ("task", "model", "data", "train", "paths")
 CONFIG_NAME = "config.yaml"
 
@@ -95,21 +99,40 @@ class LMTask:
     def build_model(self) -> TokenLM:
         return build_lm(self.model_cfg)
 
-    def train_loader(self, dist):
+    def train_loader(self, dist, pin_memory: bool = False):
         if not self.paths.train:
-            raise ConfigError("paths.train: no packed LM text given")
-        return build_text_loader(self.data, self.paths.train, dist.rank, dist.world_size, train=True,
-                                 vocab_size=self.model_cfg.vocab_size)
+            raise ConfigError("paths.train: no packed LM text given (justkit.bin.prepare_lm_text --packed)")
+        loader = build_text_loader(self.data, self.paths.train, dist.rank, dist.world_size, train=True,
+                                   vocab_size=self.model_cfg.vocab_size, pin_memory=pin_memory)
+        if dist.is_main:
+            info = loader.dataset.info
+            logger.info("LM text %s: %d sentences, %d tokens (%s)", self.paths.train, info["sentences"],
+                        info["tokens"], " ".join(f"{l} {s['sentences']}" for l, s in sorted(info["per_lang"].items())))
+        return loader
 
-    def dev_loader(self, dist):
+    def dev_loader(self, dist, pin_memory: bool = False):
         if not self.paths.dev:
             return None
         return build_text_loader(self.data, self.paths.dev, dist.rank, dist.world_size, train=False,
-                                 vocab_size=self.model_cfg.vocab_size)
+                                 vocab_size=self.model_cfg.vocab_size, pin_memory=pin_memory)
 
     @staticmethod
-    def to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    def batch_frames(batch: Mapping[str, Any]) -> int:
+        """Tokens predicted in the batch (each sentence's tokens and its end boundary), on the host."""
+        return int(batch["token_lens"].sum()) + len(batch["utts"])
+
+    @staticmethod
+    def to_device(batch: Mapping[str, Any], device: torch.device) -> Dict[str, Any]:
         return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def init_from(self, model: nn.Module, path: str) -> None:
+        """Start from the weights of LM checkpoint ``path`` (train.init: adapting an LM to new text)."""
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit this LM ({e})") from None
+        logger.info("initialised the LM from %s (step %s)", path, state.get("step", "?"))
 
     @torch.no_grad()
     def dev_metrics(self, model, device: torch.device) -> Dict[str, float]:

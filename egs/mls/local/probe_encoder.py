@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # justkit of this 
 
 from justkit.data.dataset import PackedDataset  # noqa: E402
 from justkit.fileio import atomic_write_text  # noqa: E402
-from justkit.models.factory import build_model, load_model  # noqa: E402
+from justkit.models.factory import load_model, model_from_config  # noqa: E402
 from justkit.score.wer import score_tables  # noqa: E402
 from justkit.text.tokenizer import Tokenizer  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> int:
         else:
             _, cfg = load_model(Path(src) / "model_avg.pt")
             torch.manual_seed(a.seed)
-            model = build_model(cfg["model"])
+            model = model_from_config(cfg)
         results[name] = probe(model, train, dev, tok, a.epochs, a.seed)
         print(f"{name}: dev CER {results[name]['cer']:.1f} WER {results[name]['wer']:.1f} "
               f"(linear CTC probe, {time.time() - t0:.0f} s)", flush=True)
