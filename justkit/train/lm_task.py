@@ -49,6 +49,7 @@ class LMTask:
 
     def __init__(self, model: LMConfig, data: TextDataConfig, train: TrainConfig, paths: LMPaths) -> None:
         self.model_cfg, self.data, self.train, self.paths = model, data, train, paths
+        self._dev_all = None   # rank 0's loader over the whole dev set (dev_metrics)
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -139,8 +140,11 @@ class LMTask:
         """``dev_ppl`` and ``dev_ppl_<lang>``: exp(NLL per token) over the dev sentences (rank 0)."""
         if not self.paths.dev:
             return {}
-        return perplexity(model, build_text_loader(self.data, self.paths.dev, train=False,
-                                                   vocab_size=self.model_cfg.vocab_size), device)
+        if self._dev_all is None:
+            self._dev_all = build_text_loader(self.data, self.paths.dev, train=False,
+                                              vocab_size=self.model_cfg.vocab_size)
+        self._dev_all.set_epoch(0)
+        return perplexity(model, self._dev_all, device)
 
 
 @torch.no_grad()
