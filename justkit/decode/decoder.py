@@ -59,12 +59,13 @@ class DecodeConfig:
         return from_dict(cls, d, "decode")
 
     def method_name(self, method: str, with_lm: bool) -> str:
-        """The name of ``method``'s decode dirs: ``beam`` with an LM becomes ``beamlm`` (``beamlmilm``
-        with internal-LM subtraction, ``beamresc``/``beamilmresc`` when rescoring); scoring reads
-        the name back (no underscore)."""
-        if method != "beam" or not (with_lm and self.lm_weight > 0 or self.ilm_weight > 0):
+        """The name of ``method``'s decode dirs: ``beam`` with an LM becomes ``beamlm`` whatever its
+        weight (a dev-tuned weight of 0 is still that method's result), ``beamlmilm`` with
+        internal-LM subtraction, ``resc`` appended when rescoring; ``beamilm`` without an LM.
+        Scoring reads the name back (no underscore)."""
+        if method != "beam" or not (with_lm or self.ilm_weight > 0):
             return method
-        name = "beam" + ("lm" if with_lm and self.lm_weight > 0 else "") + ("ilm" if self.ilm_weight > 0 else "")
+        name = "beam" + ("lm" if with_lm else "") + ("ilm" if self.ilm_weight > 0 else "")
         return name + ("resc" if self.lm_mode == "rescore" else "")
 
     def fusion(self, lm: Any = None):
