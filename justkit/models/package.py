@@ -126,8 +126,8 @@ def lm_card(lm_path: Path, lm_config: dict, num_params: int, fusion: dict) -> st
             f"{m.get('vocab_size')} word pieces; from `{lm_path}`, trained on `{paths.get('train', '?')}` "
             f"(dev `{paths.get('dev', '') or 'none'}`). Beam search fuses it with `lm_weight` "
             f"{fusion['lm_weight']:g} and internal-LM weight {fusion['ilm_weight']:g} (`lm/{FUSION_FILE}`; "
-            "chosen on dev); the results above of the methods named `beamlm*` used it, `greedy` and "
-            "`beam` did not.\n")
+            "chosen on dev); the `beamlm` results above used it with these weights (other `beamlm*` rows, "
+            "if any, with their own), `greedy` and `beam` did not.\n")
 
 
 def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name: str, lm_section: str = "") -> str:
