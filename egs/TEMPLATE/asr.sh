@@ -6,11 +6,15 @@
 #     (--feats_type raw: no stored features; frame counts and CMVN -> dump/onthefly/, the loader computes fbank)
 #   4 sentencepiece -> data/token/   5 pack -> dump/packed/   6 train -> exp/<tag>/
 #   7 average + decode -> exp/<tag>/decode_*/   8 score -> exp/<tag>/RESULTS.md (+ paper table)
+#   with --use_lm true (ESPnet's LM options; its asr.sh runs its LM stages before ASR training, justkit
+#   appends them so that stages 1-8 keep their numbers; 9-10 need only stages 1 and 4):
+#   9 LM text (local/lm_data.sh, else the train transcripts) -> data/lm_train/, dump/lm/   10 train the LM -> exp/lm_<tag>/
+#   11 dev grid of LM weights, LM-fused decoding of the test sets, scoring   12 the packed model with its LM
 set -euo pipefail
 cmdline="$0 $*"           # recorded in RESULTS.md
 
 stage=1
-stop_stage=8
+stop_stage=12
 nj=2                      # parallel jobs for stages 2-3
 ngpu=0                    # GPUs for training (torchrun when > 1); 0 = CPU
 train_threads=0           # CPU training: torch threads (0 = all cores; the parallel jobs of stages 2-3 use 1 each)
@@ -32,9 +36,18 @@ decode_args=""            # more options for justkit.bin.decode, e.g. "--decode.
 average_by=last           # stage 7 averages the last checkpoints, or the best by dev_wer or loss
 paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
 paper_compare=""          # more exp dirs to print beside this one in the paper table
+use_lm=false              # stages 9-12: an LM over the tokenizer's pieces, fused in beam search (ESPnet's --use_lm)
+lm_config=conf/lm/lstm_mini.yaml  # LM experiment config (ESPnet's --lm_config)
+lm_tag=""                 # LM experiment name; default: lm_<basename of $lm_config>
+lm_exp=""                 # LM experiment dir (ESPnet's --lm_exp); default: exp/$lm_tag
+lm_args=""                # more options for justkit.bin.train_lm, e.g. "--train.max_epochs 20"
+lm_data_opts=""           # more options for local/lm_data.sh, e.g. "--max_sentences 100000"
+lm_weights="0.1 0.2 0.3 0.5"  # stage 11 decodes dev with each and the test sets with the best
+ilm_weights="0"           # internal-LM subtraction weights tried with each LM weight, e.g. "0 0.1"
 help_message="Usage: $0 --langs 'xx yy' --config conf/X.yaml [options]
 Stages: 1 data prep (local/data.sh)  2 16 kHz audio  3 fbank + CMVN  4 sentencepiece  5 pack examples
         6 train  7 average + decode  8 score (docs/interfaces.md)
+        with --use_lm true: 9 LM text  10 LM training  11 LM-fused decoding (dev-tuned weight) + score  12 pack with the LM
 Options (default):
   --stage N ($stage) --stop_stage M ($stop_stage)   run stages N..M
   --langs 'xx yy' (required)      the corpus' language codes, in the order results are printed
@@ -54,7 +67,13 @@ Options (default):
   --train_args '...' ()           passed to justkit.bin.train (--train.X / --model.X / --data.X overrides)
   --decode_args '...' ()          passed to justkit.bin.decode (--decode.X overrides)
   --average_by last|dev_wer|loss ($average_by)  which checkpoints stage 7 averages (train.average_last of them)
-  --paper_table B ($paper_table) --paper_compare 'exp/a exp/b' ()  the JUST paper's table in stage 8"
+  --paper_table B ($paper_table) --paper_compare 'exp/a exp/b' ()  the JUST paper's table in stage 8
+  --use_lm B ($use_lm)          stages 9-12: train a token LM and fuse it in beam search
+  --lm_config F ($lm_config) --lm_tag NAME (lm_<config>) --lm_exp DIR (exp/<lm_tag>)
+  --lm_args '...' ()              passed to justkit.bin.train_lm (--train.X / --model.X / --data.X overrides)
+  --lm_data_opts '...' ()         passed to local/lm_data.sh (stage 9)
+  --lm_weights '...' ($lm_weights)  LM weights decoded on dev in stage 11; the test sets use the best
+  --ilm_weights '...' ($ilm_weights)  internal-LM subtraction weights tried with each"
 
 # Options first, so that --help answers before anything is installed.
 . utils/parse_options.sh
@@ -67,7 +86,14 @@ Options (default):
 # Names and paths go into job command lines (utils/run.py, as Kaldi's run.pl, passes words
 # without spaces to bash as they are): only plain characters, so that nothing is run by accident.
 [[ "$tag" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: --tag (or the config's file name) '$tag' may use only A-Z a-z 0-9 . _ -" >&2; exit 2; }
-for opt in config init fbank_config token_config decode_config; do
+[ -n "$lm_tag" ] || lm_tag=lm_$(basename "$lm_config" .yaml)
+[ -n "$lm_exp" ] || lm_exp=exp/$lm_tag
+[[ "$lm_tag" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: --lm_tag '$lm_tag' may use only A-Z a-z 0-9 . _ -" >&2; exit 2; }
+case "$use_lm" in true|false) ;; *) echo "$0: --use_lm must be true or false, got '$use_lm'" >&2; exit 2 ;; esac
+for w in $lm_weights $ilm_weights; do
+  [[ "$w" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "$0: --lm_weights/--ilm_weights: '$w' is not a number >= 0" >&2; exit 2; }
+done
+for opt in config init fbank_config token_config decode_config lm_config lm_exp; do
   v=${!opt}
   [ -z "$v" ] || [[ "$v" =~ ^[A-Za-z0-9._/+=@:-]+$ ]] || {
     echo "$0: --$opt '$v': a path with spaces or shell characters; rename it (allowed: A-Z a-z 0-9 . _ / + = @ : -)" >&2; exit 2; }
@@ -241,4 +267,77 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     python -m justkit.bin.paper_table "$exp" $paper_compare | tee "$exp/paper_table.md"
   fi
   stage_time 8 $t0
+fi
+
+if [ "$use_lm" = true ] && [ $stop_stage -ge 9 ]; then
+  lm_sets=dev
+  for l in $langs; do lm_sets="$lm_sets test_$l"; done
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  t0=$(date +%s)
+  log "stage 9: LM text without any dev/test sentence -> data/lm_train, packed -> dump/lm/"
+  excl=""
+  for s in $lm_sets; do excl="$excl data/$s"; done
+  if [ -x local/lm_data.sh ]; then
+    # shellcheck disable=SC2086  # local_data_opts / lm_data_opts are lists of options
+    local/lm_data.sh $local_data_opts $lm_data_opts --langs "$langs" --exclude "${excl# }" data/lm_train
+  else  # no LM text of its own: the training transcripts (ESPnet's default lm_train_text)
+    log "stage 9: no local/lm_data.sh: the LM learns the training transcripts (data/train_<lang>)"
+    mkdir -p data/lm_train/src
+    srcs=()
+    for l in $langs; do
+      cut -d' ' -f2- data/train_$l/text > data/lm_train/src/$l.txt
+      srcs+=(--source "$l=data/lm_train/src/$l.txt")
+    done
+    # shellcheck disable=SC2046
+    python -m justkit.bin.prepare_lm_text "${srcs[@]}" $(for s in $lm_sets; do echo --exclude data/$s; done) data/lm_train
+  fi
+  python -m justkit.bin.pack_text --tokenizer data/token/spm.model data/lm_train dump/lm/train
+  python -m justkit.bin.pack_text --tokenizer data/token/spm.model data/dev dump/lm/dev
+  stage_time 9 $t0
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  t0=$(date +%s)
+  log "stage 10: train the LM $lm_config -> $lm_exp (log: $lm_exp/log/train.log)"
+  mkdir -p $lm_exp/log
+  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
+  [ "$train_threads" -gt 0 ] || train_threads=$(nproc)
+  # shellcheck disable=SC2086  # lm_args is a list of options
+  OMP_NUM_THREADS=$train_threads $train_cmd $lm_exp/log/train.log python -m justkit.bin.train_lm \
+    --config "$lm_config" --exp "$lm_exp" --train_data dump/lm/train --dev_data dump/lm/dev \
+    --tokenizer data/token/spm.model --device $device $lm_args
+  python -m justkit.bin.average --exp "$lm_exp" --out "$lm_exp/model_avg.pt" --by loss
+  grep -h "dev_ppl" $lm_exp/log/train.log | tail -n 1 || true
+  stage_time 10 $t0
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  t0=$(date +%s)
+  [ "$(model_mode)" = pretrain ] && { log "stage 11: $exp is a pretrain model: nothing to decode"; exit 0; }
+  device=cpu; [ "$ngpu" -ge 1 ] && device=cuda
+  tune=$exp/lm_tune_$lm_tag
+  log "stage 11: LM weights '$lm_weights' (internal LM '$ilm_weights') on dev -> $tune; the best on the test sets"
+  # shellcheck disable=SC2086
+  python -m justkit.bin.tune_lm_weight --exp "$exp" --lm_dir "$lm_exp" --lm_weights "$lm_weights" \
+    --ilm_weights "$ilm_weights" --config "$decode_config" --device $device --out "$tune" $decode_args \
+    dump/packed/dev.jsonl
+  cat "$tune/wer.txt"
+  read -r lm_w ilm_w < <(python -c 'import sys, yaml; t = yaml.safe_load(open(sys.argv[1]))["tune"]; print(t["lm_weight"], t["ilm_weight"])' "$tune/best.yaml")
+  # shellcheck disable=SC2086
+  python -m justkit.bin.decode --config "$decode_config" --model "$exp/model_avg.pt" --device $device \
+    --exp "$exp" --lm_dir "$lm_exp" $decode_args --decode.methods "[beam]" --decode.lm_weight "$lm_w" \
+    --decode.ilm_weight "$ilm_w" $(for s in $test_sets; do echo dump/packed/$s.jsonl; done)
+  python -m justkit.bin.score --exp "$exp" --langs "$langs" --command "$cmdline"
+  cat "$exp/RESULTS.md"
+  stage_time 11 $t0
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  t0=$(date +%s)
+  log "stage 12: pack $exp with the LM $lm_exp -> $exp/model"
+  read -r lm_w ilm_w < <(python -c 'import sys, yaml; t = yaml.safe_load(open(sys.argv[1]))["tune"]; print(t["lm_weight"], t["ilm_weight"])' "$exp/lm_tune_$lm_tag/best.yaml")
+  python -m justkit.bin.pack_model --onnx "$exp" "$exp/model" --lm_dir "$lm_exp" --lm_weight "$lm_w" --ilm_weight "$ilm_w"
+  stage_time 12 $t0
 fi

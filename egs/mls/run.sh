@@ -5,6 +5,7 @@
 #            --token_config conf/tokenizer_paper.yaml --ngpu 8 --nj 32
 #   ./run.sh --stage 6 --stop_stage 8 --config conf/train_baseline_mini.yaml
 #   ./run.sh --langs "en pl" --labelled_subset 9h
+#   ./run.sh --stage 9 --use_lm true                # + LM text, LM training, LM-fused decoding, packing (9-12)
 # Stage 1 (local/data.sh) is this recipe's own; stages 2-8 are the shared ./asr.sh
 # (a link to ../TEMPLATE/asr.sh: ./asr.sh --help lists every option it takes).
 set -euo pipefail

@@ -26,18 +26,31 @@ def build_parser() -> cli.Parser:
     return p
 
 
+def _average_last(exp: Path) -> int:
+    """train.average_last of the experiment's config.yaml, an ASR or an LM one (``task: lm``)."""
+    from justkit.config import load_yaml
+
+    raw = load_yaml(exp / "config.yaml")
+    if raw.get("task") == "lm":
+        from justkit.train.lm_task import LMTask
+
+        return LMTask.from_dict(raw, str(exp / "config.yaml")).train.average_last
+    from justkit.experiment import Experiment
+
+    return Experiment.load(exp).train.average_last
+
+
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a, _ = build_parser().parse(argv)
     from justkit.config import ConfigError
-    from justkit.experiment import Experiment
     from justkit.train.checkpoint import (CheckpointError, average_checkpoints, best_steps, checkpoint_step,
                                           list_checkpoints)
 
     exp = Path(a.exp)
     setup_logging(exp / "log" / "average.log")
     num = a.num if a.num is not None else (
-        Experiment.load(exp).train.average_last if (exp / "config.yaml").is_file() else 5)
+        _average_last(exp) if (exp / "config.yaml").is_file() else 5)
     if num < 1:
         raise ConfigError(f"--num must be >= 1, got {num}")
     ckpts = list_checkpoints(exp / "checkpoints")

@@ -26,6 +26,8 @@ def build_parser() -> cli.Parser:
     p.add_argument("--tokenizer", default="", help="sentencepiece model (default: the experiment's)")
     p.add_argument("--cmvn", default="", help="global CMVN stats (default: the experiment's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--lm_dir", default="", help="an LM (exp/lm_<tag> or its model_avg.pt) for beam search: "
+                   "--decode.lm_weight W fuses it (decode_beamlm_<set>), --decode.lm_mode rescore rescores")
     p.add_argument("sets", nargs="+", help="packed test sets dump/packed/<set>.jsonl")
     return p
 
@@ -60,15 +62,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model, _ = load_model(model_path, device)
     tok = Tokenizer(tok_path)
     check_vocab(tok, model.cfg.vocab_size, model_path)
+    lm = None
+    if args.lm_dir:
+        from justkit.models.lm import load_lm
+
+        lm, _, lm_path = load_lm(args.lm_dir, device, vocab_size=model.cfg.vocab_size)
+        log.info("LM %s: weight %g, internal-LM weight %g, %s", lm_path, cfg.lm_weight, cfg.ilm_weight, cfg.lm_mode)
+    cfg.fusion(lm)   # a weight without an LM: one line now, not after the greedy pass
     log.info("model %s on %s; tokenizer %s; cmvn %s; methods %s; greedy %s; beam %s",
              model_path, device, tok_path, cmvn or "none", cfg.methods, cfg.greedy, cfg.beam)
     for path in args.sets:
         name = Path(path).name
         set_name = name[: -len(".jsonl")] if name.endswith(".jsonl") else Path(path).stem
         ds = PackedDataset(path, cmvn=cmvn or None, fbank=fbank)
-        outs = decode_dataset(model, ds, cfg, device, desc=set_name)
+        outs = decode_dataset(model, ds, cfg, device, desc=set_name, lm=lm)
         for method, res in outs.items():
-            out_dir = exp / f"decode_{method}_{set_name}"
+            out_dir = exp / f"decode_{cfg.method_name(method, lm is not None)}_{set_name}"
             write_decode_dir(out_dir, ds, res, tok.decode)
             log.info("%s: %d utterances, RTF %.4f -> %s", set_name, len(res.hyps), res.rtf, out_dir)
     return 0

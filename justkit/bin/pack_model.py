@@ -18,6 +18,9 @@ def build_parser() -> cli.Parser:
     p.add_argument("out", help="output directory, e.g. exp/<tag>/model")
     p.add_argument("--weights", default="", help="model file to pack (default: <exp>/model_avg.pt)")
     cli.add_bool(p, "onnx", False, "also export encoder/decoder/joiner to <out>/onnx/ (ONNX Runtime)")
+    p.add_argument("--lm_dir", default="", help="also pack this LM (exp/lm_<tag>) into <out>/lm/ for beam search")
+    p.add_argument("--lm_weight", type=float, default=0.0, help="its shallow-fusion weight (the dev-tuned one)")
+    p.add_argument("--ilm_weight", type=float, default=0.0, help="its internal-LM subtraction weight")
     return p
 
 
@@ -28,7 +31,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from justkit.models.package import pack_model
 
     setup_logging()
-    pack_model(a.exp, a.out, a.weights or None, onnx=a.onnx)
+    pack_model(a.exp, a.out, a.weights or None, onnx=a.onnx, lm_dir=a.lm_dir or None,
+               lm_weight=a.lm_weight, ilm_weight=a.ilm_weight)
     return 0
 
 

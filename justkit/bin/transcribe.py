@@ -28,6 +28,9 @@ def build_parser() -> cli.Parser:
     p.add_argument("--ctm", default="", help="write word-piece start times here (<id> 1 <start> <dur> <piece>; greedy only)")
     p.add_argument("--method", default="greedy", choices=("greedy", "beam"), help="search")
     p.add_argument("--beam_size", type=int, default=4, help="beam search width")
+    p.add_argument("--lm_dir", default="", help="an LM (exp/lm_<tag>) for beam search (default: the packed model's lm/, if any)")
+    p.add_argument("--lm_weight", type=float, default=None, help="its shallow-fusion weight (default: the packed one, else 0)")
+    p.add_argument("--ilm_weight", type=float, default=None, help="internal-LM subtraction weight (default: the packed one, else 0)")
     p.add_argument("--batch_size", type=int, default=8, help="utterances decoded together")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return p
@@ -76,7 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.batch_size < 1:
         p.error("--batch_size must be >= 1")
     items = collect(a.inputs, a.wav_scp)
-    s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size)
+    s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, a.lm_dir or None,
+                               a.lm_weight, a.ilm_weight)
     lines: List[str] = []
     ctm: List[str] = []
     failed = 0

@@ -616,6 +616,46 @@ def download_language(
     return find_language_dir(root, lang)
 
 
+def lm_archive_name(lang: str) -> str:
+    """``mls_lm_polish.tar.gz``: the language's LM resources (``mls_lm_polish/data.txt``, the book
+    text of the train books, one sentence a line, plus 3/5-gram ARPA models justkit does not use)."""
+    return f"mls_lm_{lang_name(lang)}.tar.gz"
+
+
+def find_lm_text(mls_root: str | Path, lang: str) -> Path:
+    """``<mls_root>/mls_lm_<language>/data.txt``; MLSError naming the path when it is missing or empty."""
+    path = Path(mls_root) / lm_archive_name(lang)[: -len(".tar.gz")] / "data.txt"
+    if not path.is_file():
+        raise MLSError(f"{path}: no LM text for language {lang}; download it with --download true "
+                       f"({MLS_BASE_URL}/{lm_archive_name(lang)}) or point --mls_root at the directory that holds it")
+    if path.stat().st_size == 0:
+        raise MLSError(f"{path}: the LM text of language {lang} is empty")
+    return path
+
+
+def download_lm(lang: str, mls_root: str | Path, base_url: str = MLS_BASE_URL, md5: Optional[str] = None,
+                keep_archive: bool = False, config: DownloadConfig | dict | None = None,
+                verify_md5: bool = True) -> Path:
+    """Download and extract ``mls_lm_<language>.tar.gz`` into ``mls_root`` as :func:`download_language`
+    does the audio (resumable ``.part`` file, md5 from ``md5sum.txt`` unless given, atomic
+    extraction); returns the path of its ``data.txt``. Already extracted: returned as is."""
+    root = Path(mls_root)
+    name = lm_archive_name(lang)
+    top = name[: -len(".tar.gz")]
+    if not (root / top).is_dir():
+        archive = root / name
+        url = f"{base_url}/{name}"
+        if md5 is None:
+            md5 = official_md5(name, base_url, required=verify_md5)
+        log.info("downloading %s -> %s", url, archive)
+        download_file(url, archive, md5=md5, config=config, progress=_progress_logger(name))
+        log.info("extracting %s -> %s/%s", archive, root, top)
+        extract_tar(archive, root, top)
+        if not keep_archive:
+            archive.unlink()
+    return find_lm_text(root, lang)
+
+
 def _progress_logger(name: str):
     state = {"next": 0}
 

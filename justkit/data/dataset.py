@@ -2,9 +2,7 @@
 applies global CMVN and SpecAugment."""
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import kaldiio

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np

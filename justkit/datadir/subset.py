@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping
 
-from justkit.config import from_dict
 from justkit.datadir.tables import UTT_TABLES, DataDir, DataDirError, iter_table, utt2spk_to_spk2utt
 from justkit.fileio import atomic_write_text
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,6 +16,7 @@ from justkit.datadir.tables import write_table
 from justkit.data.dataset import PackedDataset
 from justkit.data.loader import Collate
 from justkit.decode.beam import BeamConfig, beam_search
+from justkit.decode.fusion import Fusion, check_weight, rescore_nbest
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.decode.hyp import Hypothesis, check_model
 from justkit.fileio import atomic_write_text
@@ -24,6 +25,7 @@ from justkit.progress import ProgressLog
 log = logging.getLogger(__name__)
 
 METHODS = ("greedy", "beam")
+LM_MODES = ("fusion", "rescore")
 FRAME_SHIFT_SEC = 0.01   # fbank hop: audio duration = frames x 10 ms
 
 
@@ -36,8 +38,16 @@ class DecodeConfig:
     max_batch_frames: int = 40000     # padded feature frames per batch at most
     greedy: GreedyConfig = field(default_factory=GreedyConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
+    # An external LM (justkit.bin.decode --lm_dir) in the beam search (justkit.decode.fusion):
+    lm_weight: float = 0.0            # shallow-fusion weight of the LM (0: the LM is not used)
+    ilm_weight: float = 0.0           # internal-LM subtraction weight (0: none)
+    lm_mode: str = "fusion"           # fusion: inside the search; rescore: the beam's n-best re-ranked after it
 
     def __post_init__(self) -> None:
+        self.lm_weight = check_weight("decode.lm_weight", self.lm_weight)
+        self.ilm_weight = check_weight("decode.ilm_weight", self.ilm_weight)
+        if self.lm_mode not in LM_MODES:
+            raise ValueError(f"decode.lm_mode must be one of {LM_MODES}, got {self.lm_mode!r}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"decode.methods: unknown {bad or 'empty list'}; choose from {list(METHODS)}")
@@ -47,6 +57,21 @@ class DecodeConfig:
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "DecodeConfig":
         return from_dict(cls, d, "decode")
+
+    def method_name(self, method: str, with_lm: bool) -> str:
+        """The name of ``method``'s decode dirs: ``beam`` with an LM becomes ``beamlm`` whatever its
+        weight (a dev-tuned weight of 0 is still that method's result), ``beamlmilm`` with
+        internal-LM subtraction, ``resc`` appended when rescoring; ``beamilm`` without an LM.
+        Scoring reads the name back (no underscore)."""
+        if method != "beam" or not (with_lm or self.ilm_weight > 0):
+            return method
+        name = "beam" + ("lm" if with_lm else "") + ("ilm" if self.ilm_weight > 0 else "")
+        return name + ("resc" if self.lm_mode == "rescore" else "")
+
+    def fusion(self, lm: Any = None):
+        """The :class:`justkit.decode.fusion.Fusion` of these settings with ``lm`` (a weight > 0
+        without an LM is a FusionError)."""
+        return Fusion(lm, self.lm_weight, self.ilm_weight)
 
 
 def make_batches(lengths: Sequence[int], batch_size: int, max_batch_frames: int) -> List[List[int]]:
@@ -100,14 +125,16 @@ def check_finite(enc: torch.Tensor, utts: Sequence[str], source: str = "") -> No
 @torch.no_grad()
 def decode_dataset(
     model: Any, dataset: PackedDataset, cfg: DecodeConfig, device: str | torch.device = "cpu",
-    desc: str = "decode", progress: bool = True,
+    desc: str = "decode", progress: bool = True, lm: Any = None,
 ) -> Dict[str, SetOutput]:
     """Run every method of ``cfg`` on ``dataset``; the encoder runs once per batch and its time
     counts towards every method's real-time factor (as if each method ran alone). ``progress``:
-    a log line every 10 s (utterances done, x real time)."""
+    a log line every 10 s (utterances done, x real time). ``lm``: an external LM
+    (``justkit.models.lm``) that beam search fuses (or rescores with) by ``cfg.lm_weight``."""
     check_model(model)
     device = torch.device(device)
     model.eval()
+    fusion = cfg.fusion(lm)
     collate = Collate()
     lengths = dataset.lengths
     batches = make_batches(lengths, cfg.batch_size, cfg.max_batch_frames)
@@ -127,7 +154,7 @@ def decode_dataset(
             if m == "greedy":
                 out = greedy_search(model, enc, enc_lens, cfg.greedy)
             else:
-                out = beam_search(model, enc, enc_lens, cfg.beam)
+                out = run_beam(model, enc, enc_lens, cfg, fusion)
             _sync(device)
             secs[m] += t_enc + time.perf_counter() - t1
             for utt, h in zip(batch["utts"], out):
@@ -138,6 +165,14 @@ def decode_dataset(
         prog.finish()
     audio = int(np.sum(lengths, dtype=np.int64)) * FRAME_SHIFT_SEC
     return {m: SetOutput(hyps[m], secs[m], audio) for m in cfg.methods}
+
+
+def run_beam(model: Any, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: DecodeConfig, fusion) -> List[Hypothesis]:
+    """Beam search as ``cfg`` says: with the LM fused, or with its n-best rescored afterwards."""
+    if cfg.lm_mode == "rescore" and fusion.active:
+        wide = replace(cfg.beam, nbest=max(cfg.beam.nbest, cfg.beam.beam_size))
+        return rescore_nbest(model, beam_search(model, enc, enc_lens, wide), fusion, cfg.beam.length_norm)
+    return beam_search(model, enc, enc_lens, cfg.beam, fusion)
 
 
 def write_decode_dir(

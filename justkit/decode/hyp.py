@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 
@@ -14,12 +14,25 @@ State = Any
 
 @dataclass
 class Hypothesis:
-    """One search result: token ids (no blanks) and the search's total log-probability."""
+    """One search result: token ids (no blanks) and the transducer's total log-probability.
+
+    With an external LM (``justkit.decode.fusion``): ``lm_score`` and ``ilm_score`` are the LM's and
+    the internal LM's log-probabilities of ``tokens`` and ``fused`` the score the search ranked by
+    (``score + lm_weight * lm_score - ilm_weight * ilm_score``); without one ``fused`` is None.
+    """
 
     tokens: List[int]
     score: float
     nbest: List["Hypothesis"] = field(default_factory=list)  # beam search: all final beam entries
     frames: List[int] = field(default_factory=list)  # greedy: the encoder frame that emitted each token
+    lm_score: float = 0.0
+    ilm_score: float = 0.0
+    fused: Optional[float] = None
+
+    @property
+    def total(self) -> float:
+        """The score the search ranked by: ``fused`` with an LM, else ``score``."""
+        return self.score if self.fused is None else self.fused
 
 
 def state_index(state: State, index: torch.Tensor) -> State:

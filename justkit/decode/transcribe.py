@@ -18,10 +18,12 @@ import torch
 from justkit.data.dataset import resolve_cmvn
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
+from justkit.decode.fusion import Fusion
 from justkit.decode.greedy import GreedyConfig, greedy_search
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import load_checkpoint, model_from_config
+from justkit.models.lm import LMError, load_lm
 from justkit.models.modeldir import locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
 
@@ -45,9 +47,17 @@ class Speech2Text:
 
     def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
                  device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
-                 greedy: Optional[GreedyConfig] = None) -> None:
+                 greedy: Optional[GreedyConfig] = None, fusion: Optional[Fusion] = None) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.fusion = fusion
+        if fusion is not None and fusion.lm is not None:
+            if fusion.lm.vocab_size != model.cfg.vocab_size:
+                raise LMError(f"the LM's vocabulary has {fusion.lm.vocab_size} pieces, the ASR model's "
+                              f"{model.cfg.vocab_size}: an LM must be trained on the ASR model's tokenizer")
+            fusion.lm.to(device).eval()
+            if method != "beam":
+                log.warning("an LM is given but --method %s: only beam search uses it", method)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -61,8 +71,11 @@ class Speech2Text:
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
-                 beam_size: int = 4) -> "Speech2Text":
-        """Load the model of a packed model directory or of an experiment directory."""
+                 beam_size: int = 4, lm_dir: str | Path | None = None, lm_weight: Optional[float] = None,
+                 ilm_weight: Optional[float] = None) -> "Speech2Text":
+        """Load the model of a packed model directory or of an experiment directory. Beam search
+        fuses an LM: ``lm_dir`` (exp/lm_<tag>), else the packed directory's ``lm/``, with the weights
+        given, else those packed with it (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``)."""
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
         model = model_from_config(files.config, str(files.weights))
@@ -71,7 +84,15 @@ class Speech2Text:
         check_vocab(tok, model.cfg.vocab_size, str(files.weights))
         fbank = FbankConfig.from_dict(files.fbank)
         cmvn = resolve_cmvn(files.cmvn) if files.cmvn else None
-        return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size))
+        fusion = None
+        packed = files.fusion or {}
+        lm_src = lm_dir or files.lm
+        if lm_src or ilm_weight:
+            lm = load_lm(lm_src, device, vocab_size=model.cfg.vocab_size)[0] if lm_src else None
+            default = packed if not lm_dir else {}
+            fusion = Fusion(lm, default.get("lm_weight", 0.0) if lm_weight is None else lm_weight,
+                            default.get("ilm_weight", 0.0) if ilm_weight is None else ilm_weight)
+        return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion)
 
     # ------------------------------------------------------------------ front end
     def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
@@ -104,7 +125,7 @@ class Speech2Text:
         if self.method == "greedy":
             hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
         else:
-            hyps = beam_search(self.model, enc, enc_lens, self.beam)
+            hyps = beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
         out = []
         for h in hyps:
             pieces = [self.tokenizer.id_to_piece(t) for t in h.tokens]

@@ -13,6 +13,7 @@ from justkit.config import load_yaml
 from justkit.errors import JustkitError
 
 FILES = ("model.pt", "config.yaml", "spm.model", "fbank.yaml")
+FUSION_FILE = "fusion.yaml"   # lm/fusion.yaml: the fusion weights a packed LM came with
 
 
 class ModelDirError(JustkitError, ValueError):
@@ -28,6 +29,8 @@ class ModelFiles:
     tokenizer: Path
     cmvn: Optional[Path]
     fbank: dict             # FbankConfig fields
+    lm: Optional[Path] = None   # a packed LM (lm/model.pt) and the fusion weights it came with
+    fusion: Optional[dict] = None
 
 
 def locate(path: str | Path) -> ModelFiles:
@@ -41,9 +44,14 @@ def locate(path: str | Path) -> ModelFiles:
         if missing:
             raise ModelDirError(f"{d}: packed model directory lacks {missing}")
         cfg = load_yaml(d / "config.yaml")
+        lm = d / "lm" / "model.pt"
+        fusion = None
+        if lm.is_file():
+            fusion = (load_yaml(d / "lm" / FUSION_FILE).get("fusion") or {}) if (d / "lm" / FUSION_FILE).is_file() else {}
         return ModelFiles(d / "model.pt", cfg, d / "spm.model",
                           d / "cmvn.ark" if (d / "cmvn.ark").is_file() else None,
-                          load_yaml(d / "fbank.yaml").get("fbank") or {})
+                          load_yaml(d / "fbank.yaml").get("fbank") or {},
+                          lm if lm.is_file() else None, fusion)
     if (d / "config.yaml").is_file():
         # Read as a plain dict: the experiment's paths are all decoding needs.
         cfg = load_yaml(d / "config.yaml")

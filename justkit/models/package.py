@@ -8,6 +8,7 @@
 <dir>/fbank.yaml    the front end (fbank: section; 16 kHz input)
 <dir>/README.md     the model card: languages, data, configuration, results, revision, usage
 <dir>/onnx/         encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt (justkit.models.onnx)
+<dir>/lm/           with --lm_dir: model.pt (the LM, justkit.models.lm), fusion.yaml (the weights beam search uses)
 ```
 ``justkit.decode.transcribe.Speech2Text.from_dir`` and ``justkit.bin.transcribe`` read it (through
 ``justkit.models.modeldir.locate``); an experiment directory (``exp/<tag>``, with ``config.yaml`` and
@@ -24,7 +25,8 @@ from justkit.config import ConfigError, dump_yaml
 from justkit.experiment import Experiment
 from justkit.fileio import atomic_open, atomic_torch_save, atomic_write_text
 from justkit.models.factory import CheckpointError, build_model, load_checkpoint
-from justkit.models.modeldir import FILES, ModelDirError, ModelFiles, locate  # noqa: F401 (importable from here too)
+from justkit.models.lm import check_weight, load_lm
+from justkit.models.modeldir import FILES, FUSION_FILE, ModelDirError, ModelFiles, locate  # noqa: F401 (importable from here too)
 from justkit.models.onnx import export_onnx
 from justkit.provenance import git_revision
 
@@ -57,8 +59,22 @@ def _data_summary(jsonl: str) -> dict:
     return out
 
 
-def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name: str) -> str:
-    """README.md of a packed model."""
+def lm_card(lm_path: Path, lm_config: dict, num_params: int, fusion: dict) -> str:
+    """The model card's section on the packed LM: which LM, and the weights its results used."""
+    m = lm_config.get("model", {})
+    paths = lm_config.get("paths", {})
+    return ("\n## Language model\n\n"
+            f"`lm/model.pt`: a token-level {m.get('arch', '?').upper()} LM (`justkit.models.lm`), "
+            f"{num_params / 1e6:.2f}M parameters, {m.get('num_layers')} x {m.get('hidden_dim')}, over the same "
+            f"{m.get('vocab_size')} word pieces; from `{lm_path}`, trained on `{paths.get('train', '?')}` "
+            f"(dev `{paths.get('dev', '') or 'none'}`). Beam search fuses it with `lm_weight` "
+            f"{fusion['lm_weight']:g} and internal-LM weight {fusion['ilm_weight']:g} (`lm/{FUSION_FILE}`; "
+            "chosen on dev); the `beamlm` results above used it with these weights (other `beamlm*` rows, "
+            "if any, with their own), `greedy` and `beam` did not.\n")
+
+
+def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name: str, lm_section: str = "") -> str:
+    """README.md of a packed model (``lm_section``: :func:`lm_card` of a packed LM)."""
     m, paths = config["model"], config.get("paths", {})
     loss = config.get("loss") or {}
     rnnt = loss.get("rnnt") or {}
@@ -88,6 +104,8 @@ def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name
         text = results.read_text(encoding="utf-8")
         i, j = text.find("## WER"), text.find("## CER")
         lines.append("\n## Results (from RESULTS.md)\n\n" + (text[i:j].replace("## WER", "Test WER (%):") if i >= 0 else ""))
+    if lm_section:
+        lines.append(lm_section)
     lines.append(f"\n## Provenance\n\njustkit revision `{revision}`.\n")
     lines.append(
         "\n## Use\n\n"
@@ -105,9 +123,11 @@ def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name
 
 
 def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | None = None,
-               onnx: bool = False) -> Path:
+               onnx: bool = False, lm_dir: str | Path | None = None, lm_weight: float = 0.0,
+               ilm_weight: float = 0.0) -> Path:
     """Write the model directory of experiment ``exp_dir`` (its ``model_avg.pt`` unless
-    ``weights``) to ``out_dir``; with ``onnx`` also export ``out_dir/onnx/``. Returns ``out_dir``."""
+    ``weights``) to ``out_dir``; with ``onnx`` also export ``out_dir/onnx/``; with ``lm_dir`` (an
+    LM over the same vocabulary) also ``out_dir/lm/`` and the fusion weights. Returns ``out_dir``."""
     exp_dir, out = Path(exp_dir), Path(out_dir)
     exp = Experiment.load(exp_dir)
     wpath = Path(weights) if weights else exp_dir / "model_avg.pt"
@@ -125,7 +145,18 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{wpath}: weights do not fit the model of {exp_dir}/config.yaml: {e}") from e
+    lm_section = ""
+    if lm_dir:
+        fusion = {"lm_weight": check_weight("lm_weight", lm_weight), "ilm_weight": check_weight("ilm_weight", ilm_weight)}
+        lm, lm_config, lm_path = load_lm(lm_dir, vocab_size=exp.model.vocab_size)
+        lm_section = lm_card(lm_path, lm_config, sum(p.numel() for p in lm.parameters()), fusion)
     out.mkdir(parents=True, exist_ok=True)
+    if lm_dir:
+        (out / "lm").mkdir(exist_ok=True)
+        atomic_torch_save({"model": lm.state_dict(), "config": lm_config, "step": 0, "epoch": 0}, out / "lm" / "model.pt")
+        dump_yaml({"fusion": {**fusion, "lm": str(lm_path)}}, out / "lm" / FUSION_FILE)
+    elif (out / "lm").is_dir():   # an LM packed before into this directory is not this model's any more
+        shutil.rmtree(out / "lm")
     config = exp.to_dict()
     atomic_torch_save({"model": model.state_dict(), "config": config, "step": ckpt.get("step", 0),
                        "epoch": ckpt.get("epoch", 0), "averaged_from": ckpt.get("averaged_from", [])},
@@ -136,7 +167,7 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
         _copy(Path(exp.paths.cmvn), out / "cmvn.ark")
     dump_yaml({"fbank": fb}, out / "fbank.yaml")
     n = sum(p.numel() for p in model.parameters())
-    atomic_write_text(out / "README.md", model_card(exp_dir, config, n, git_revision(), exp_dir.name))
+    atomic_write_text(out / "README.md", model_card(exp_dir, config, n, git_revision(), exp_dir.name, lm_section))
     if onnx:
         export_onnx(out, out / "onnx")
     log.info("packed %s (%s) -> %s", exp_dir, wpath.name, out)

@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import importlib.util
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -528,3 +529,43 @@ def test_has_words_agrees_with_normalize():
     for text in cases:
         for lang in ("en", "nl"):
             assert has_words(text, lang) == (normalize(text, lang) != ""), (text, lang)
+
+
+def test_lm_text_download_resumes_verifies_md5_and_prepares_without_dev_test(tmp_path):
+    """mls_lm_<language>.tar.gz: fetched as the audio is (resume, md5, atomic extraction), then
+    normalised with the transcripts' normaliser and every dev/test sentence removed."""
+    from justkit.bin.prepare_lm_text import main as prepare_main
+    from justkit.corpora.mls import download_lm, find_lm_text
+
+    dev_pl = (CORPUS / "mls_polish_opus" / "dev" / "transcripts.txt").read_text(encoding="utf-8").splitlines()
+    dev_sentences = [line.split("\t", 1)[1] for line in dev_pl]
+    lines = ["Pierwsze zdanie, z interpunkcją!", dev_sentences[0].upper() + ".", "", "drugie zdanie"] * 50
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("mls_lm_polish/data.txt", "\n".join(lines).encode()), ("mls_lm_polish/3-gram_lm.arpa", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = buf.getvalue()
+    md5 = hashlib.md5(blob).hexdigest()
+    root = tmp_path / "mls"
+    with pytest.raises(MLSError, match=r"mls_lm_polish/data\.txt: no LM text for language pl"):
+        find_lm_text(root, "pl")
+    files = {"mls_lm_polish.tar.gz": blob, "md5sum.txt": f"{md5}  mls_lm_polish.tar.gz\n".encode()}
+    with _Server(files, cut_first_at=len(blob) // 2) as srv:
+        path = download_lm("pl", root, base_url=srv.url, config={"retry_wait_s": 0})
+    assert [r for n, r in srv.requests if n.endswith(".tar.gz")] == [None, f"bytes={len(blob) // 2}-"]
+    assert path == root / "mls_lm_polish" / "data.txt" and not (root / "mls_lm_polish.tar.gz").exists()
+    dev = tmp_path / "data" / "dev"
+    dev.mkdir(parents=True)
+    (dev / "text").write_text(f"pl_1 {dev_sentences[0]}\n", encoding="utf-8")
+    (dev / "utt2lang").write_text("pl_1 pl\n")
+    out = tmp_path / "data" / "lm_train"
+    assert prepare_main(["--mls_root", str(root), "--langs", "pl", "--exclude", str(dev), str(out)]) == 0
+    text = [line.split(" ", 1)[1] for line in (out / "text").read_text(encoding="utf-8").splitlines()]
+    assert text == ["pierwsze zdanie z interpunkcją", "drugie zdanie"] * 50
+    assert json.loads((out / "stats.json").read_text())["pl"] == {"kept": 100, "excluded": 50, "empty": 50}
+    (root / "mls_lm_polish" / "data.txt").write_text("")
+    with pytest.raises(MLSError, match="is empty"):
+        find_lm_text(root, "pl")
+    assert prepare_main(["--source", f"pl={tmp_path / 'none.txt'}", str(out)]) == 2   # one line, exit 2

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import DecodeConfig, make_batches
@@ -233,6 +234,29 @@ def test_decode_cli_writes_decode_dirs(tmp_path, model_config):
             assert sorted(scores) == utts and all(float(v) <= 0 for v in scores.values())
             assert (d / "utt2lang").read_text().split() == [x for u in utts for x in (u, lang_of[u])]
             assert float((d / "rtf.txt").read_text().split()[0]) > 0
+    # with an LM (--lm_dir): beam search fused into decode_beamlm_<set>, rescoring into decode_beamlmresc_<set>;
+    # the dev grid of tune_lm_weight picks the weight with the lowest dev WER
+    from justkit.bin.tune_lm_weight import main as tune
+    from justkit.models.lm import LMConfig, TokenLM
+
+    lm = TokenLM(LMConfig(vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=8, num_layers=1))
+    (tmp_path / "lm").mkdir()
+    atomic_torch_save({"model": lm.state_dict(), "config": {"task": "lm", "model": vars(lm.cfg)}, "step": 0,
+                       "epoch": 0}, tmp_path / "lm" / "model_avg.pt")
+    common = ["--model", str(tmp_path / "model_avg.pt"), "--exp", str(exp), str(tmp_path / "test_en.jsonl"),
+              "--decode.beam.beam_size", "2", "--decode.methods", "[beam]"]
+    assert main(common + ["--lm_dir", str(tmp_path / "lm"), "--decode.lm_weight", "0.3"]) == 0
+    assert main(common + ["--lm_dir", str(tmp_path / "lm"), "--decode.lm_weight", "0.3", "--decode.lm_mode", "rescore"]) == 0
+    for name in ("beamlm", "beamlmresc"):
+        assert (exp / f"decode_{name}_test_en" / "hyp.txt").read_text().split()[0] == "en1"
+    assert main(common + ["--decode.lm_weight", "0.3"]) == 2            # a weight but no LM
+    assert main(common + ["--lm_dir", str(tmp_path / "lm"), "--decode.lm_weight", "-1"]) == 2
+    assert tune(["--exp", str(exp), "--model", str(tmp_path / "model_avg.pt"), "--lm_dir", str(tmp_path / "lm"),
+                 "--lm_weights", "0 0.5", "--decode.beam.beam_size", "2", str(tmp_path / "test_en.jsonl")]) == 0
+    rows = [line.split() for line in (exp / "lm_tune_lm" / "wer.txt").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["0", "0.5"]
+    best = yaml.safe_load((exp / "lm_tune_lm" / "best.yaml").read_text())["tune"]
+    assert best["dev_wer"] == min(float(r[2]) for r in rows)
     # a bad packed file is a clear error naming it, and nothing is written for it
     (tmp_path / "test_bad.jsonl").write_text('{"utt": "x"}\n')
     rc = main(["--model", str(tmp_path / "model_avg.pt"), "--tokenizer", str(tmp_path / "token/spm.model"),

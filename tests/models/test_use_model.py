@@ -5,13 +5,14 @@ small experiment directory by hand, so that each piece is checked on its own and
 """
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from justkit.config import dump_yaml
 from justkit.datadir.tables import read_table
@@ -19,7 +20,7 @@ from justkit.experiment import Experiment
 from justkit.fileio import atomic_torch_save
 from justkit.frontend.cmvn import accumulate, write_cmvn
 from justkit.frontend.fbank import FbankConfig, compute_fbank
-from justkit.models.just import JUSTConfig, JUSTModel
+from justkit.models.just import JUSTModel
 from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
 TEXTS = {"en": [("en1", "the cat sat"), ("en2", "a dog ran"), ("en3", "the dog sat")],
@@ -170,3 +171,77 @@ def test_onnx_greedy_equals_pytorch_greedy(experiment, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx/encoder.onnx")).metadata_props}
     assert meta["model_type"] == "justkit_transducer_lstm" and meta["blank_id"] == "0"
     assert (tmp_path / "onnx/tokens.txt").read_text().splitlines()[0] == "<blk> 0"
+
+
+def _lm_dir(path: Path, vocab: int, seed: int = 0) -> Path:
+    """exp/lm_<tag> as LM training leaves it: model_avg.pt whose config says task: lm."""
+    from justkit.models.lm import LMConfig, TokenLM
+
+    torch.manual_seed(seed)
+    lm = TokenLM(LMConfig(vocab_size=vocab, embed_dim=16, hidden_dim=16, num_layers=1, dropout=0.0))
+    with torch.no_grad():
+        lm.out.weight.mul_(6.0)   # an opinionated LM, so that fusing it changes the search
+    path.mkdir(parents=True)
+    cfg = {"task": "lm", "model": vars(lm.cfg), "data": {}, "train": {"max_steps": 1},
+           "paths": {"train": "dump/lm/train", "dev": "dump/lm/dev"}}
+    atomic_torch_save({"model": lm.state_dict(), "config": cfg, "step": 1, "epoch": 0}, path / "model_avg.pt")
+    return path
+
+
+def test_lm_round_trips_through_pack_model_and_transcribe(experiment, tmp_path):
+    """An LM packed with the model (lm/, fusion weights, model card) is what Speech2Text and the
+    transcribe CLI fuse by default, and gives what fusing the LM's own directory gives."""
+    from justkit.bin.pack_model import main as pack
+    from justkit.bin.transcribe import main as transcribe
+    from justkit.decode.transcribe import Speech2Text
+
+    vocab = experiment["model"].cfg.vocab_size
+    lm_dir = _lm_dir(tmp_path / "lm_x", vocab)
+    out = tmp_path / "packed"
+    assert pack([str(experiment["exp"]), str(out), "--lm_dir", str(lm_dir), "--lm_weight", "0.8",
+                 "--ilm_weight", "0.1"]) == 0
+    assert (out / "lm" / "model.pt").is_file()
+    fusion = yaml.safe_load((out / "lm" / "fusion.yaml").read_text())["fusion"]
+    assert fusion["lm_weight"] == 0.8 and fusion["ilm_weight"] == 0.1
+    card = (out / "README.md").read_text()
+    assert "## Language model" in card and "`lm_weight` 0.8" in card and str(lm_dir / "model_avg.pt") in card
+    packed = Speech2Text.from_dir(out, method="beam", beam_size=3)
+    direct = Speech2Text.from_dir(experiment["exp"], method="beam", beam_size=3, lm_dir=lm_dir,
+                                  lm_weight=0.8, ilm_weight=0.1)
+    plain = Speech2Text.from_dir(experiment["exp"], method="beam", beam_size=3)
+    assert packed.fusion.lm_weight == 0.8 and packed.fusion.ilm_weight == 0.1
+    batch = [sf.read(p, dtype="float32") for p in experiment["audio"].values()]
+    got, want, base = (s.transcribe(batch) for s in (packed, direct, plain))
+    assert [r.text for r in got] == [r.text for r in want]
+    assert [r.score for r in got] == [r.score for r in want]
+    assert [r.text for r in got] != [r.text for r in base], "the LM changed nothing: the test would be vacuous"
+    hyp = tmp_path / "hyp.txt"
+    audio = [str(p) for p in experiment["audio"].values()]
+    assert transcribe(["--model_dir", str(out), "--method", "beam", "--beam_size", "3", "--out", str(hyp), *audio]) == 0
+    assert list(read_table(hyp, allow_empty_value=True).values()) == [r.text for r in got]
+    # repacking without an LM removes the stale one
+    assert pack([str(experiment["exp"]), str(out)]) == 0
+    assert not (out / "lm").exists() and "## Language model" not in (out / "README.md").read_text()
+
+
+def test_bad_lm_inputs_are_one_line_errors(experiment, tmp_path, capfd):
+    from justkit.bin.pack_model import main as pack
+    from justkit.bin.transcribe import main as transcribe
+
+    vocab = experiment["model"].cfg.vocab_size
+    other = _lm_dir(tmp_path / "lm_other", vocab + 3)
+    wav = str(experiment["audio"]["pl1"])
+    capfd.readouterr()
+    assert pack([str(experiment["exp"]), str(tmp_path / "p"), "--lm_dir", str(other)]) == 2
+    assert f"{vocab + 3} pieces, the ASR model's {vocab}" in capfd.readouterr().err
+    assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(other), wav]) == 2
+    good = _lm_dir(tmp_path / "lm_good", vocab)
+    for bad in ("-0.5", "nan", "inf"):
+        assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(good),
+                           "--lm_weight", bad, wav]) == 2
+        err = capfd.readouterr().err
+        assert "lm_weight must be a finite number >= 0" in err
+    data = (good / "model_avg.pt").read_bytes()
+    (good / "model_avg.pt").write_bytes(data[:-100])
+    assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(good), wav]) == 2
+    assert "unreadable checkpoint" in capfd.readouterr().err

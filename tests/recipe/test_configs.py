@@ -37,6 +37,21 @@ def test_train_config_builds(path):
         assert model.num_parameters()["total"] < 5_000_000
 
 
+LM_CONFIGS = sorted(ROOT.glob("egs/*/conf/lm/*.yaml"))
+
+
+@pytest.mark.parametrize("path", LM_CONFIGS, ids=lambda p: f"{p.parts[-4]}/{p.name}")
+def test_lm_config_builds(path):
+    from justkit.train.lm_task import LMTask
+
+    raw = load_yaml(path)
+    task = LMTask.from_dict({**raw, "model": {**raw["model"], "vocab_size": 64}}, str(path))
+    assert task.train.best_metric == "loss" and not task.train.dev_wer
+    if "paper" not in path.name:
+        assert sum(p.numel() for p in task.build_model().parameters()) < 2_000_000
+    assert {p.name for p in LM_CONFIGS} >= {"lstm_mini.yaml", "lstm_paper.yaml"}
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.glob("egs/*/conf/decode.yaml")), ids=lambda p: p.parts[-3])
 def test_decode_config_builds(path):
     DecodeConfig.from_dict(load_section(path, "decode"))

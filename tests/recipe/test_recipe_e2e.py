@@ -1,4 +1,4 @@
-"""egs/mls/run.sh stages 1-8 end to end on two languages of the embedded mini-MLS corpus.
+"""egs/mls/run.sh stages 1-12 (9-12: --use_lm true) end to end on two languages of the embedded mini-MLS corpus.
 
 The recipe is copied into tmp_path (so the checkout's egs/mls/{data,dump,exp} are left
 alone) and run as a user runs it, with a tiny model trained for a few dozen steps: this
@@ -174,6 +174,30 @@ def test_run_sh_stages_1_to_8(tmp_path):
     utts = sorted(feats)[:8]
     hyps = ort_model.greedy_search([kaldiio.load_mat(str(egs / feats[u])) for u in utts])
     assert [tok.decode(h) for h in hyps] == [got[u] for u in utts]
+
+    # --use_lm true: stages 9-12 (LM text without dev/test sentences, a tiny LM by the trainer, the
+    # dev grid and the fused test decode, the packed model with its LM)
+    r = _run(egs, "--langs", "en pl", "--stage", "9", "--use_lm", "true", "--config", "conf/train_e2e.yaml",
+             "--lm_args", "--model.embed_dim 16 --model.hidden_dim 16 --model.num_layers 1 --train.max_epochs 0 "
+             "--train.max_steps 6 --train.log_interval 2 --train.plots false",
+             "--lm_weights", "0 0.4", "--decode_args", "--decode.beam.beam_size 2")
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-6000:]
+    for s in range(9, 13):
+        assert f"stage {s} done" in log, f"stage {s} did not report\n{log[-3000:]}"
+    lm_text = set(read_table(egs / "data/lm_train/text").values())
+    held = {t for d in ("dev", "test_en", "test_pl") for t in read_table(egs / f"data/{d}/text").values()}
+    assert len(lm_text) > 500 and not lm_text & held
+    assert (egs / "exp/lm_lstm_mini/model_avg.pt").is_file() and "dev_ppl_pl" in (egs / "exp/lm_lstm_mini/train.csv").read_text()
+    tune = yaml.safe_load((exp / "lm_tune_lm_lstm_mini/best.yaml").read_text())["tune"]
+    assert tune["lm_weight"] in (0, 0.4)
+    assert (exp / "decode_beamlm_test_pl/hyp.txt").is_file() and "| beamlm |" in (exp / "RESULTS.md").read_text()
+    assert (model / "lm/model.pt").is_file() and "## Language model" in (model / "README.md").read_text()
+    r = subprocess.run([sys.executable, "-m", "justkit.bin.transcribe", "--model_dir", str(model), "--method", "beam",
+                        "--beam_size", "2", "--wav_scp", str(wav), "--out", str(tmp_path / "hyp_lm.txt")], cwd=egs,
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    assert sorted(read_table(tmp_path / "hyp_lm.txt", allow_empty_value=True)) == sorted(got)
 
     # w2v-BERT pre-training through the recipe: stage 7 averages and skips decoding, stage 8
     # skips scoring; then JUST+finetune from its model_avg.pt (--init) trains and decodes

@@ -242,6 +242,61 @@ def plan_pool(lang: str, seed: int, used_ids: set[str], mini: list[Utt]) -> list
     return utts
 
 
+def grammar_sentences(lex: Lexicon) -> list[str]:
+    """Every sentence the grammar of ``lex`` can make (MIN_WORDS..MAX_WORDS words), sorted."""
+    out = set()
+    for subj in lex.slots["subject"]:
+        for verb in lex.slots["verb"]:
+            for obj in lex.slots["object"]:
+                for adv in [None] + lex.slots["adverb"]:
+                    text = " ".join(p for p in (subj, verb, obj, adv) if p)
+                    if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+                        out.add(text)
+    return sorted(out)
+
+
+def heldout_sentences(lang: str, seed: int) -> set[str]:
+    """The dev and test sentences of ``lang`` in every corpus size this seed can build (a size whose
+    plan the grammar cannot fill builds no corpus, so has no test set to protect)."""
+    held: set[str] = set()
+    for size in SIZES:
+        used_ids: set[str] = set()
+        try:
+            for code in LANG_NAMES:  # every language in order: the ids (and draws) a build makes
+                plan = plan_language(code, size, seed, used_ids)
+                if code == lang:
+                    held.update(u.text for u in plan if u.split in ("dev", "test"))
+        except BuildError:
+            continue
+    return held
+
+
+def lm_sentences(lang: str, seed: int) -> list[str]:
+    """The LM text of ``lang`` (``--size lm``): every sentence of its grammar but the held-out
+    ones (:func:`heldout_sentences`), in a seeded random order."""
+    held = heldout_sentences(lang, seed)
+    text = [t for t in grammar_sentences(load_lexicon(lang)) if t not in held]
+    random.Random(f"mini-mls-lm/{seed}/{lang}").shuffle(text)
+    return text
+
+
+def write_lm_text(lang: str, out: Path, seed: int, force: bool) -> Path:
+    """``<out>/mls_lm_<language>/data.txt`` as the MLS LM archives extract (one sentence a line)."""
+    final = out / f"mls_lm_{LANG_NAMES[lang]}"
+    if final.exists() and not force:
+        raise BuildError(f"{final} exists; pass --force to rebuild it")
+    tmp = out / f".{final.name}.building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    text = lm_sentences(lang, seed)
+    (tmp / "data.txt").write_text("".join(t + "\n" for t in text), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    print(f"{lang}: {len(text)} LM sentences -> {final}/data.txt", file=sys.stderr)
+    return final / "data.txt"
+
+
 def synthesize(job: tuple[str, int, int, str, int, str]) -> tuple[np.ndarray, str]:
     """espeak-ng -> float waveform at 48 kHz with short random silences and a faint noise floor."""
     import torch
@@ -354,11 +409,16 @@ class BuildConfig:
 def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
     """Build every language of ``cfg.langs`` under ``cfg.out``; returns {lang: {utt: seconds}}."""
     out, langs, size, seed = Path(cfg.out), list(cfg.langs), cfg.size, cfg.seed
-    if size not in SIZES and size != "pool":
-        raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES) + ['pool']}")
+    if size not in SIZES and size not in ("pool", "lm"):
+        raise BuildError(f"unknown --size {size!r}; choose from {sorted(SIZES) + ['pool', 'lm']}")
     bad = [l for l in langs if l not in LANG_NAMES]
     if bad:
         raise BuildError(f"unknown language(s) {bad}; choose from {list(LANG_NAMES)}")
+    if size == "lm":  # text only: no espeak-ng needed
+        out.mkdir(parents=True, exist_ok=True)
+        for lang in langs:
+            write_lm_text(lang, out, seed, cfg.force)
+        return {}
     check_espeak()
     out.mkdir(parents=True, exist_ok=True)
     used_ids: set[str] = set()
@@ -387,8 +447,9 @@ def build(cfg: BuildConfig) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=HERE / "corpus", help="corpus root (mls_<language>_opus/ below it)")
-    p.add_argument("--size", default="mini", choices=sorted(SIZES) + ["pool"],
-                   help="utterance counts (see SIZES); pool = the unlabelled pool beside mini (see POOL_FACTOR)")
+    p.add_argument("--size", default="mini", choices=sorted(SIZES) + ["pool", "lm"],
+                   help="utterance counts (see SIZES); pool = the unlabelled pool beside mini (see POOL_FACTOR); "
+                   "lm = LM text (mls_lm_<language>/data.txt): the grammar's sentences but every dev/test one")
     p.add_argument("--langs", default=" ".join(LANG_NAMES), help="space-separated ISO codes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bitrate_kbps", type=float, default=12.0, help="Opus target bitrate")
