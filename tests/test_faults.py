@@ -349,6 +349,73 @@ def test_a_malicious_checkpoint_is_not_executed(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+# ----------------------------------------------------------------------------- 10. second round (issue 21)
+# High 1: unreadable checkpoints
+
+def _ckpts(d: Path, steps=(1, 2, 3)) -> list:
+    from justkit.train.checkpoint import save_checkpoint
+
+    state = {"model": {"w": torch.zeros(1000)}, "config": {}, "optimizer": {}, "scheduler": {}, "sampler": {},
+             "rng": [], "step": 0, "epoch": 0}
+    return [save_checkpoint({**state, "step": s}, d, s) for s in steps]
+
+
+def test_truncated_checkpoints_stop_training_and_are_not_deleted(tmp_path):
+    from justkit.train.checkpoint import CheckpointsUnreadable, load_latest_checkpoint, save_checkpoint
+
+    paths = _ckpts(tmp_path)
+    for p in paths:
+        p.write_bytes(p.read_bytes()[:300])
+    with pytest.raises(CheckpointsUnreadable, match="ckpt-3.pt: truncated or corrupt.*ckpt-1.pt.*--train.restart true"):
+        load_latest_checkpoint(tmp_path)
+    assert all(p.stat().st_size == 300 for p in paths)  # nothing deleted or moved
+    # an explicit restart starts over and keeps the unreadable files aside, where keep_last never looks
+    assert load_latest_checkpoint(tmp_path, restart=True) is None
+    assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == ["ckpt-1.pt", "ckpt-2.pt", "ckpt-3.pt"]
+    for s in (4, 5, 6):
+        save_checkpoint({"model": {}, "config": {}, "step": s}, tmp_path, s, keep_last=1)
+    assert len(list((tmp_path / "unreadable").iterdir())) == 3
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_an_older_good_one(tmp_path):
+    from justkit.train.checkpoint import load_latest_checkpoint
+
+    paths = _ckpts(tmp_path)
+    paths[-1].write_bytes(paths[-1].read_bytes()[:-100])
+    state, path = load_latest_checkpoint(tmp_path)
+    assert path == paths[1] and state["step"] == 2
+    assert (tmp_path / "unreadable/ckpt-3.pt").is_file() and not paths[-1].exists()
+
+
+def test_an_io_error_on_a_checkpoint_is_not_taken_for_corruption(tmp_path, monkeypatch):
+    import errno
+
+    from justkit.train.checkpoint import CheckpointsUnreadable, load_latest_checkpoint
+
+    paths = _ckpts(tmp_path)
+    real = torch.load
+
+    def flaky(f, *a, **k):
+        if str(f).endswith("ckpt-3.pt"):
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(f, *a, **k)
+
+    monkeypatch.setattr(torch, "load", flaky)
+    with pytest.raises(CheckpointsUnreadable, match="ckpt-3.pt: cannot resume from it.*Stale file handle"):
+        load_latest_checkpoint(tmp_path)
+    assert all(p.is_file() for p in paths) and not (tmp_path / "unreadable").exists()
+
+
+def test_stale_temporary_checkpoint_files_are_removed_on_start(tmp_path):
+    from justkit.train.checkpoint import load_latest_checkpoint
+
+    _ckpts(tmp_path, (1,))
+    stale = tmp_path / ".ckpt-2.pt.abc123.tmp"
+    stale.write_bytes(b"x" * 1000)
+    state, _ = load_latest_checkpoint(tmp_path)
+    assert state["step"] == 1 and not stale.exists()
+
+
 # Covered by the tests named here (the fault suite's other cases):
 #   corrupt / missing / zero-length / 1-sample audio, non-UTF-8 and empty transcripts, duplicate ids,
 #     audio without transcript and the reverse: test_mls_prep.py::test_bad_input_reported_and_rest_kept
