@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
@@ -40,6 +41,22 @@ def _fdopen(fd: int, mode: str, encoding: str | None) -> IO:
     return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding=encoding, newline="\n")
 
 
+class OutputError(JustkitError, OSError):
+    """An output path that cannot or must not be written (a directory, an input of the same run, ...)."""
+
+
+def _target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """(the path to replace, its stat or None if absent). A symlink is followed, so the link stays
+    a link and its target gets the new contents."""
+    try:
+        st = os.stat(path)  # follows links
+    except FileNotFoundError:
+        if path.is_symlink():  # a dangling link: write where it points
+            return Path(os.path.realpath(path)), None
+        return path, None
+    return (Path(os.path.realpath(path)) if path.is_symlink() else path), st
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = True) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
@@ -50,10 +67,23 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8",
     rename, so that even a machine crash cannot leave a renamed file without its data;
     ``fsync=False`` skips that (a crash may leave ``path`` empty or short): for callers
     that sync many files at once themselves (``StagedFiles``).
+
+    What is already at ``path`` is respected: a symlink stays a link (its target is replaced),
+    an existing file keeps its permission bits, and a target that is not a regular file
+    (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, never replaced by a file;
+    a directory is an OutputError.
     """
-    path = Path(path)
+    path, st = _target(Path(path))
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: is a directory, cannot write a file there")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, mode) if "b" in mode else open(path, mode, encoding=encoding, newline="\n") as f:
+            yield f
+        return
     fd, tmp = _temp_sibling(path)
     try:
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
         with _fdopen(fd, mode, encoding) as f:
             yield f
             f.flush()
@@ -64,6 +94,39 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8",
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: PathLike, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` cannot be written later: it is a directory, its
+    parent is a file or not writable (a read-only filesystem too). Returns ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a directory")
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink() or parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is not a directory")
+    if path.exists() and not path.is_file():
+        return path  # a device or FIFO: written in place
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: directory {parent} is not writable")
+    try:  # os.access does not see a read-only mount on every system
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test.", delete=True)
+        probe.close()
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot write in {parent} ({e.strerror})") from None
+    return path
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same existing file (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def sync_filesystem(path: PathLike) -> None:
@@ -185,7 +248,15 @@ def lock_dir(directory: PathLike, what: str):
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    f = open(d / ".lock", "a+", encoding="utf-8")
+    try:  # never through a link: truncating it below would truncate whatever it points at
+        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, _MODE)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ELOOP:
+            raise Locked(f"{d / '.lock'}: is a symbolic link; remove it (justkit makes its own lock file)") from None
+        raise
+    f = os.fdopen(fd, "a+", encoding="utf-8")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -47,11 +47,34 @@ class ModelFiles:
     tokenizer: Path
     cmvn: Optional[Path]
     fbank: dict             # FbankConfig fields
+    config_path: Optional[Path] = None  # the config.yaml read
 
 
 def _copy(src: Path, dst: Path) -> None:
     with open(src, "rb") as fi, atomic_open(dst, "wb", encoding=None) as fo:
         shutil.copyfileobj(fi, fo)
+
+
+def _read_config(path: Path) -> dict:
+    cfg = load_yaml(path)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise ModelDirError(f"{path}: empty, or without a model: section (not a justkit experiment config)")
+    return cfg
+
+
+def _named_cmvn(d: Path, cfg: dict) -> Optional[Path]:
+    """The packed dir's cmvn.ark when its config names CMVN statistics (an error when it is
+    missing or not a plain file: decoding without the CMVN the model was trained with would
+    silently give wrong results), else None."""
+    named = (cfg.get("paths") or {}).get("cmvn")
+    p = d / "cmvn.ark"
+    if not named:
+        return None
+    if p.is_symlink() or not p.is_file():
+        what = "a symbolic link" if p.is_symlink() else "missing"
+        raise ModelDirError(f"{p}: {what}, but {d / 'config.yaml'} says the model was trained with CMVN "
+                            f"({named}); a packed model dir holds its own copy (re-run justkit.bin.pack_model)")
+    return p
 
 
 def locate(path: str | Path) -> ModelFiles:
@@ -64,13 +87,14 @@ def locate(path: str | Path) -> ModelFiles:
         missing = [f for f in FILES if not (d / f).is_file()]
         if missing:
             raise ModelDirError(f"{d}: packed model directory lacks {missing}")
-        cfg = load_yaml(d / "config.yaml")
-        return ModelFiles(d / "model.pt", cfg, d / "spm.model",
-                          d / "cmvn.ark" if (d / "cmvn.ark").is_file() else None,
-                          load_yaml(d / "fbank.yaml").get("fbank") or {})
+        cfg = _read_config(d / "config.yaml")
+        fb = load_yaml(d / "fbank.yaml")
+        if not isinstance(fb, dict) or not isinstance(fb.get("fbank"), dict):
+            raise ModelDirError(f"{d / 'fbank.yaml'}: expected an fbank: section")
+        return ModelFiles(d / "model.pt", cfg, d / "spm.model", _named_cmvn(d, cfg), fb["fbank"], d / "config.yaml")
     if (d / "config.yaml").is_file():
         # Read as a plain dict: the experiment's paths are all decoding needs.
-        cfg = load_yaml(d / "config.yaml")
+        cfg = _read_config(d / "config.yaml")
         paths = cfg.get("paths") or {}
         weights = d / "model_avg.pt"
         if not weights.is_file():
@@ -81,8 +105,32 @@ def locate(path: str | Path) -> ModelFiles:
                                 "(run from the recipe directory, or pack the model: justkit.bin.pack_model)")
         fb = Path(paths.get("features") or "") / "conf" / "fbank.yaml"
         fbank = (load_yaml(fb).get("fbank") or {}) if paths.get("features") and fb.is_file() else {}
-        return ModelFiles(weights, cfg, Path(tok), Path(paths["cmvn"]) if paths.get("cmvn") else None, fbank)
+        cmvn = Path(paths["cmvn"]) if paths.get("cmvn") else None
+        if cmvn is not None and not cmvn.is_file():
+            raise ModelDirError(f"{d}/config.yaml: paths.cmvn {cmvn} not found (run from the recipe directory)")
+        return ModelFiles(weights, cfg, Path(tok), cmvn, fbank, d / "config.yaml")
     raise ModelDirError(f"{d}: neither a packed model (model.pt) nor an experiment (config.yaml) directory")
+
+
+FRONTEND_KEYS = ("sample_frequency", "frame_length_ms", "frame_shift_ms", "num_mel_bins", "low_freq", "high_freq")
+
+
+def check_frontend(files: ModelFiles, fbank, feat_dim: int, cmvn=None, recorded: Optional[dict] = None) -> None:
+    """The front end must be the one the model was trained on: fbank's mel bins = the model's
+    input dim = the CMVN dim, and (when the weights record it, as packed models do) the same
+    rate and framing as training. Raises ModelDirError naming the file."""
+    where = files.config_path.parent / "fbank.yaml" if files.config_path and files.weights.name == "model.pt" \
+        else "the experiment's conf/fbank.yaml"
+    if fbank.num_mel_bins != feat_dim:
+        raise ModelDirError(f"{where}: num_mel_bins {fbank.num_mel_bins} but the model takes {feat_dim}-dim features")
+    if cmvn is not None and cmvn[0].shape[0] != feat_dim:
+        raise ModelDirError(f"{files.cmvn}: CMVN statistics of dim {cmvn[0].shape[0]}, the model takes {feat_dim}")
+    if recorded:
+        diff = [k for k in FRONTEND_KEYS if k in recorded and float(recorded[k]) != float(getattr(fbank, k))]
+        if diff:
+            k = diff[0]
+            raise ModelDirError(f"{where}: {k} {getattr(fbank, k):g} but the model was trained with "
+                                f"{float(recorded[k]):g} ({files.weights})")
 
 
 def _data_summary(jsonl: str) -> dict:
@@ -177,15 +225,22 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
     out.mkdir(parents=True, exist_ok=True)
     config = exp.to_dict()
     atomic_torch_save({"model": model.state_dict(), "config": config, "step": ckpt.get("step", 0),
-                       "epoch": ckpt.get("epoch", 0), "averaged_from": ckpt.get("averaged_from", [])},
+                       "epoch": ckpt.get("epoch", 0), "averaged_from": ckpt.get("averaged_from", []),
+                       "fbank": dict(fb)},  # the front end trained with: transcribe checks fbank.yaml against it
                       out / "model.pt")
     dump_yaml(config, out / "config.yaml")
     _copy(tok, out / "spm.model")
     if exp.paths.cmvn:
         _copy(Path(exp.paths.cmvn), out / "cmvn.ark")
+    elif (out / "cmvn.ark").exists() or (out / "cmvn.ark").is_symlink():
+        (out / "cmvn.ark").unlink()  # an earlier pack's: this model has no CMVN
     dump_yaml({"fbank": fb}, out / "fbank.yaml")
     n = sum(p.numel() for p in model.parameters())
     atomic_write_text(out / "README.md", model_card(exp_dir, config, n, git_revision(), exp_dir.name))
+    old_onnx = out / "onnx"
+    if not onnx and (old_onnx.exists() or old_onnx.is_symlink()):
+        old_onnx.unlink() if old_onnx.is_symlink() or not old_onnx.is_dir() else shutil.rmtree(old_onnx)  # an earlier pack's export (maybe another vocabulary): never beside this model
+        log.info("%s: removed the onnx/ export of an earlier pack (pass --onnx to export this model)", out)
     if onnx:
         from justkit.models.onnx import export_onnx
 
