@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -414,6 +415,201 @@ def test_stale_temporary_checkpoint_files_are_removed_on_start(tmp_path):
     stale.write_bytes(b"x" * 1000)
     state, _ = load_latest_checkpoint(tmp_path)
     assert state["step"] == 1 and not stale.exists()
+
+
+# High 6: outputs that are devices, links, inputs; Low: .lock links, unwritable outputs
+
+def test_atomic_writes_keep_fifos_links_and_modes(tmp_path):
+    import threading
+
+    from justkit.fileio import OutputError, atomic_write_text
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    atomic_write_text(fifo, "through the pipe\n")
+    reader.join(10)
+    assert got == ["through the pipe\n"] and fifo.is_fifo()
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    private = tmp_path / "private.txt"
+    private.write_text("old")
+    private.chmod(0o600)
+    atomic_write_text(private, "new")
+    assert private.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(OutputError, match="is a directory"):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path):
+    from justkit.fileio import Locked, lock_dir
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp/.lock").symlink_to(victim)
+    with pytest.raises(Locked, match="symbolic link"):
+        lock_dir(tmp_path / "exp", "training")
+    assert victim.read_text() == "precious\n"
+
+
+from test_use_model import _signal, experiment  # noqa: E402,F401 (a small trained experiment, shared)
+
+
+@pytest.fixture(scope="module")
+def packed(experiment, tmp_path_factory):  # noqa: F811
+    from justkit.models.package import pack_model
+
+    return pack_model(experiment["exp"], tmp_path_factory.mktemp("packed") / "model")
+
+
+def _wav(path: Path, seconds: float, seed: int = 0) -> Path:
+    import soundfile as sf
+
+    sf.write(path, _signal(seed, seconds), 16000, subtype="PCM_16")
+    return path
+
+
+def test_transcribe_refuses_an_output_that_is_an_input_before_decoding(experiment, tmp_path, capfd, monkeypatch):  # noqa: F811
+    from justkit.bin.transcribe import main
+    from justkit.decode import transcribe
+
+    monkeypatch.setattr(transcribe.Speech2Text, "from_dir", classmethod(lambda *a, **k: pytest.fail("decoded")))
+    x = _wav(tmp_path / "x.wav", 1.0)
+    before = x.read_bytes()
+    assert main(["--model_dir", str(experiment["exp"]), str(x), "--out", str(x)]) == 2
+    assert "is also an input" in capfd.readouterr().err and x.read_bytes() == before
+    scp = tmp_path / "s"
+    scp.write_text(f"a {x}\n")
+    (tmp_path / "alias").symlink_to(scp)
+    assert main(["--model_dir", str(experiment["exp"]), "--wav_scp", str(scp), "--out", str(tmp_path / "alias")]) == 2
+    assert "--wav_scp" in capfd.readouterr().err and scp.read_text() == f"a {x}\n"
+    # an output that cannot be written fails now, not after decoding everything
+    (tmp_path / "afile").write_text("")
+    assert main(["--model_dir", str(experiment["exp"]), str(x), "--out", str(tmp_path / "afile/hyp.txt")]) == 2
+    assert "is not a directory" in capfd.readouterr().err
+    assert main(["--model_dir", str(experiment["exp"]), str(x), "--ctm", str(tmp_path)]) == 2
+    assert "is a directory" in capfd.readouterr().err
+
+
+def test_transcribe_names_a_too_short_file_and_transcribes_the_others(experiment, tmp_path, capfd):  # noqa: F811
+    from justkit.bin.transcribe import main
+    from justkit.datadir.tables import read_table
+
+    good = _wav(tmp_path / "good.wav", 1.5)
+    tiny = _wav(tmp_path / "tiny.wav", 0.02)    # under one 25 ms frame: no features at all
+    short = _wav(tmp_path / "short.wav", 0.06)  # 4 frames: fewer than the subsampling needs
+    out = tmp_path / "hyp.txt"
+    rc = main(["--model_dir", str(experiment["exp"]), str(tiny), str(short), str(good), "--out", str(out)])
+    err = capfd.readouterr().err
+    assert rc == 2 and "tiny.wav" in err and "shorter than one 25 ms frame" in err
+    assert "short: 4 frames" in err and "empty hypothesis" in err
+    hyp = read_table(out, allow_empty_value=True)
+    assert sorted(hyp) == ["good", "short"] and hyp["short"] == ""
+
+
+def test_long_audio_is_decoded_in_bounded_pieces(experiment, tmp_path):  # noqa: F811
+    from justkit.decode.transcribe import Speech2Text
+
+    s2t = Speech2Text.from_dir(experiment["exp"], max_segment_s=4.0, batch_size=2)
+    x = np.concatenate([_signal(k, 2.5) if k % 2 == 0 else np.zeros(8000, np.float32) for k in range(9)])  # 14.5 s
+    seen = []
+    enc = s2t.model.encode
+    s2t.model.encode = lambda f, lens: (seen.append(tuple(f.shape)), enc(f, lens))[1]
+    feats = s2t.features(x, 16000)
+    pieces = s2t.segments(feats)
+    assert len(pieces) >= 4 and pieces[0][0] == 0 and pieces[-1][1] == feats.shape[0]
+    assert all(b == c for (_, b), (c, _) in zip(pieces, pieces[1:])) and all(e - s <= 400 for s, e in pieces)
+    r = s2t.transcribe([(x, 16000)])[0]
+    assert max(t for _, t, _ in seen) <= 400 and max(b for b, _, _ in seen) <= 2
+    assert r.times == sorted(r.times) and (not r.times or r.times[-1] <= 14.5)
+    whole = Speech2Text.from_dir(experiment["exp"], max_segment_s=0)
+    assert whole.segments(feats) == [(0, feats.shape[0])]
+
+
+@pytest.mark.parametrize("opts,msg", [(["--beam_size", "512"], "beam_size must be in \\[1, 64\\]"),
+                                      (["--beam_size", "0"], "beam_size must be in"),
+                                      (["--device", "cuda:7"], "--device cuda:7")])
+def test_transcribe_options_out_of_range_are_one_line_errors(experiment, tmp_path, capfd, opts, msg):  # noqa: F811
+    from justkit.bin.transcribe import main
+
+    if opts[0] == "--device" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    x = _wav(tmp_path / "x.wav", 1.0)
+    assert main(["--model_dir", str(experiment["exp"]), str(x), "--method", "beam", *opts]) == 2
+    err = capfd.readouterr().err
+    assert re.search(msg, err) and "Traceback" not in err
+
+
+# Medium/Low: a packed model dir whose parts do not fit together
+
+def _copy_pack(packed, tmp_path) -> Path:
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(packed, d, symlinks=True)
+    return d
+
+
+@pytest.mark.parametrize("damage,msg", [
+    ("no_cmvn", "cmvn.ark: missing, but .*config.yaml says the model was trained with CMVN"),
+    ("cmvn_link", "cmvn.ark: a symbolic link"),
+    ("d_model", "weights do not fit the model .*config.yaml describes"),
+    ("empty_config", "config.yaml: empty, or without a model: section"),
+    ("mel40", "num_mel_bins 40 but the model takes 80-dim features"),
+    ("rate8k", "sample_frequency 8000 but the model was trained with 16000"),
+])
+def test_a_model_dir_whose_parts_do_not_fit_is_refused(packed, tmp_path, damage, msg):
+    import yaml
+
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.errors import JustkitError
+
+    d = _copy_pack(packed, tmp_path)
+    if damage == "no_cmvn":
+        (d / "cmvn.ark").unlink()
+    elif damage == "cmvn_link":
+        (d / "cmvn.ark").rename(tmp_path / "elsewhere.ark")
+        (d / "cmvn.ark").symlink_to(tmp_path / "nowhere.ark")
+    elif damage == "d_model":
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg["model"]["d_model"] = 2 * cfg["model"]["d_model"]
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    elif damage == "empty_config":
+        (d / "config.yaml").write_text("")
+    else:
+        fb = yaml.safe_load((d / "fbank.yaml").read_text())
+        fb["fbank"].update(num_mel_bins=40) if damage == "mel40" else fb["fbank"].update(sample_frequency=8000)
+        (d / "fbank.yaml").write_text(yaml.safe_dump(fb))
+    with pytest.raises(JustkitError, match=msg):
+        Speech2Text.from_dir(d)
+
+
+def test_a_cmvn_of_another_dimension_is_refused(packed, tmp_path):
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.frontend.cmvn import accumulate, write_cmvn
+    from justkit.models.package import ModelDirError
+
+    d = _copy_pack(packed, tmp_path)
+    write_cmvn(d / "cmvn.ark", accumulate([np.random.default_rng(0).standard_normal((50, 40)).astype(np.float32)]))
+    with pytest.raises(ModelDirError, match="CMVN statistics of dim 40, the model takes 80"):
+        Speech2Text.from_dir(d)
+
+
+def test_packing_over_an_old_model_dir_removes_its_onnx_export(experiment, packed, tmp_path):  # noqa: F811
+    from justkit.models.package import pack_model
+
+    d = _copy_pack(packed, tmp_path)
+    (d / "onnx").mkdir()
+    (d / "onnx/tokens.txt").write_text("<blk> 0\nother 1\n")
+    pack_model(experiment["exp"], d)
+    assert not (d / "onnx").exists() and (d / "model.pt").is_file()
 
 
 # Covered by the tests named here (the fault suite's other cases):
