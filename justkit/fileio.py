@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -225,14 +226,46 @@ def is_pipe(spec) -> bool:
     return s.endswith("|") or s.startswith("|")
 
 
+class NotRegularFile(JustkitError, ValueError):
+    """A data file or option names a device, FIFO or directory where a regular file was expected."""
+
+
+_RX_OFFSET = re.compile(r"^(.*):(\d+)(\[[^\]]*\])?$")
+
+
+def spec_path(spec) -> str:
+    """The file of a Kaldi rxspecifier (``path``, ``path:offset``, ``path:offset[slice]``)."""
+    s = str(spec).strip()
+    m = _RX_OFFSET.match(s)
+    return m.group(1) if m else s
+
+
+def refuse_special(spec, where: str) -> str:
+    """``spec`` unchanged, unless the file it names exists and is not a regular file: a read of
+    ``/dev/zero`` never ends and a FIFO blocks forever, so justkit reads regular files only."""
+    path = spec_path(spec)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return spec  # missing: the reader's own error names it
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise NotRegularFile(f"{where}: {str(spec).strip()!r}: {path} is {kind}; justkit reads regular files only")
+    return spec
+
+
 def refuse_pipe(spec: str, where: str) -> str:
     """``spec`` unchanged, unless it is a Kaldi "extended filename" that runs a command
     (``cmd |`` or ``| cmd``): kaldiio would execute it. justkit reads files only, unless the
-    user opts in with JUSTKIT_ALLOW_PIPES=1 (docs/trust.md)."""
-    if is_pipe(spec) and os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
-        raise PipeRefused(f"{where}: {str(spec).strip()!r} is a shell command, not a file; justkit does not run commands "
-                       "from data files or options (set JUSTKIT_ALLOW_PIPES=1 to allow it; docs/trust.md)")
-    return spec
+    user opts in with JUSTKIT_ALLOW_PIPES=1 (docs/trust.md). A spec naming a device, FIFO or
+    directory is refused too (:func:`refuse_special`)."""
+    if is_pipe(spec):
+        if os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
+            raise PipeRefused(f"{where}: {str(spec).strip()!r} is a shell command, not a file; justkit does not run "
+                              "commands from data files or options (set JUSTKIT_ALLOW_PIPES=1 to allow it; docs/trust.md)")
+        return spec
+    return refuse_special(spec, where)
 
 
 class Locked(JustkitError, RuntimeError):

@@ -612,6 +612,106 @@ def test_packing_over_an_old_model_dir_removes_its_onnx_export(experiment, packe
     assert not (d / "onnx").exists() and (d / "model.pt").is_file()
 
 
+# High 4-5: audio whose header or rate would take unbounded memory; Medium: FIFOs and devices
+
+def test_odd_sample_rates_resample_with_a_bounded_kernel(tmp_path):
+    import soundfile as sf
+
+    from justkit.frontend.resample import get_resampler, output_length, reduced_rates, resample
+    from justkit.frontend.shards import fly_samples
+    from justkit.frontend.fbank import FbankConfig
+
+    for sr in (44101, 47999, 7919, 176089, 192001):
+        o, n = reduced_rates(sr, 16000)
+        assert max(o, n) <= 1000 and abs((n / o) / (16000 / sr) - 1) < 6e-4
+        assert get_resampler(sr, 16000).kernel.numel() < 2_000_000  # < 8 MB (the exact kernel: 5.7 GB)
+    assert reduced_rates(44100, 16000) == (441, 160) and reduced_rates(48000, 16000) == (3, 1)  # exact as before
+    t = np.arange(44101 * 2) / 44101
+    x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    sf.write(tmp_path / "odd.wav", x, 44101)
+    y = fly_samples(str(tmp_path / "odd.wav"), "u1", FbankConfig())
+    assert len(y) == output_length(len(x), 44101, 16000)
+    ref = np.sin(2 * np.pi * 440 * np.arange(len(y)) / 16000)
+    assert np.abs(y[200:-200] - ref[200:-200]).max() < 0.02  # the same tone, not just the length
+    assert np.array_equal(resample(x[:1000], 44100, 16000), resample(x[:1000], 44100, 16000))
+
+
+def _flac_claiming(path: Path, total: int) -> Path:
+    import soundfile as sf
+
+    sf.write(path, np.zeros(16000, np.float32), 16000)
+    b = bytearray(path.read_bytes())
+    i = 8 + 13  # STREAMINFO: the total sample count is the last 36 bits of bytes 13-17
+    b[i] = (b[i] & 0xF0) | ((total >> 32) & 0x0F)
+    b[i + 1 : i + 5] = (total & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_an_audio_header_claiming_huge_lengths_is_refused_before_reading(tmp_path):
+    from justkit.frontend.audio import AudioError, audio_info, load_audio
+
+    big = _flac_claiming(tmp_path / "big.flac", 2**36 - 1)
+    with pytest.raises(AudioError, match="big.flac: utterance u1: its header claims 68719476735 frames"):
+        load_audio(big, "u1")
+    with pytest.raises(AudioError, match="its header claims"):
+        audio_info(big, "u1")
+    lie = _flac_claiming(tmp_path / "lie.flac", 2**28)  # under the cap, but not in a few KB
+    with pytest.raises(AudioError, match="impossible in .* bytes"):
+        load_audio(lie, "u2")
+
+
+def test_one_huge_header_is_one_bad_utterance_in_stage_2(tmp_path):
+    import soundfile as sf
+
+    from justkit.frontend.shards import resample_shard
+
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(8000, np.float32), 16000)
+    big = _flac_claiming(tmp_path / "big.flac", 2**36 - 1)
+    (tmp_path / "wav.scp").write_text(f"a {big}\nb {good}\n")
+    wav, dur, bad = resample_shard(tmp_path / "wav.scp", str(tmp_path / "out"), 16000)
+    assert list(wav) == ["b"] and [b.utt for b in bad] == ["a"] and "header claims" in bad[0].reason
+
+
+def test_fifos_and_devices_are_not_read(tmp_path):
+    from justkit.data.dataset import PackedDataError, PackedDataset
+    from justkit.fileio import NotRegularFile
+    from justkit.frontend.audio import AudioError, load_audio
+    from justkit.frontend.cmvn import compute_cmvn_stats
+
+    fifo = tmp_path / "a.wav"
+    os.mkfifo(fifo)
+    t0 = time.time()
+    with pytest.raises(AudioError, match="a.wav: utterance u1: not a regular file"):
+        load_audio(fifo, "u1")
+    (tmp_path / "feats.scp").write_text("u1 /dev/zero:0\n")
+    with pytest.raises(NotRegularFile, match="feats.scp: utterance u1: '/dev/zero:0': /dev/zero is a device"):
+        compute_cmvn_stats(tmp_path / "feats.scp")
+    ds = PackedDataset([{"utt": "u1", "feats": "/dev/zero:0", "num_frames": 3, "tokens": [], "lang": "en",
+                         "labelled": False, "text": ""}])
+    with pytest.raises((NotRegularFile, PackedDataError), match="u1.*/dev/zero is a device"):
+        ds.load_feats(0)
+    assert time.time() - t0 < 20
+
+
+def test_a_wav_cut_short_behind_an_intact_header_is_reported(tmp_path, caplog):
+    import logging
+
+    import soundfile as sf
+
+    from justkit.frontend.audio import load_audio
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    data = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        load_audio(tmp_path / "a.wav", "whole")
+        assert not caplog.text
+        x, _ = load_audio(tmp_path / "cut.wav", "u1")
+    assert len(x) < 8000 and "cut.wav: utterance u1: read 7989 of the 16000 frames its header announces" in caplog.text
+
+
 # Covered by the tests named here (the fault suite's other cases):
 #   corrupt / missing / zero-length / 1-sample audio, non-UTF-8 and empty transcripts, duplicate ids,
 #     audio without transcript and the reverse: test_mls_prep.py::test_bad_input_reported_and_rest_kept
