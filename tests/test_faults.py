@@ -712,6 +712,89 @@ def test_a_wav_cut_short_behind_an_intact_header_is_reported(tmp_path, caplog):
     assert len(x) < 8000 and "cut.wav: utterance u1: read 7989 of the 16000 frames its header announces" in caplog.text
 
 
+# High 2-3: utterances too short for the model, transcripts too long for their audio
+
+def _fbank_dir(tmp_path: Path, utts: dict) -> Path:
+    """A stage-3 dir: ``utts`` = {id: (frames, transcript)}."""
+    import kaldiio
+
+    d = tmp_path / "fbank" / "train"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    feats = {u: rng.standard_normal((n, 80)).astype(np.float32) for u, (n, _) in sorted(utts.items())}
+    kaldiio.save_ark(str(d / "feats.ark"), feats, scp=str(d / "feats.scp"))
+    for name, f in (("text", lambda u: utts[u][1]), ("utt2num_frames", lambda u: utts[u][0]), ("utt2lang", lambda u: "en")):
+        (d / name).write_text("".join(f"{u} {f(u)}\n" for u in sorted(utts)))
+    return d
+
+
+def test_stage5_drops_and_lists_utterances_the_model_cannot_train_on(experiment, tmp_path, capfd):  # noqa: F811
+    from justkit.bin.pack_examples import main
+    from justkit.data.dataset import read_packed
+
+    d = _fbank_dir(tmp_path, {"a_good": (150, "the cat sat"), "b_short": (4, "the cat"),
+                              "c_long": (245, " ".join(["the dog ran a cat sat"] * 100)), "d_dense": (100, "the dog ran a cat sat")})
+    out = tmp_path / "packed/train.jsonl"
+    tok = str(experiment["dir"] / "token/spm.model")
+    assert main(["--tokenizer", tok, str(d), str(out)]) == 0
+    assert [e["utt"] for e in read_packed(out)] == ["a_good", "d_dense"]
+    bad = {line.split()[1]: line for line in (tmp_path / "packed/train.bad_utts.txt").read_text().splitlines()}
+    assert sorted(bad) == ["b_short", "c_long"]
+    assert "too short: 4 frames (0.04 s), the model's subsampling needs at least 7" in bad["b_short"]
+    assert re.search(r"transcript too long: \d+ tokens for 60 encoder frames", bad["c_long"])
+    assert main(["--tokenizer", tok, "--max_tokens_per_second", "12", str(d), str(out)]) == 0
+    assert [e["utt"] for e in read_packed(out)] == ["a_good"]
+    assert "too dense" in (tmp_path / "packed/train.bad_utts.txt").read_text()
+
+
+def test_training_skips_a_too_short_row_with_one_warning(tmp_path, caplog):
+    import logging
+
+    from justkit.data.loader import DataConfig, build_loader
+
+    rows = [{"utt": f"u{i}", "feats": "x.ark:1", "num_frames": n, "tokens": [1], "lang": "en", "labelled": True,
+             "text": "a"} for i, n in enumerate([100, 4, 120, 6, 90])]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING):
+        loader = build_loader(DataConfig(max_frames=1000), tmp_path / "p.jsonl", None)
+    assert sorted(loader.dataset.utts) == ["u0", "u2", "u4"]
+    assert caplog.text.count("shorter than the 7 frames") == 1 and "e.g. u1" in caplog.text
+
+
+def test_decoding_gives_a_too_short_utterance_an_empty_hypothesis(experiment, tmp_path, caplog):  # noqa: F811
+    import logging
+
+    import kaldiio
+
+    from justkit.data.dataset import PackedDataset
+    from justkit.decode.decoder import DecodeConfig, decode_dataset
+
+    feats = {"long": experiment["feats"]["en1"], "tiny": experiment["feats"]["en2"][:4]}
+    kaldiio.save_ark(str(tmp_path / "f.ark"), feats, scp=str(tmp_path / "f.scp"))
+    scp = dict(line.split(None, 1) for line in (tmp_path / "f.scp").read_text().splitlines())
+    ds = PackedDataset([{"utt": u, "feats": scp[u], "num_frames": f.shape[0], "tokens": [1], "lang": "en",
+                         "labelled": True, "text": "a"} for u, f in feats.items()])
+    with caplog.at_level(logging.WARNING):
+        out = decode_dataset(experiment["model"], ds, DecodeConfig(methods=["greedy", "beam"]), progress=False)
+    for m in ("greedy", "beam"):
+        assert out[m].hyps["tiny"].tokens == [] and "long" in out[m].hyps
+    assert "utterance tiny: 4 frames is shorter than the 7 frames the model needs" in caplog.text
+
+
+def test_torchaudio_rnnt_accepts_logits_padded_beyond_the_longest_lengths():
+    from justkit.losses.rnnt import rnnt_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, 6, 5, generator=g)           # T and U+1 padded beyond the batch maxima
+    targets = torch.randint(1, 5, (2, 5), generator=g)
+    t_lens, u_lens = torch.tensor([7, 5]), torch.tensor([3, 2])
+    a = rnnt_loss(logits, targets, t_lens, u_lens, backend="torchaudio", reduction="none")
+    b = rnnt_loss(logits[:, :7, :4].contiguous(), targets[:, :3], t_lens, u_lens, backend="torchaudio", reduction="none")
+    assert torch.allclose(a, b)
+    c = rnnt_loss(logits, targets, t_lens, u_lens, backend="numba", reduction="none")
+    assert torch.allclose(a, c, atol=1e-4)
+
+
 # Covered by the tests named here (the fault suite's other cases):
 #   corrupt / missing / zero-length / 1-sample audio, non-UTF-8 and empty transcripts, duplicate ids,
 #     audio without transcript and the reverse: test_mls_prep.py::test_bad_input_reported_and_rest_kept
