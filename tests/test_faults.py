@@ -795,6 +795,57 @@ def test_torchaudio_rnnt_accepts_logits_padded_beyond_the_longest_lengths():
     assert torch.allclose(a, c, atol=1e-4)
 
 
+# Low: configs and options that ended in a traceback
+
+@pytest.fixture(scope="module")
+def train_set(experiment):  # noqa: F811
+    from justkit.text.tokenizer import Tokenizer
+    from test_use_model import TEXTS
+
+    d = experiment["dir"]
+    scp = dict(line.split(None, 1) for line in (d / "fbank/feats.scp").read_text().splitlines())
+    tok = Tokenizer(d / "token/spm.model")
+    texts = dict(x for v in TEXTS.values() for x in v)
+    rows = [{"utt": u, "feats": scp[u], "num_frames": experiment["feats"][u].shape[0], "tokens": tok.encode(texts[u]),
+             "lang": "en", "labelled": True, "text": texts[u]} for u in sorted(scp)]
+    (d / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = d / "c.yaml"
+    cfg.write_text(f"include: [{ROOT / 'egs/TEMPLATE/conf/model/tiny.yaml'}]\nmodel: {{mode: supervised, "
+                   f"vocab_size: {tok.vocab_size}}}\ntrain: {{max_steps: 1, plots: false, tensorboard: false}}\n"
+                   "data: {max_frames: 2000}\n")
+    return ["--config", str(cfg), "--train_data", str(d / "p.jsonl"), "--tokenizer", str(d / "token/spm.model"),
+            "--cmvn", str(d / "fbank/cmvn.ark"), "--feats_dir", str(d / "fbank")]
+
+
+@pytest.mark.parametrize("opts,msg", [
+    (["--train.optim.peak_lr", "nan"], "train.optim.peak_lr must be a finite number > 0, got nan"),
+    (["--train.optim.peak_lr", "inf"], "train.optim.peak_lr must be a finite number > 0, got inf"),
+    (["--train.optim.betas", "[2, 3]"], r"train.optim.betas must be in \[0, 1\)"),
+    (["--model.conformer.num_heads", "3"], "model.d_model 32 is not divisible by model.conformer.num_heads 3"),
+    (["--model.conformer.dropout", "1.5"], r"model.conformer: dropout must be in \[0, 1\), got 1.5"),
+    (["--data.max_frames", "50"], "data.max_frames=50: no utterance fits in a batch"),
+    (["--init", "MODEL", "--model.d_model", "64"], "train.init: the pre-trained encoder does not fit"),
+    (["--device", "cuda"], "--device cuda: this machine has no CUDA device"),
+    (["--config", "EMPTY"], "EMPTY.yaml"),
+])
+def test_bad_training_configs_are_one_line_errors(experiment, train_set, tmp_path, capfd, opts, msg):  # noqa: F811
+    from justkit.bin.train import main
+
+    if opts[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "EMPTY.yaml").write_text("")
+    opts = [str(experiment["exp"] / "model_avg.pt") if o == "MODEL" else str(tmp_path / "EMPTY.yaml") if o == "EMPTY"
+            else o for o in opts]
+    import logging
+
+    for h in list(logging.getLogger().handlers):  # handlers of earlier tests write to their captured stderr
+        logging.getLogger().removeHandler(h)
+    rc = main(train_set + ["--exp", str(tmp_path / "exp"), *opts])
+    err = capfd.readouterr().err
+    assert rc == 2 and re.search(msg, err) and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "exp/checkpoints").exists() or not list((tmp_path / "exp/checkpoints").glob("ckpt-*"))
+
+
 # Covered by the tests named here (the fault suite's other cases):
 #   corrupt / missing / zero-length / 1-sample audio, non-UTF-8 and empty transcripts, duplicate ids,
 #     audio without transcript and the reverse: test_mls_prep.py::test_bad_input_reported_and_rest_kept

@@ -41,8 +41,11 @@ def _check_file(path: Path, utt: Optional[str]) -> os.stat_result:
         raise AudioError(path, utt, f"cannot stat file ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(path, utt, "is a directory, not an audio file")
+    if stat.S_ISFIFO(st.st_mode) and os.environ.get("JUSTKIT_ALLOW_PIPES") == "1":
+        return st  # a named pipe, allowed with pipes (docs/trust.md)
     if not stat.S_ISREG(st.st_mode):  # a FIFO blocks forever, /dev/zero never ends
-        raise AudioError(path, utt, "not a regular file (a FIFO or device); justkit reads regular files only")
+        raise AudioError(path, utt, "not a regular file (a FIFO or device); justkit reads regular files only "
+                                    "(JUSTKIT_ALLOW_PIPES=1 allows FIFOs)")
     if st.st_size == 0:
         raise AudioError(path, utt, "empty file (0 bytes)")
     return st
@@ -67,7 +70,7 @@ def _check_header(path: Path, utt: Optional[str], info, size: int) -> None:
     if total > MAX_SAMPLES:
         raise AudioError(path, utt, f"its header claims {frames} frames x {channels} channels, more than the "
                                     f"{MAX_SAMPLES} samples justkit reads from one file (split it first)")
-    if total > size * MAX_SAMPLES_PER_BYTE:
+    if size and total > size * MAX_SAMPLES_PER_BYTE:
         raise AudioError(path, utt, f"its header claims {frames} frames x {channels} channels, impossible in "
                                     f"{size} bytes (corrupt header)")
 
@@ -197,7 +200,7 @@ def load_audio(
     except MemoryError:
         raise AudioError(path, utt, "too large to read into memory") from None
     num, channels = data.shape
-    declared = _wav_declared_frames(path)
+    declared = _wav_declared_frames(path) if stat.S_ISREG(st.st_mode) else None
     if declared is not None and num < declared:  # libsndfile reads a cut WAV as shorter audio, silently
         log.warning("%s: %sread %d of the %d frames its header announces (the file is cut short?)",
                     path, f"utterance {utt}: " if utt else "", num, declared)
