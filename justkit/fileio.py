@@ -272,10 +272,11 @@ class Locked(JustkitError, RuntimeError):
     """Another process holds the lock of a directory this one would write."""
 
 
-def lock_dir(directory: PathLike, what: str):
+def lock_dir(directory: PathLike, what: str, busy: str | None = None):
     """Take the exclusive lock ``<directory>/.lock`` for the life of this process (an open file
     the caller keeps); a second process gets a Locked error naming the holder. The lock is
-    released when the process ends, however it ends (flock)."""
+    released when the process ends, however it ends (flock). ``busy``: the message when it is held
+    (default: "<what> is already running")."""
     import fcntl
     import time
 
@@ -296,7 +297,7 @@ def lock_dir(directory: PathLike, what: str):
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise Locked(f"{d}: {what} is already running ({holder}); wait for it to end or kill it") from None
+        raise Locked(f"{d}: {busy or what + ' is already running'} ({holder}); wait for it to end or kill it") from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -8,6 +8,7 @@
 #   7 average + decode -> exp/<tag>/decode_*/   8 score -> exp/<tag>/RESULTS.md (+ paper table)
 set -euo pipefail
 cmdline="$0 $*"           # recorded in RESULTS.md
+. utils/stop_tree.sh      # a signal to this script stops all it started (utils/run.py, jobs, training)
 
 stage=1
 stop_stage=8
@@ -61,6 +62,12 @@ Options (default):
 . ./path.sh
 . ./cmd.sh
 
+# Stages are numbers 1-8 with stop_stage >= stage: anything else would run nothing and exit 0.
+[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] && [ "$stage" -ge 1 ] && [ "$stop_stage" -le 8 ] \
+  && [ "$stop_stage" -ge "$stage" ] || {
+  echo "$0: --stage $stage --stop_stage $stop_stage: stages are 1-8 and --stop_stage must not be below --stage" >&2; exit 2; }
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2; }
+[[ "$ngpu" =~ ^[0-9]+$ ]] || { echo "$0: --ngpu must be a number of GPUs (0 = CPU), got '$ngpu'" >&2; exit 2; }
 [ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
 [ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
 [ -n "$tag" ] || tag=$(basename "$config" .yaml)

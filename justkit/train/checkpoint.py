@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from justkit.errors import JustkitError
 from justkit.fileio import atomic_torch_save
 from justkit.models.factory import REQUIRED_KEYS, CheckpointError, load_checkpoint  # noqa: F401 (re-exported)
 
@@ -40,6 +41,10 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
         if m and p.is_file():
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
+
+
+class CheckpointWriteError(JustkitError, OSError):
+    """A checkpoint could not be written (disk full, quota, file-size limit); nothing was replaced."""
 
 
 class CheckpointsUnreadable(CheckpointError):
@@ -164,7 +169,18 @@ def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int
     """Write ``state`` to ``ckpt-<step>.pt`` atomically, then keep only the newest ``keep_last``
     and those of ``keep_steps`` (e.g. the best on the dev set). ``keep_last <= 0`` keeps all."""
     path = checkpoint_path(ckpt_dir, step)
-    atomic_torch_save(state, path)
+    try:
+        atomic_torch_save(state, path)
+    except (OSError, RuntimeError) as e:
+        # a full disk, a quota, a file-size limit (torch's zip writer reports a short write as a
+        # RuntimeError): the user's to fix, not a bug; the older checkpoints are untouched
+        if isinstance(e, RuntimeError) and "writ" not in str(e):
+            raise
+        older = [p.name for p in list_checkpoints(ckpt_dir)]
+        raise CheckpointWriteError(
+            f"{path}: cannot write the checkpoint ({type(e).__name__}: {' '.join(str(e).split())}); nothing "
+            f"was replaced{' (' + ', '.join(older[-3:]) + ' intact)' if older else ''}; free space and re-run "
+            f"to resume") from e
     if keep_last > 0:
         keep = {int(s) for s in keep_steps}
         for old in list_checkpoints(ckpt_dir)[:-keep_last]:
