@@ -323,10 +323,12 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))
 try:
     save_checkpoint({{"model": {{"w": torch.zeros(1000000)}}, "step": 2, "epoch": 0, "config": {{}}}}, {str(tmp_path)!r}, 2)
 except (OSError, RuntimeError) as e:  # torch's zip writer may report the short write as either
-    print("failed as expected:", type(e).__name__)
+    print("failed as expected:", type(e).__name__, e)
 """
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     assert "failed as expected" in r.stdout, r.stdout + r.stderr
+    # a one-line user error (exit status 2 from a command), naming the file and what is intact
+    assert "failed as expected: CheckpointWriteError" in r.stdout and "ckpt-1.pt intact" in r.stdout, r.stdout
     from justkit.train.checkpoint import list_checkpoints, load_checkpoint
 
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-1.pt"]
@@ -844,6 +846,120 @@ def test_bad_training_configs_are_one_line_errors(experiment, train_set, tmp_pat
     err = capfd.readouterr().err
     assert rc == 2 and re.search(msg, err) and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "exp/checkpoints").exists() or not list((tmp_path / "exp/checkpoints").glob("ckpt-*"))
+
+
+# Medium/Low: recipe scripts, jobs, locks, tables
+
+def test_a_signal_to_a_recipe_script_stops_everything_it_started(tmp_path):
+    assert ". utils/stop_tree.sh" in (ROOT / "egs/TEMPLATE/asr.sh").read_text()
+    script = tmp_path / "recipe.sh"
+    job = ("from justkit.fileio import lock_dir; import os, sys, time; l = lock_dir('exp' + sys.argv[1], 'training'); "
+           "open('pid.' + sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
+    script.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\n. {ROOT}/utils/stop_tree.sh\n"
+                      f"{PY} {ROOT}/utils/run.py JOB=1:2 log/j.JOB.log {PY} -c \"{job}\" JOB\necho finished\n")
+    script.chmod(0o755)
+    p = subprocess.Popen([str(script)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not all((tmp_path / f"pid.{j}").is_file() for j in (1, 2)):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)  # the script's own process only, as `timeout` or `kill PID` do
+    out, _ = p.communicate(timeout=60)
+    pids = [int((tmp_path / f"pid.{j}").read_text()) for j in (1, 2)]
+    time.sleep(1)
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive and p.returncode != 0 and "finished" not in out
+    from justkit.fileio import lock_dir
+
+    for j in (1, 2):
+        lock_dir(tmp_path / f"exp{j}", "the next training")  # the locks went with them
+
+
+@pytest.mark.parametrize("opts,msg", [(["--stage", "9"], "stages are 1-8"),
+                                      (["--stage", "7", "--stop_stage", "6"], "must not be below --stage"),
+                                      (["--stage", "abc"], "stages are 1-8"),
+                                      (["--nj", "many"], "--nj must be a positive integer"),
+                                      (["--HOME", "x"], "unknown option --HOME"),
+                                      (["--IFS", "x"], "unknown option --IFS"),
+                                      (["--name", "x"], "unknown option --name")])
+def test_recipe_stage_and_option_errors_exit_2(tmp_path, opts, msg):
+    egs = _recipe(tmp_path)
+    r = subprocess.run(["bash", "run.sh", *opts], cwd=egs, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert not (egs / "exp").exists() and not (egs / "data").exists()
+
+
+def test_stage1_forks_no_more_processes_than_chunks_of_work(monkeypatch):
+    import multiprocessing
+
+    from justkit.corpora import mls
+
+    asked = []
+    real = multiprocessing.get_context("fork")
+
+    class Ctx:
+        def Pool(self, n):  # noqa: N802
+            asked.append(n)
+            return real.Pool(1)
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda kind: Ctx())
+    with mls._prober(1000, 250) as probe:
+        assert callable(probe)
+    assert asked == [4]
+
+
+def test_a_byte_order_mark_is_not_part_of_an_id(tmp_path):
+    import shutil
+
+    from justkit.corpora.prepare_mls import PrepareConfig, prepare
+    from justkit.datadir.tables import read_table
+
+    (tmp_path / "wav.scp").write_bytes("\ufeffu1 /a.wav\nu2 /b.wav\n".encode("utf-8"))
+    assert list(read_table(tmp_path / "wav.scp")) == ["u1", "u2"]
+    root = tmp_path / "mls"
+    shutil.copytree(CORPUS / "mls_polish_opus", root / "mls_polish_opus")
+    t = root / "mls_polish_opus/train/transcripts.txt"
+    first = t.read_text(encoding="utf-8").split("\t", 1)[0]
+    t.write_bytes(b"\xef\xbb\xbf" + t.read_bytes())
+    prepare(PrepareConfig(mls_root=str(root), out=str(tmp_path / "data"), langs=["pl"]))
+    assert first.split("_")[-1] not in (tmp_path / "data/bad_utts.txt").read_text(encoding="utf-8")
+    assert any(u.endswith(first) for u in read_table(tmp_path / "data/train_pl/text"))
+
+
+def test_a_repeated_wav_scp_id_is_named_at_its_source_line(tmp_path):
+    (tmp_path / "wav.scp").write_text("a /x.wav\nb /y.wav\n\nc /z.wav\na /w.wav\n")
+    r = subprocess.run([PY, str(ROOT / "utils/split_scp.py"), str(tmp_path / "wav.scp"), str(tmp_path / "1.scp"),
+                        str(tmp_path / "2.scp")], env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "wav.scp:5: id a given twice (first on line 1)" in r.stderr
+    assert not (tmp_path / "1.scp").exists()
+
+
+def test_stage2_without_utt2spk_fails_before_any_work(tmp_path):
+    import soundfile as sf
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(src / "a.wav", np.zeros(16000, np.float32), 16000)
+    for name, value in (("wav.scp", str(src / "a.wav")), ("text", "a"), ("utt2lang", "en")):
+        (src / name).write_text(f"s-a {value}\n")
+    r = subprocess.run(["bash", str(ROOT / "utils/resample_data_dir.sh"), "--nj", "1", str(src), str(tmp_path / "dst")],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "utt2spk: file not found" in r.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_averaging_while_the_experiment_trains_is_refused(tmp_path, capfd):
+    from justkit.bin.average import main
+    from justkit.fileio import lock_dir
+
+    exp = tmp_path / "exp"
+    _ckpts(exp / "checkpoints", (1, 2))
+    held = lock_dir(exp, "a training of this experiment")  # noqa: F841
+    assert main(["--exp", str(exp), "--out", str(exp / "model_avg.pt"), "--num", "2"]) == 2
+    assert "a training (or averaging) of this experiment is running" in capfd.readouterr().err
+    assert not (exp / "model_avg.pt").exists()
 
 
 # Covered by the tests named here (the fault suite's other cases):

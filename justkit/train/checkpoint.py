@@ -17,6 +17,8 @@ from justkit.models.factory import REQUIRED_KEYS, CheckpointError, load_checkpoi
 logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+# How torch's zip writer reports a short write (a full disk, a file-size limit) as a RuntimeError
+_WRITE_FAILURES = ("writ", "inline_container", "PytorchStreamWriter", "unexpected pos")
 
 
 # ----------------------------------------------------------------------------- files
@@ -174,7 +176,7 @@ def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int
     except (OSError, RuntimeError) as e:
         # a full disk, a quota, a file-size limit (torch's zip writer reports a short write as a
         # RuntimeError): the user's to fix, not a bug; the older checkpoints are untouched
-        if isinstance(e, RuntimeError) and "writ" not in str(e):
+        if isinstance(e, RuntimeError) and not any(k in str(e) for k in _WRITE_FAILURES):
             raise
         older = [p.name for p in list_checkpoints(ckpt_dir)]
         raise CheckpointWriteError(
