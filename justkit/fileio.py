@@ -74,10 +74,14 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8",
     (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, never replaced by a file;
     a directory is an OutputError.
     """
-    path, st = _target(Path(path))
+    named = Path(path)
+    path, st = _target(named)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a directory, cannot write a file there")
-    if st is not None and not stat.S_ISREG(st.st_mode):
+    # /dev/stdout redirected to a file resolves to that file: still written in place, through the fd
+    if st is not None and (not stat.S_ISREG(st.st_mode) or str(named).startswith(("/dev/", "/proc/"))):
+        path = named
+        mode = mode.replace("w", "a")  # never truncate what the device or the redirected stdout already got
         with open(path, mode) if "b" in mode else open(path, mode, encoding=encoding, newline="\n") as f:
             yield f
         return

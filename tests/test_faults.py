@@ -447,6 +447,15 @@ def test_atomic_writes_keep_fifos_links_and_modes(tmp_path):
     assert private.stat().st_mode & 0o777 == 0o600
     with pytest.raises(OutputError, match="is a directory"):
         atomic_write_text(tmp_path, "x")
+    # /dev/stdout redirected to a file: written through the descriptor, the file is not replaced
+    out = tmp_path / "stdout.txt"
+    with open(out, "w") as f:
+        f.write("before\n")
+        f.flush()
+        ino = os.fstat(f.fileno()).st_ino
+        subprocess.run([PY, "-c", "from justkit.fileio import atomic_write_text; atomic_write_text('/dev/stdout', 'hyp\\n')"],
+                       stdout=f, env=ENV, check=True, timeout=60)
+    assert out.read_text() == "before\nhyp\n" and out.stat().st_ino == ino
 
 
 def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path):
