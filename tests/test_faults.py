@@ -558,6 +558,20 @@ def test_transcribe_options_out_of_range_are_one_line_errors(experiment, tmp_pat
     assert re.search(msg, err) and "Traceback" not in err
 
 
+@pytest.mark.parametrize("opts,msg", [(["--decode.beam.beam_size", "0"], "beam_size must be in"),
+                                      (["--decode.beam.beam_size", "100000"], "beam_size must be in"),
+                                      (["--device", "cuda:7"], "--device cuda:7")])
+def test_decode_options_out_of_range_are_one_line_errors(experiment, train_set, tmp_path, capfd, opts, msg):  # noqa: F811
+    from justkit.bin.decode import main
+
+    if opts[0] == "--device" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    rc = main(["--exp", str(experiment["exp"]), "--tokenizer", str(experiment["dir"] / "token/spm.model"),
+               *opts, train_set[3]])
+    err = capfd.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err
+
+
 # Medium/Low: a packed model dir whose parts do not fit together
 
 def _copy_pack(packed, tmp_path) -> Path:
