@@ -105,6 +105,8 @@ def check_writable(path: PathLike, what: str = "output") -> Path:
     """Fail now, before any work, if ``path`` cannot be written later: it is a directory, its
     parent is a file or not writable (a read-only filesystem too). Returns ``path``."""
     path = Path(path)
+    if str(path).startswith(("/dev/", "/proc/")):
+        return path  # /dev/stdout, /dev/null: written in place (atomic_open)
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a directory")
     parent = path.parent

@@ -342,7 +342,8 @@ def make_fbank_dir(root, name="train"):
     rows = sorted((f"{l}_spk_{i:03d}", l, t) for l, v in PACK_TEXTS.items() for i, t in enumerate(v))
     with kaldiio.WriteHelper(f"ark,scp:{d}/feats.1.ark,{d}/feats.scp") as w:
         for utt, _, _ in rows:
-            w(utt, rng.standard_normal((int(rng.integers(30, 90)), DIM)).astype(np.float32))
+            # 3-9 s: long enough for their transcripts (stage 5 drops more tokens than encoder frames)
+            w(utt, rng.standard_normal((int(rng.integers(300, 900)), DIM)).astype(np.float32))
     nf = {u: kaldiio.load_mat(rx).shape[0] for u, rx in
           (l.split(maxsplit=1) for l in (d / "feats.scp").read_text().splitlines())}
     for name_, table in (("text", {u: t for u, _, t in rows}), ("utt2lang", {u: l for u, l, _ in rows}),
