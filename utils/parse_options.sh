@@ -27,10 +27,10 @@ while true; do
   if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
     echo "$0: invalid option name --$name" >&2; exit 1
   fi
-  # Only the script's own lower-case option variables: not the environment's (--HOME, --PATH),
+  # Only lower-case option variables (a recipe's own, or cmd.sh's exported ones): not --HOME, --PATH,
   # not the shell's (--IFS, --BASH_ENV), not this loop's own (--name, --value).
   if [ -z "${!name+set}" ] || [[ "$name" =~ [A-Z] ]] || [[ "$name" == _* ]] \
-      || [ "$name" = name ] || [ "$name" = value ] || [[ "$(declare -p "$name" 2>/dev/null)" =~ ^declare\ -[a-zA-Z]*[xr] ]]; then
+      || [ "$name" = name ] || [ "$name" = value ] || [[ "$(declare -p "$name" 2>/dev/null)" =~ ^declare\ -[a-zA-Z]*r ]]; then
     echo "$0: unknown option --$name (not an option of this script; see --help)" >&2
     exit 2
   fi
