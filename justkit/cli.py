@@ -118,3 +118,21 @@ def command(fn: Callable[[Optional[Sequence[str]]], Optional[int]]) -> Callable[
         return run(fn, argv, logging.getLogger(fn.__module__ if fn.__module__ != "__main__" else "justkit"))
 
     return wrapper
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; a JustkitError otherwise (before any work)."""
+    import re
+
+    d = str(device)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
+        raise JustkitError(f"--device {d!r}: expected cpu, cuda or cuda:N")
+    if d.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise JustkitError(f"--device {d}: this machine has no CUDA device (torch sees none); use --device cpu")
+        n = int(d.split(":")[1]) if ":" in d else 0
+        if n >= torch.cuda.device_count():
+            raise JustkitError(f"--device {d}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return d

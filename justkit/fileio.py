@@ -5,6 +5,8 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +45,22 @@ def _fdopen(fd: int, mode: str, encoding: str | None) -> IO:
     return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding=encoding, newline="\n")
 
 
+class OutputError(JustkitError, OSError):
+    """An output path that cannot or must not be written (a directory, an input of the same run, ...)."""
+
+
+def _target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """(the path to replace, its stat or None if absent). A symlink is followed, so the link stays
+    a link and its target gets the new contents."""
+    try:
+        st = os.stat(path)  # follows links
+    except FileNotFoundError:
+        if path.is_symlink():  # a dangling link: write where it points
+            return Path(os.path.realpath(path)), None
+        return path, None
+    return (Path(os.path.realpath(path)) if path.is_symlink() else path), st
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = True) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
@@ -53,10 +71,27 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8",
     rename, so that even a machine crash cannot leave a renamed file without its data;
     ``fsync=False`` skips that (a crash may leave ``path`` empty or short): for callers
     that sync many files at once themselves (``StagedFiles``).
+
+    What is already at ``path`` is respected: a symlink stays a link (its target is replaced),
+    an existing file keeps its permission bits, and a target that is not a regular file
+    (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, never replaced by a file;
+    a directory is an OutputError.
     """
-    path = Path(path)
+    named = Path(path)
+    path, st = _target(named)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: is a directory, cannot write a file there")
+    # /dev/stdout redirected to a file resolves to that file: still written in place, through the fd
+    if st is not None and (not stat.S_ISREG(st.st_mode) or str(named).startswith(("/dev/", "/proc/"))):
+        path = named
+        mode = mode.replace("w", "a")  # never truncate what the device or the redirected stdout already got
+        with open(path, mode) if "b" in mode else open(path, mode, encoding=encoding, newline="\n") as f:
+            yield f
+        return
     fd, tmp = _temp_sibling(path)
     try:
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
         with _fdopen(fd, mode, encoding) as f:
             yield f
             f.flush()
@@ -67,6 +102,41 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8",
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: PathLike, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` cannot be written later: it is a directory, its
+    parent is a file or not writable (a read-only filesystem too). Returns ``path``."""
+    path = Path(path)
+    if str(path).startswith(("/dev/", "/proc/")):
+        return path  # /dev/stdout, /dev/null: written in place (atomic_open)
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a directory")
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink() or parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is not a directory")
+    if path.exists() and not path.is_file():
+        return path  # a device or FIFO: written in place
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: directory {parent} is not writable")
+    try:  # os.access does not see a read-only mount on every system
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test.", delete=True)
+        probe.close()
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot write in {parent} ({e.strerror})") from None
+    return path
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same existing file (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def sync_filesystem(path: PathLike) -> None:
@@ -163,34 +233,75 @@ def is_pipe(spec) -> bool:
     return s.endswith("|") or s.startswith("|")
 
 
+class NotRegularFile(JustkitError, ValueError):
+    """A data file or option names a device, FIFO or directory where a regular file was expected."""
+
+
+_RX_OFFSET = re.compile(r"^(.*):(\d+)(\[[^\]]*\])?$")
+
+
+def spec_path(spec) -> str:
+    """The file of a Kaldi rxspecifier (``path``, ``path:offset``, ``path:offset[slice]``)."""
+    s = str(spec).strip()
+    m = _RX_OFFSET.match(s)
+    return m.group(1) if m else s
+
+
+def refuse_special(spec, where: str) -> str:
+    """``spec`` unchanged, unless the file it names exists and is not a regular file: a read of
+    ``/dev/zero`` never ends and a FIFO blocks forever, so justkit reads regular files only."""
+    path = spec_path(spec)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return spec  # missing: the reader's own error names it
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise NotRegularFile(f"{where}: {str(spec).strip()!r}: {path} is {kind}; justkit reads regular files only")
+    return spec
+
+
 def refuse_pipe(spec: str, where: str) -> str:
     """``spec`` unchanged, unless it is a Kaldi "extended filename" that runs a command
     (``cmd |`` or ``| cmd``): kaldiio would execute it. justkit reads files only, unless the
-    user opts in with JUSTKIT_ALLOW_PIPES=1 (docs/trust.md)."""
-    if is_pipe(spec) and os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
-        raise PipeRefused(f"{where}: {str(spec).strip()!r} is a shell command, not a file; justkit does not run commands "
-                       "from data files or options (set JUSTKIT_ALLOW_PIPES=1 to allow it; docs/trust.md)")
-    return spec
+    user opts in with JUSTKIT_ALLOW_PIPES=1 (docs/trust.md). A spec naming a device, FIFO or
+    directory is refused too (:func:`refuse_special`)."""
+    if is_pipe(spec):
+        if os.environ.get("JUSTKIT_ALLOW_PIPES") != "1":
+            raise PipeRefused(f"{where}: {str(spec).strip()!r} is a shell command, not a file; justkit does not run "
+                              "commands from data files or options (set JUSTKIT_ALLOW_PIPES=1 to allow it; docs/trust.md)")
+        return spec
+    return refuse_special(spec, where)
 
 
 class Locked(JustkitError, RuntimeError):
     """Another process holds the lock of a directory this one would write."""
 
 
-def lock_dir(directory: PathLike, what: str):
+def lock_dir(directory: PathLike, what: str, busy: str | None = None):
     """Take the exclusive lock ``<directory>/.lock`` for the life of this process (an open file
     the caller keeps); a second process gets a Locked error naming the holder. The lock is
-    released when the process ends, however it ends (flock)."""
+    released when the process ends, however it ends (flock). ``busy``: the message when it is held
+    (default: "<what> is already running")."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    f = open(d / ".lock", "a+", encoding="utf-8")
+    try:  # never through a link: truncating it below would truncate whatever it points at
+        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, _MODE)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ELOOP:
+            raise Locked(f"{d / '.lock'}: is a symbolic link; remove it (justkit makes its own lock file)") from None
+        raise
+    f = os.fdopen(fd, "a+", encoding="utf-8")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise Locked(f"{d}: {what} is already running ({holder}); wait for it to end or kill it") from None
+        raise Locked(f"{d}: {busy or what + ' is already running'} ({holder}); wait for it to end or kill it") from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -31,6 +31,9 @@ die() { echo "$0: $*" >&2; exit 1; }
 
 [ -f "$src/wav.scp" ] || die "$src/wav.scp: file not found"
 [ -f "$src/segments" ] && die "$src/segments: segmented data dirs are not supported (one file per utterance)"
+for f in utt2spk spk2utt; do  # the merge needs them: find out now, not after all the work
+  [ -f "$src/$f" ] || die "$src/$f: file not found (utils/fix_data_dir.py makes spk2utt from utt2spk)"
+done
 [ -f "$config" ] || die "$config: fbank config not found"
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer, got '$nj'"
 [ "$feats_type" = fbank ] || [ "$feats_type" = raw ] || die "--feats_type must be fbank or raw, got '$feats_type'"
@@ -55,11 +58,13 @@ dump_yaml({"fbank": to_dict(cfg)}, sys.argv[2])
 print(cfg.dim)
 PY
 ) || die "$config: invalid fbank config"
-# The old index goes first, then the shards it pointed into and any temp leftovers.
-rm -f "$dst/feats.scp" "$dst/utt2num_frames" "$dst/feat_dim" "$dst/cmvn.ark"
-rm -f "$dst"/data/feats.*.ark "$dst"/data/feats.*.scp "$dst"/split/fbank.* "$dst"/split/wav.*.scp "$dst"/split/cmvn.*
-find "$dst/data" -name '.*.tmp' -type f -delete
+# Split first (it refuses a repeated id, naming the source's line), so that a bad wav.scp removes nothing;
+# then the old index goes, then the shards it pointed into and any temp leftovers.
+rm -f "$dst"/split/wav.*.scp
 "$utils/split_scp.py" "$src/wav.scp" $(for j in $(seq "$nj"); do echo "$dst/split/wav.$j.scp"; done)
+rm -f "$dst/feats.scp" "$dst/utt2num_frames" "$dst/feat_dim" "$dst/cmvn.ark"
+rm -f "$dst"/data/feats.*.ark "$dst"/data/feats.*.scp "$dst"/split/fbank.* "$dst"/split/cmvn.*
+find "$dst/data" -name '.*.tmp' -type f -delete
 
 eval "cmd_words=($cmd)"   # the runner and its options, quotes respected
 qdst=$(printf '%q' "$dst")  # paths are data in the job's command line, never shell syntax

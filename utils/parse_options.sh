@@ -4,7 +4,8 @@
 #   . utils/parse_options.sh
 # Then `--stage 3 --nj=8 --langs "en pl"` set those variables. A name with dashes
 # maps to underscores (--stop-stage == --stop_stage). An option whose variable was not
-# declared is an error (catches typos); `--help` prints $help_message if set.
+# declared is an error, exit status 2 (catches typos), as is one naming an environment, shell
+# or upper-case variable (--HOME, --IFS, --PATH); `--help` prints $help_message if set.
 # Positional arguments are left in "$@".
 while true; do
   [ -z "${1:-}" ] && break
@@ -26,9 +27,12 @@ while true; do
   if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
     echo "$0: invalid option name --$name" >&2; exit 1
   fi
-  if [ -z "${!name+set}" ]; then
-    echo "$0: unknown option --$name (no variable '$name' declared before parse_options.sh)" >&2
-    exit 1
+  # Only lower-case option variables (a recipe's own, or cmd.sh's exported ones): not --HOME, --PATH,
+  # not the shell's (--IFS, --BASH_ENV), not this loop's own (--name, --value).
+  if [ -z "${!name+set}" ] || [[ "$name" =~ [A-Z] ]] || [[ "$name" == _* ]] \
+      || [ "$name" = name ] || [ "$name" = value ] || [[ "$(declare -p "$name" 2>/dev/null)" =~ ^declare\ -[a-zA-Z]*r ]]; then
+    echo "$0: unknown option --$name (not an option of this script; see --help)" >&2
+    exit 2
   fi
   # Quote the value so spaces and shell characters survive.
   printf -v "$name" '%s' "$value"

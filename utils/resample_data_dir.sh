@@ -24,6 +24,9 @@ die() { echo "$0: $*" >&2; exit 1; }
 
 [ -f "$src/wav.scp" ] || die "$src/wav.scp: file not found"
 [ -f "$src/segments" ] && die "$src/segments: segmented data dirs are not supported (one file per utterance)"
+for f in utt2spk spk2utt; do  # the merge needs them: find out now, not after all the work
+  [ -f "$src/$f" ] || die "$src/$f: file not found (utils/fix_data_dir.py makes spk2utt from utt2spk)"
+done
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer, got '$nj'"
 [[ "$fs" =~ ^[1-9][0-9]*$ ]] || die "--fs must be a positive integer (Hz), got '$fs'"
 [ "$(cd "$src" && pwd -P)" != "$(mkdir -p "$dst" && cd "$dst" && pwd -P)" ] || die "source and destination are the same dir: $src"

@@ -21,6 +21,22 @@ def _lines(path: str) -> list[bytes]:
     return [ln for ln in data.split(b"\n") if ln.strip()]
 
 
+def check_unique(path: str, lines: list[bytes]) -> None:
+    """Every id once: a repeated one is named here, at its line of the input, rather than by a job at
+    a line of its part (split/wav.1.scp:5), which the user never wrote."""
+    seen: dict[bytes, int] = {}
+    data = None
+    for i, ln in enumerate(lines):
+        key = ln.split(maxsplit=1)[0]
+        if key in seen:
+            if data is None and path != "-":  # line numbers of the file, blank lines counted
+                data = [j for j, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1) if raw.strip()]
+            at = (lambda k: data[k] if data else k + 1)
+            raise SplitError(f"{path}:{at(i)}: id {key.decode(errors='replace')} given twice (first on line "
+                             f"{at(seen[key])}); ids must be unique")
+        seen[key] = i
+
+
 def split_counts(n_lines: int, n_parts: int) -> list[int]:
     """Kaldi's split: every part gets n_lines // n_parts lines, the first (n_lines % n_parts) one more."""
     base, extra = divmod(n_lines, n_parts)
@@ -74,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         lines = _lines(a.scp)
+        check_unique(a.scp, lines)
         n = len(a.outs)
         if a.utt2spk:
             u2s = {}

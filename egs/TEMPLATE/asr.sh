@@ -12,6 +12,7 @@
 #   11 dev grid of LM weights, LM-fused decoding of the test sets, scoring   12 the packed model with its LM
 set -euo pipefail
 cmdline="$0 $*"           # recorded in RESULTS.md
+. utils/stop_tree.sh      # a signal to this script stops all it started (utils/run.py, jobs, training)
 
 stage=1
 stop_stage=12
@@ -80,6 +81,12 @@ Options (default):
 . ./path.sh
 . ./cmd.sh
 
+# Stages are numbers 1-12 with stop_stage >= stage: anything else would run nothing and exit 0.
+[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] && [ "$stage" -ge 1 ] && [ "$stop_stage" -le 12 ] \
+  && [ "$stop_stage" -ge "$stage" ] || {
+  echo "$0: --stage $stage --stop_stage $stop_stage: stages are 1-12 and --stop_stage must not be below --stage" >&2; exit 2; }
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2; }
+[[ "$ngpu" =~ ^[0-9]+$ ]] || { echo "$0: --ngpu must be a number of GPUs (0 = CPU), got '$ngpu'" >&2; exit 2; }
 [ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
 [ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
 [ -n "$tag" ] || tag=$(basename "$config" .yaml)

@@ -49,6 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     exp = Path(a.exp)
     setup_logging(exp / "log" / "average.log")
+    from justkit.fileio import lock_dir
+
+    # the training's lock: a running training still writes and prunes the checkpoints averaged here
+    lock = lock_dir(exp, "checkpoint averaging", busy="a training (or averaging) of this experiment is running; "  # noqa: F841
+                    "stage 7 averages the checkpoints of a finished training")
     num = a.num if a.num is not None else (
         _average_last(exp) if (exp / "config.yaml").is_file() else 5)
     if num < 1:

@@ -57,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from justkit.config import ConfigError
 
         raise ConfigError(f"{exp}/config.yaml not found and no --tokenizer given")
-    device = torch.device(args.device)
+    device = torch.device(cli.check_device(args.device))
     model_path = args.model or str(exp / "model_avg.pt")
     model, _ = load_model(model_path, device)
     tok = Tokenizer(tok_path)

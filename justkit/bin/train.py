@@ -71,6 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         setup_logging(None, level=logging.WARNING)
     try:
+        cfg = load_yaml(args.config)
+        if not isinstance(cfg, dict) or not cfg:
+            from justkit.config import ConfigError
+
+            raise ConfigError(f"{args.config}: empty, or not a mapping of sections (model:, data:, train:)")
         if args.init:
             overrides = [*overrides, "--train.init", args.init]
         experiment = Experiment.resolve(args.config, overrides, {

@@ -31,7 +31,10 @@ def build_parser() -> cli.Parser:
     p.add_argument("--lm_dir", default="", help="an LM (exp/lm_<tag>) for beam search (default: the packed model's lm/, if any)")
     p.add_argument("--lm_weight", type=float, default=None, help="its shallow-fusion weight (default: the packed one, else 0)")
     p.add_argument("--ilm_weight", type=float, default=None, help="internal-LM subtraction weight (default: the packed one, else 0)")
-    p.add_argument("--batch_size", type=int, default=8, help="utterances decoded together")
+    p.add_argument("--batch_size", type=int, default=8, help="utterances (or pieces of long ones) decoded together")
+    p.add_argument("--max_segment_seconds", type=float, default=30.0,
+                   help="longer audio is decoded in pieces of at most this length, each cut at a quiet frame, and "
+                   "stitched (memory then stays bounded whatever the file's length); 0: never split")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return p
 
@@ -63,6 +66,26 @@ def collect(inputs: Sequence[str], wav_scp: str) -> List[Tuple[str, str]]:
     return items
 
 
+def check_outputs(a, items: List[Tuple[str, str]]) -> None:
+    """Before anything is decoded: ``--out``/``--ctm`` must be writable and none of them may be an
+    input of the same run (an audio file, the wav.scp, or each other); a device such as
+    /dev/stdout or /dev/null is written in place."""
+    from justkit.fileio import OutputError, check_writable, same_file
+
+    outs = [(n, v) for n, v in (("--out", a.out), ("--ctm", a.ctm)) if v]
+    inputs = [("--wav_scp", a.wav_scp)] if a.wav_scp else []
+    inputs += [(f"utterance {u}", pth) for u, pth in items]
+    for name, out in outs:
+        if Path(out).exists() and not Path(out).is_file() and not Path(out).is_dir():
+            continue  # a device or FIFO
+        for what, src in inputs:
+            if same_file(out, src):
+                raise OutputError(f"{name} {out} is also an input ({what}: {src}); it would be overwritten")
+        check_writable(out, name)
+    if len(outs) == 2 and (outs[0][1] == outs[1][1] or same_file(outs[0][1], outs[1][1])):
+        raise OutputError(f"--out and --ctm name the same file {a.out}")
+
+
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
@@ -78,9 +101,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("give audio files, directories or --wav_scp")
     if a.batch_size < 1:
         p.error("--batch_size must be >= 1")
+    if a.max_segment_seconds < 0:
+        p.error("--max_segment_seconds must be >= 0")
+    cli.check_device(a.device)
     items = collect(a.inputs, a.wav_scp)
-    s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, a.lm_dir or None,
-                               a.lm_weight, a.ilm_weight)
+    check_outputs(a, items)
+    s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, lm_dir=a.lm_dir or None,
+                               lm_weight=a.lm_weight, ilm_weight=a.ilm_weight,
+                               max_segment_s=a.max_segment_seconds, batch_size=a.batch_size)
     lines: List[str] = []
     ctm: List[str] = []
     failed = 0
@@ -93,21 +121,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.error("%s: utterance %s: piped commands are not read; give a file path", path, utt)
                 failed += 1
                 continue
-            try:
+            try:  # one bad file (unreadable, too short for one frame) is named; the others go on
                 x, sr = load_audio(path, utt)
+                feats = s2t.features(x, sr, utt)
             except JustkitError as e:
-                log.error("%s", e)
+                log.error("%s", e if str(path) in str(e) else f"{path}: {e}")
                 failed += 1
                 continue
-            chunk.append((utt, x, sr))
+            chunk.append((utt, feats, len(x) / sr))
             audio_s += len(x) / sr
         if not chunk:
             continue
-        results = s2t.transcribe([(x, sr) for _, x, sr in chunk], [u for u, _, _ in chunk])
-        for (utt, x, sr), r in zip(chunk, results):
+        results = s2t.transcribe_features([f for _, f, _ in chunk], [u for u, _, _ in chunk])
+        for (utt, _, dur), r in zip(chunk, results):
             lines.append(f"{utt}\t{r.text}")
             for k, (piece, start) in enumerate(zip(r.pieces, r.times)):
-                end = r.times[k + 1] if k + 1 < len(r.times) else len(x) / sr
+                end = r.times[k + 1] if k + 1 < len(r.times) else dur
                 ctm.append(f"{utt} 1 {start:.2f} {max(end - start, 0.01):.2f} {piece}")
     text = "".join(line + "\n" for line in lines)
     if a.out:

@@ -278,6 +278,8 @@ def index_split(ld: LanguageDir, split: str, audio_checks: bool = True) -> Split
     with open(tpath, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             start, offset = offset, offset + len(raw)
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the id
+                raw, start = raw[3:], start + 3
             raw = raw.rstrip(b"\n")
             if not raw.strip():
                 continue
@@ -392,6 +394,7 @@ def probe_durations(idx: SplitIndex, nj: int = 1) -> Tuple[np.ndarray, List[Prob
 def _prober(nj: int, n: int):
     """A map of :func:`_probe_one` over (utt, path) jobs, in ``nj`` forked processes when there
     are enough of them to pay for it (results in job order)."""
+    nj = min(nj, -(-n // 64))  # never more processes than chunks of work (--nj 1000 for 250 files: 4)
     if nj > 1 and n > 64:
         with multiprocessing.get_context("fork").Pool(nj) as pool:
             yield lambda jobs: pool.imap(_probe_one, jobs, chunksize=64)

@@ -1,6 +1,7 @@
 """Training/eval data loader: DataConfig, collate to the batch dict, resumable torch DataLoader."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -14,6 +15,8 @@ from justkit.data.dataset import Cmvn, PackedDataError, PackedDataset
 from justkit.data.sampler import BucketBatchSampler
 from justkit.data.specaug import SpecAugConfig
 from justkit.frontend.fbank import compute_fbank_batch, num_frames
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -203,6 +206,7 @@ def build_loader(
     pin_memory: bool = False,
     labelled_only: bool = False,
     fbank: Any = None,
+    min_frames: Optional[int] = None,
 ) -> ResumableDataLoader:
     """DataLoader over a packed jsonl for DDP ``rank`` of ``world_size``.
 
@@ -215,7 +219,10 @@ def build_loader(
     ``cfg.num_workers``. Relative feats paths in the jsonl resolve against the working
     directory (the recipe dir, as run.sh runs every stage there). ``fbank`` (a FbankConfig or the
     ``fbank:`` mapping stage 3 recorded) is needed for examples packed with audio (features on the
-    fly; ``cfg.features_on`` says where they are computed).
+    fly; ``cfg.features_on`` says where they are computed). Utterances shorter than ``min_frames``
+    (default: what the default conv subsampling needs, 7 frames; the model's
+    ``frontend.min_frames``) are left out with one warning: the model cannot encode them (stage 5
+    drops and lists them; this covers sets packed before it did).
     """
     seed = cfg.seed if seed is None else int(seed)
     specaug = cfg.specaug if train and cfg.specaug.enabled else None
@@ -224,6 +231,21 @@ def build_loader(
         dataset.select(dataset.labelled)
         if not len(dataset):
             raise PackedDataError(f"{jsonl}: no labelled utterance (a supervised model needs some)")
+    if min_frames is None:
+        from justkit.nn.subsampling import Conv2dSubsampling
+
+        min_frames = Conv2dSubsampling.min_input_frames()
+    short = np.asarray(dataset.lengths) < int(min_frames)
+    if short.any():
+        n = int(short.sum())
+        logger.warning("%s: %d utterance(s) shorter than the %d frames the model needs are skipped, e.g. %s "
+                       "(stage 5 drops and lists them in its bad_utts.txt)", jsonl, n, min_frames,
+                       dataset.utts[int(np.argmax(short))])
+        if n == len(dataset):
+            from justkit.data.dataset import PackedDataError
+
+            raise PackedDataError(f"{jsonl}: every utterance is shorter than {min_frames} frames")
+        dataset.select(~short)
     sampler = BucketBatchSampler(
         dataset.lengths,
         dataset.lang_codes,

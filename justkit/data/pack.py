@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from justkit.data.manifest import PackedIndex, write_jsonl_with_index
+from justkit.datadir.badutts import BadUtt
 from justkit.datadir.tables import SortedTableReader, read_table
 from justkit.fileio import is_pipe
 from justkit.text.normalize import normalize
@@ -31,17 +33,67 @@ def labelled_ids(subset_dirs: Sequence[Union[str, os.PathLike]]) -> set:
     return ids
 
 
+@dataclass
+class Limits:
+    """What an utterance needs to be trained on (stage 5 drops, and lists, the others).
+
+    ``subsampling_kernel``: the model's conv subsampling kernel (``model.subsampling.kernel``):
+    fewer input frames than it needs give no encoder frame at all, and a transcript with more
+    tokens than encoder frames cannot be aligned by CTC and is nearly always a wrong
+    transcript (MLS: about 4 tokens per encoder frame would be needed). ``max_tokens_per_second``
+    (0: off) rejects transcripts denser than that, 10 ms frames."""
+
+    subsampling_kernel: int = 3
+    max_tokens_per_second: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.subsampling_kernel < 1 or self.max_tokens_per_second < 0:
+            raise PackError(f"bad limits {self}: subsampling_kernel >= 1, max_tokens_per_second >= 0")
+
+    @property
+    def min_frames(self) -> int:
+        from justkit.nn.subsampling import Conv2dSubsampling
+
+        return Conv2dSubsampling.min_input_frames(self.subsampling_kernel)
+
+    def encoder_frames(self, n: int) -> int:
+        from justkit.nn.subsampling import conv_out_len
+
+        k = self.subsampling_kernel
+        return max(0, conv_out_len(conv_out_len(n, k), k))
+
+    def problem(self, n: int, num_tokens: Optional[int]) -> Optional[str]:
+        """Why an utterance of ``n`` frames and ``num_tokens`` tokens cannot be trained on, or None."""
+        if n < self.min_frames:
+            return (f"too short: {n} frames ({n / 100:.2f} s), the model's subsampling needs at least "
+                    f"{self.min_frames}")
+        if num_tokens is None:
+            return None
+        t = self.encoder_frames(n)
+        if num_tokens > t:
+            return f"transcript too long: {num_tokens} tokens for {t} encoder frames ({n / 100:.2f} s)"
+        if self.max_tokens_per_second and num_tokens > self.max_tokens_per_second * n / 100:
+            return (f"transcript too dense: {num_tokens} tokens in {n / 100:.2f} s, more than "
+                    f"{self.max_tokens_per_second:g} tokens per second")
+        return None
+
+
 def iter_examples(
     fbank_dir: Union[str, os.PathLike],
     tokenizer: Optional[Tokenizer],
     labelled_subsets: Optional[Sequence[Union[str, os.PathLike]]] = None,
     unlabelled: bool = False,
+    limits: Optional[Limits] = None,
+    bad: Optional[List[BadUtt]] = None,
 ) -> Iterator[Dict[str, Any]]:
     """The examples :func:`pack_examples` returns, one at a time, in utterance-id order.
 
     The tables are joined in one streaming pass (they must be sorted, as every stage writes
-    them), so memory does not grow with the number of utterances.
+    them), so memory does not grow with the number of utterances. Utterances that fail
+    ``limits`` (default :class:`Limits`) are not yielded; each is logged and appended to ``bad``.
     """
+    limits = limits or Limits()
+    dropped = 0
     d = Path(fbank_dir)
     if not unlabelled and tokenizer is None:
         raise PackError(f"{d}: a tokenizer is needed to pack labelled examples")
@@ -76,6 +128,10 @@ def iter_examples(
         if on_the_fly and is_pipe(feat):
             raise PackError(f"{d / 'wav.scp'}: utt {utt}: piped commands are not supported; give a file path")
         if unlabelled:
+            why = limits.problem(n, None)
+            if why:
+                dropped += _drop(bad, utt, feat, why, d)
+                continue
             yield {"utt": utt, **where, "num_frames": n, "tokens": [], "lang": lang,
                    "labelled": False, "text": ""}
             continue
@@ -89,6 +145,10 @@ def iter_examples(
                 f"{d / 'text'}: utt {utt}: transcript {text!r} encodes to <unk> only "
                 f"(tokenizer {tokenizer.path} does not cover its characters)"
             )
+        why = limits.problem(n, len(tokens))
+        if why:
+            dropped += _drop(bad, utt, feat, why, d)
+            continue
         n_unk += tokenizer.unk_id in tokens
         lab = keep is None or utt in keep
         n_keep_seen += keep is not None and lab
@@ -96,6 +156,11 @@ def iter_examples(
                "labelled": lab, "text": text}
     if not n_out:
         raise PackError(f"{driver.path}: no utterances to pack")
+    if dropped:
+        logger.warning("%s: %d utterance(s) cannot be trained on and are not packed (listed as bad utterances)",
+                       d, dropped)
+    if dropped == n_out:
+        raise PackError(f"{d}: every utterance was dropped ({dropped}; see the warnings)")
     feats.drain()  # feats left over have no transcript
     if feats.skipped:
         logger.warning("%s: %d utterance(s) have features/audio but no transcript, e.g. %s; not packed",
@@ -106,11 +171,20 @@ def iter_examples(
         logger.warning("%s: %d utterance(s) contain <unk> tokens", d, n_unk)
 
 
+def _drop(bad: Optional[List[BadUtt]], utt: str, src: str, why: str, d: Path) -> int:
+    logger.warning("%s: utterance %s: %s; not packed", d, utt, why)
+    if bad is not None:
+        bad.append(BadUtt(utt, src, why))
+    return 1
+
+
 def pack_examples(
     fbank_dir: Union[str, os.PathLike],
     tokenizer: Optional[Tokenizer],
     labelled_subsets: Optional[Sequence[Union[str, os.PathLike]]] = None,
     unlabelled: bool = False,
+    limits: Optional[Limits] = None,
+    bad: Optional[List[BadUtt]] = None,
 ) -> List[Dict[str, Any]]:
     """One example per utterance of ``fbank_dir/text``, sorted by utterance id (a list: small sets;
     stage 5 streams :func:`iter_examples` into :func:`write_packed`).
@@ -126,7 +200,7 @@ def pack_examples(
     an empty normalised transcript, a transcript that encodes to <unk> only, or a table that
     is not sorted.
     """
-    return list(iter_examples(fbank_dir, tokenizer, labelled_subsets, unlabelled))
+    return list(iter_examples(fbank_dir, tokenizer, labelled_subsets, unlabelled, limits, bad))
 
 
 def write_packed(examples: Iterable[Dict[str, Any]], path: Union[str, os.PathLike]) -> int:

@@ -277,7 +277,11 @@ class BucketBatchSampler:
                 self.by_lang[name] = idx.astype(itype)
         self.num_kept = int(sum(len(v) for v in self.by_lang.values()))
         if self.num_kept == 0:
-            raise ValueError(f"no utterance fits max_frames={self.max_frames}")
+            from justkit.config import ConfigError
+
+            shortest = int(self.lengths.min()) if len(self.lengths) else 0
+            raise ConfigError(f"data.max_frames={self.max_frames}: no utterance fits in a batch (the shortest has "
+                              f"{shortest} frames); raise data.max_frames")
         self.lang_probs = language_probs({l: len(v) for l, v in self.by_lang.items()}, self.lang_alpha)
         # labelled_share > 0: an epoch is drawn as two parts, labelled and unlabelled utterances,
         # each with language sampling, so that labelled ones are that share of the draws.

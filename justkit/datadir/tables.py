@@ -26,6 +26,9 @@ class TableLine:
     error: str | None = None
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def iter_table(path: str | Path) -> Iterator[TableLine]:
     """Yield every non-blank line of a table without judging it (duplicates, empty values pass).
 
@@ -44,6 +47,8 @@ def iter_table(path: str | Path) -> Iterator[TableLine]:
 
 def _parse_lines(f) -> Iterator[TableLine]:
     for lineno, bline in enumerate(f, 1):  # binary iteration splits on b"\n" only
+        if lineno == 1 and bline.startswith(UTF8_BOM):  # an editor's byte-order mark is not part of the id
+            bline = bline[len(UTF8_BOM):]
         if not bline.strip():
             continue
         bline = bline.rstrip(b"\n")

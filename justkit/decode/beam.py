@@ -16,6 +16,8 @@ ALGORITHMS = ("graves", "modified")
 # model that prefers labels to blank would otherwise grow them ~beam_size-fold per label.
 A_MAX = 4
 
+MAX_BEAM = 64
+
 
 @dataclass
 class BeamConfig:
@@ -32,8 +34,18 @@ class BeamConfig:
     length_norm: bool = True
 
     def __post_init__(self) -> None:
+        from justkit.config import ConfigError
+
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"beam.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+            raise ConfigError(f"beam.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        # A beam holds beam_size hypotheses x vocabulary scores per frame: past a few dozen it
+        # buys nothing and the search's time and memory grow without bound.
+        if not 1 <= self.beam_size <= MAX_BEAM:
+            raise ConfigError(f"beam.beam_size must be in [1, {MAX_BEAM}], got {self.beam_size}")
+        if not 1 <= self.nbest <= self.beam_size:
+            raise ConfigError(f"beam.nbest must be in [1, beam_size={self.beam_size}], got {self.nbest}")
+        if self.max_symbols_per_frame < 1:
+            raise ConfigError(f"beam.max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}")
 
 
 def beam_search(model, enc: torch.Tensor, enc_lens: torch.Tensor, cfg: BeamConfig,

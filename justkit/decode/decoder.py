@@ -137,8 +137,20 @@ def decode_dataset(
     fusion = cfg.fusion(lm)
     collate = Collate()
     lengths = dataset.lengths
-    batches = make_batches(lengths, cfg.batch_size, cfg.max_batch_frames)
     hyps: Dict[str, Dict[str, Hypothesis]] = {m: {} for m in cfg.methods}
+    # Too short for the model's subsampling: no encoder frame, so an empty hypothesis (scored
+    # as deletions) and a warning naming it, instead of a failed batch.
+    min_frames = int(getattr(getattr(model, "frontend", None), "min_frames", 1))
+    usable = [i for i in range(len(lengths)) if int(lengths[i]) >= min_frames]
+    if len(usable) < len(lengths):
+        for i in sorted(set(range(len(lengths))) - set(usable)):
+            utt = dataset.entries[i]["utt"]
+            log.warning("%s: utterance %s: %d frames is shorter than the %d frames the model needs; "
+                        "empty hypothesis", dataset.source, utt, int(lengths[i]), min_frames)
+            for m in cfg.methods:
+                hyps[m][utt] = Hypothesis([], 0.0)
+    batches = [[usable[j] for j in b] for b in
+               make_batches([lengths[i] for i in usable], cfg.batch_size, cfg.max_batch_frames)]
     secs = {m: 0.0 for m in cfg.methods}
     prog = ProgressLog(desc, len(lengths), logger=log) if progress else None
     for idx in batches:

@@ -24,12 +24,14 @@ from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import load_checkpoint, model_from_config
 from justkit.models.lm import LMError, load_lm
-from justkit.models.modeldir import locate
+from justkit.models.modeldir import ModelDirError, check_frontend, locate
 from justkit.text.tokenizer import Tokenizer, check_vocab
 
 log = logging.getLogger(__name__)
 
 METHODS = ("greedy", "beam")
+MAX_SEGMENT_S = 30.0   # longer audio is decoded in pieces of at most this many seconds (Speech2Text.segments)
+CUT_SEARCH = 0.2       # a piece ends at the quietest frame of its last fifth
 
 
 @dataclass
@@ -47,7 +49,8 @@ class Speech2Text:
 
     def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
                  device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
-                 greedy: Optional[GreedyConfig] = None, fusion: Optional[Fusion] = None) -> None:
+                 greedy: Optional[GreedyConfig] = None, fusion: Optional[Fusion] = None,
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.fusion = fusion
@@ -66,24 +69,40 @@ class Speech2Text:
         self.method = method
         self.beam = beam or BeamConfig()
         self.greedy = greedy or GreedyConfig()
+        if max_segment_s < 0 or batch_size < 1:
+            raise ValueError(f"max_segment_s must be >= 0 and batch_size >= 1, got {max_segment_s}, {batch_size}")
+        self.max_segment_s = float(max_segment_s)
+        self.batch_size = int(batch_size)
         # seconds per encoder frame: the fbank hop times the subsampling
         self.frame_seconds = fbank.frame_shift_ms / 1000 * getattr(model.frontend, "stride", 4)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
                  beam_size: int = 4, lm_dir: str | Path | None = None, lm_weight: Optional[float] = None,
-                 ilm_weight: Optional[float] = None) -> "Speech2Text":
-        """Load the model of a packed model directory or of an experiment directory. Beam search
-        fuses an LM: ``lm_dir`` (exp/lm_<tag>), else the packed directory's ``lm/``, with the weights
-        given, else those packed with it (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``)."""
+                 ilm_weight: Optional[float] = None, max_segment_s: float = MAX_SEGMENT_S,
+                 batch_size: int = 8) -> "Speech2Text":
+        """Load the model of a packed model directory or of an experiment directory; the parts
+        are checked against each other (weights vs config, fbank vs model and CMVN) with errors
+        naming the file at fault. Beam search fuses an LM: ``lm_dir`` (exp/lm_<tag>), else the
+        packed directory's ``lm/``, with the weights given, else those packed with it
+        (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``)."""
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
-        model = model_from_config(files.config, str(files.weights))
-        model.load_state_dict(ckpt["model"])
+        try:
+            model = model_from_config(files.config, str(files.weights))
+        except (ValueError, TypeError) as e:
+            raise ModelDirError(f"{files.config_path}: its model section does not build a model ({e})") from None
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            first = " ".join(str(e).split("\n\t")[:2]).replace("\n", " ")[:300]
+            raise ModelDirError(f"{files.weights}: the weights do not fit the model {files.config_path} describes "
+                                f"(was it edited?): {first}") from None
         tok = Tokenizer(files.tokenizer)
         check_vocab(tok, model.cfg.vocab_size, str(files.weights))
         fbank = FbankConfig.from_dict(files.fbank)
         cmvn = resolve_cmvn(files.cmvn) if files.cmvn else None
+        check_frontend(files, fbank, model.cfg.feat_dim, cmvn, ckpt.get("fbank"))
         fusion = None
         packed = files.fusion or {}
         lm_src = lm_dir or files.lm
@@ -92,7 +111,8 @@ class Speech2Text:
             default = packed if not lm_dir else {}
             fusion = Fusion(lm, default.get("lm_weight", 0.0) if lm_weight is None else lm_weight,
                             default.get("ilm_weight", 0.0) if ilm_weight is None else ilm_weight)
-        return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion)
+        return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion,
+                   max_segment_s=max_segment_s, batch_size=batch_size)
 
     # ------------------------------------------------------------------ front end
     def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
@@ -116,21 +136,71 @@ class Speech2Text:
         if not batch:
             return []
         feats = [self.features(w, sr, names[i] if i < len(names) else "") for i, (w, sr) in enumerate(batch)]
-        lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
-        x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
+        return self.transcribe_features(feats, names)
+
+    def segments(self, feats: np.ndarray) -> List[Tuple[int, int]]:
+        """``[(start, end), ...]`` frames: the whole utterance when it is at most ``max_segment_s``
+        long, else pieces of at most that length, each cut at the quietest frame (lowest mean
+        log-mel energy, smoothed over 0.1 s) of the last ``CUT_SEARCH`` of the piece, so that a
+        cut rarely falls inside a word. Attention memory then grows with the piece, not the file."""
+        n = feats.shape[0]
+        hop = self.fbank.frame_shift_ms / 1000
+        limit = int(self.max_segment_s / hop) if self.max_segment_s > 0 else 0
+        if not limit or n <= limit:
+            return [(0, n)]
+        energy = feats.mean(axis=1)
+        k = max(1, int(0.1 / hop))
+        smooth = np.convolve(energy, np.ones(k) / k, mode="same")
+        look = max(1, int(limit * CUT_SEARCH))
+        out, start = [], 0
+        while n - start > limit:
+            lo, hi = start + limit - look, start + limit
+            cut = lo + int(np.argmin(smooth[lo:hi]))
+            out.append((start, cut))
+            start = cut
+        out.append((start, n))
+        return out
+
+    @torch.no_grad()
+    def transcribe_features(self, feats: Sequence[np.ndarray], names: Sequence[str] = ()) -> List[Transcript]:
+        """Features (as :meth:`features` gives them) -> one Transcript each. Long utterances are
+        decoded in pieces (:meth:`segments`) and stitched; at most ``batch_size`` pieces go through
+        the encoder at once. An utterance shorter than the model's subsampling needs gets an
+        empty Transcript and a warning naming it."""
+        names = [names[i] if i < len(names) and names[i] else f"#{i}" for i in range(len(feats))]
+        min_frames = int(getattr(self.model.frontend, "min_frames", 1))
+        hop = self.fbank.frame_shift_ms / 1000
+        pieces = []  # (utterance index, start frame, features)
         for i, f in enumerate(feats):
-            x[i, : f.shape[0]] = torch.from_numpy(f)
-        enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
-        check_finite(enc, [names[i] if i < len(names) else f"#{i}" for i in range(len(batch))], "transcribe")
-        if self.method == "greedy":
-            hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
-        else:
-            hyps = beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
+            if f.shape[0] < min_frames:
+                log.warning("%s: %d frames (%.3f s) is shorter than the %d frames the model needs; "
+                            "empty hypothesis", names[i], f.shape[0], f.shape[0] * hop, min_frames)
+                continue
+            pieces += [(i, s, f[s:e]) for s, e in self.segments(f) if e - s >= min_frames]
+        found: List[List[Tuple[int, object]]] = [[] for _ in feats]
+        for b in range(0, len(pieces), self.batch_size):
+            group = pieces[b : b + self.batch_size]
+            lens = torch.tensor([g[2].shape[0] for g in group], dtype=torch.long)
+            x = torch.zeros(len(group), int(lens.max()), group[0][2].shape[1])
+            for j, (_, _, f) in enumerate(group):
+                x[j, : f.shape[0]] = torch.from_numpy(np.ascontiguousarray(f))
+            enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
+            check_finite(enc, [names[g[0]] for g in group], "transcribe")
+            if self.method == "greedy":
+                hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
+            else:
+                hyps = beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
+            for (i, start, _), h in zip(group, hyps):
+                found[i].append((start, h))
         out = []
-        for h in hyps:
-            pieces = [self.tokenizer.id_to_piece(t) for t in h.tokens]
-            times = [round(t * self.frame_seconds, 3) for t in h.frames]
-            out.append(Transcript(self.tokenizer.decode(h.tokens), pieces, times, h.score))
+        for parts in found:
+            tokens, pieces_, times, score = [], [], [], 0.0
+            for start, h in parts:
+                tokens += h.tokens
+                pieces_ += [self.tokenizer.id_to_piece(t) for t in h.tokens]
+                times += [round(start * hop + t * self.frame_seconds, 3) for t in h.frames]
+                score += h.score
+            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_, times, score))
         return out
 
     def __call__(self, waveform, sample_rate: int) -> str:

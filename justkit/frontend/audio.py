@@ -1,6 +1,7 @@
 """Audio file I/O (soundfile: Ogg/Opus, FLAC, WAV) with errors that name the file and utterance."""
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import struct
@@ -14,6 +15,7 @@ from justkit.fileio import atomic_open
 from justkit.errors import JustkitError
 
 PathLike = Union[str, os.PathLike]
+log = logging.getLogger(__name__)
 
 # Fewer samples than this is never speech and breaks resampling/framing downstream.
 MIN_SAMPLES = 2
@@ -31,18 +33,47 @@ class AudioError(JustkitError, ValueError):
         super().__init__(f"{path}: {who}{reason}")
 
 
-def _check_file(path: Path, utt: Optional[str]) -> None:
+def _check_file(path: Path, utt: Optional[str]) -> os.stat_result:
     try:
         st = path.stat()
     except FileNotFoundError:
         raise AudioError(path, utt, "file not found") from None
     except OSError as e:
         raise AudioError(path, utt, f"cannot stat file ({e.strerror})") from None
-    # Only regular files can be checked for size; FIFOs and devices are left to soundfile.
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(path, utt, "is a directory, not an audio file")
-    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+    if stat.S_ISFIFO(st.st_mode) and os.environ.get("JUSTKIT_ALLOW_PIPES") == "1":
+        return st  # a named pipe, allowed with pipes (docs/trust.md)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO blocks forever, /dev/zero never ends
+        raise AudioError(path, utt, "not a regular file (a FIFO or device); justkit reads regular files only "
+                                    "(JUSTKIT_ALLOW_PIPES=1 allows FIFOs)")
+    if st.st_size == 0:
         raise AudioError(path, utt, "empty file (0 bytes)")
+    return st
+
+
+# What a header may claim before anything is decoded (docs/trust.md): a FLAC header saying
+# 2^36 samples would make soundfile allocate 256 GiB. MAX_SAMPLES (frames x channels) is 2 GiB
+# of float32: 9.3 hours of 16 kHz mono, 3.1 hours at 48 kHz. No codec stores more than
+# MAX_SAMPLES_PER_BYTE samples per byte of file (FLAC constant blocks, Opus DTX: a few hundred).
+MAX_SAMPLES = 1 << 29
+MAX_SAMPLES_PER_BYTE = 8192
+MIN_RATE, MAX_RATE = 1000, 768000
+
+
+def _check_header(path: Path, utt: Optional[str], info, size: int) -> None:
+    rate, frames, channels = int(info.samplerate), int(info.frames), int(info.channels)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(path, utt, f"sample rate {rate} Hz is outside [{MIN_RATE}, {MAX_RATE}]")
+    if channels < 1 or channels > 64:
+        raise AudioError(path, utt, f"{channels} channels (at most 64)")
+    total = frames * channels
+    if total > MAX_SAMPLES:
+        raise AudioError(path, utt, f"its header claims {frames} frames x {channels} channels, more than the "
+                                    f"{MAX_SAMPLES} samples justkit reads from one file (split it first)")
+    if size and total > size * MAX_SAMPLES_PER_BYTE:
+        raise AudioError(path, utt, f"its header claims {frames} frames x {channels} channels, impossible in "
+                                    f"{size} bytes (corrupt header)")
 
 
 OGG_TAIL_BYTES = 1 << 16  # the last page of an Ogg stream is at most ~64 KB
@@ -95,14 +126,47 @@ def _is_ogg(path: Path) -> bool:
     return path.suffix.lower() in (".opus", ".ogg", ".oga")
 
 
+def _wav_declared_frames(path: Path) -> Optional[int]:
+    """Frames a RIFF/WAVE file's ``data`` chunk announces, or None (another format, or a streaming
+    header with no size). libsndfile counts what the file holds instead."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            align = None
+            for _ in range(64):  # chunks before "data": fmt, LIST, fact, ...
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
 def audio_info(path: PathLike, utt: Optional[str] = None) -> Tuple[int, int, int]:
     """``(num_frames, sample_rate, channels)`` from the header; raises AudioError like load_audio."""
     path = Path(path)
-    _check_file(path, utt)
+    st = _check_file(path, utt)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(path, utt, f"unreadable or corrupt audio ({e})") from None
+    _check_header(path, utt, info, st.st_size)
     if _is_ogg(path):
         check_ogg_complete(path, utt)
     return int(info.frames), int(info.samplerate), int(info.channels)
@@ -124,12 +188,21 @@ def load_audio(
     if multichannel not in MULTICHANNEL_POLICIES:
         raise ValueError(f"multichannel must be one of {MULTICHANNEL_POLICIES}, got {multichannel!r}")
     path = Path(path)
-    _check_file(path, utt)
+    st = _check_file(path, utt)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            _check_header(path, utt, f, st.st_size)  # before anything is allocated for the samples
+            data = f.read(dtype="float32", always_2d=True)
+            sr = f.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(path, utt, f"unreadable or corrupt audio ({e})") from None
+    except MemoryError:
+        raise AudioError(path, utt, "too large to read into memory") from None
     num, channels = data.shape
+    declared = _wav_declared_frames(path) if stat.S_ISREG(st.st_mode) else None
+    if declared is not None and num < declared:  # libsndfile reads a cut WAV as shorter audio, silently
+        log.warning("%s: %sread %d of the %d frames its header announces (the file is cut short?)",
+                    path, f"utterance {utt}: " if utt else "", num, declared)
     if channels > 1:
         if multichannel == "error":
             raise AudioError(path, utt, f"has {channels} channels; expected mono")

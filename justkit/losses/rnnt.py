@@ -28,6 +28,14 @@ def rnnt_loss(
     numba.cuda kernels for CUDA tensors).
     """
     if backend == "torchaudio":
+        # torchaudio wants max(logit_lens) == T and max(target_lens) == U exactly ("input length
+        # mismatch" otherwise); padding beyond the batch maxima carries nothing, so trim it.
+        if logits.dim() == 4 and logit_lens.numel():
+            t, u = int(logit_lens.max()), int(target_lens.max())
+            if logits.size(1) > t or logits.size(2) > u + 1:
+                logits = logits[:, :t, : u + 1].contiguous()
+            if targets.size(1) > u:
+                targets = targets[:, :u].contiguous()
         return F.rnnt_loss(
             logits,
             targets.int(),

@@ -319,9 +319,9 @@ class JUSTModel(nn.Module):
                 own[k].copy_(v)
                 loaded.append(k)
         if bad:
-            raise ValueError("pre-trained encoder does not fit this model config:\n  " + "\n  ".join(bad))
+            raise ConfigError(f"train.init: the pre-trained encoder does not fit this model config ({len(bad)} tensors): " + "; ".join(bad[:3]))
         if not loaded:
-            raise ValueError("no encoder weight of the pre-trained state dict matches this model")
+            raise ConfigError("train.init: no encoder weight of the pre-trained state dict matches this model")
         if self.quantizer is not None and any(k.startswith("quantizer.") for k in loaded):
             self.quantizer._sync_offset()
             if step:

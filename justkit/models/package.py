@@ -26,7 +26,8 @@ from justkit.experiment import Experiment
 from justkit.fileio import atomic_open, atomic_torch_save, atomic_write_text
 from justkit.models.factory import CheckpointError, build_model, load_checkpoint
 from justkit.models.lm import check_weight, load_lm
-from justkit.models.modeldir import FILES, FUSION_FILE, ModelDirError, ModelFiles, locate  # noqa: F401 (importable from here too)
+from justkit.models.modeldir import (FILES, FUSION_FILE, ModelDirError, ModelFiles,  # noqa: F401 (importable from here too)
+                                     check_frontend, locate)
 from justkit.models.onnx import export_onnx
 from justkit.provenance import git_revision
 
@@ -159,15 +160,22 @@ def pack_model(exp_dir: str | Path, out_dir: str | Path, weights: str | Path | N
         shutil.rmtree(out / "lm")
     config = exp.to_dict()
     atomic_torch_save({"model": model.state_dict(), "config": config, "step": ckpt.get("step", 0),
-                       "epoch": ckpt.get("epoch", 0), "averaged_from": ckpt.get("averaged_from", [])},
+                       "epoch": ckpt.get("epoch", 0), "averaged_from": ckpt.get("averaged_from", []),
+                       "fbank": dict(fb)},  # the front end trained with: transcribe checks fbank.yaml against it
                       out / "model.pt")
     dump_yaml(config, out / "config.yaml")
     _copy(tok, out / "spm.model")
     if exp.paths.cmvn:
         _copy(Path(exp.paths.cmvn), out / "cmvn.ark")
+    elif (out / "cmvn.ark").exists() or (out / "cmvn.ark").is_symlink():
+        (out / "cmvn.ark").unlink()  # an earlier pack's: this model has no CMVN
     dump_yaml({"fbank": fb}, out / "fbank.yaml")
     n = sum(p.numel() for p in model.parameters())
     atomic_write_text(out / "README.md", model_card(exp_dir, config, n, git_revision(), exp_dir.name, lm_section))
+    old_onnx = out / "onnx"
+    if not onnx and (old_onnx.exists() or old_onnx.is_symlink()):
+        old_onnx.unlink() if old_onnx.is_symlink() or not old_onnx.is_dir() else shutil.rmtree(old_onnx)  # an earlier pack's export (maybe another vocabulary): never beside this model
+        log.info("%s: removed the onnx/ export of an earlier pack (pass --onnx to export this model)", out)
     if onnx:
         export_onnx(out, out / "onnx")
     log.info("packed %s (%s) -> %s", exp_dir, wpath.name, out)

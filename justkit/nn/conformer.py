@@ -57,6 +57,10 @@ class ConformerConfig:
             raise ValueError("left_window, right_window and max_rel_pos must be >= 0")
         if self.num_heads < 1 or self.ffn_dim < 1:
             raise ValueError("num_heads and ffn_dim must be >= 1")
+        for name in ("dropout", "attention_dropout"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:  # also refuses NaN
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
 
 
 def lengths_to_valid(lens: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -100,7 +104,9 @@ class RelPosMultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, cfg: ConformerConfig) -> None:
         super().__init__()
         if d_model % cfg.num_heads:
-            raise ValueError(f"d_model {d_model} not divisible by num_heads {cfg.num_heads}")
+            from justkit.config import ConfigError
+
+            raise ConfigError(f"model.d_model {d_model} is not divisible by model.conformer.num_heads {cfg.num_heads}")
         self.h = cfg.num_heads
         self.p = cfg.max_rel_pos
         self.dropout = cfg.attention_dropout

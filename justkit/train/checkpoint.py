@@ -11,12 +11,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from justkit.errors import JustkitError
 from justkit.fileio import atomic_torch_save
 from justkit.models.factory import REQUIRED_KEYS, CheckpointError, load_checkpoint  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+# How torch's zip writer reports a short write (a full disk, a file-size limit) as a RuntimeError
+_WRITE_FAILURES = ("writ", "inline_container", "PytorchStreamWriter", "unexpected pos")
 
 
 # ----------------------------------------------------------------------------- files
@@ -43,23 +46,125 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_latest_checkpoint(
-    ckpt_dir: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[dict, Path] | None:
-    """Newest checkpoint in ``ckpt_dir`` that loads; unreadable newer ones are skipped with a warning.
+class CheckpointWriteError(JustkitError, OSError):
+    """A checkpoint could not be written (disk full, quota, file-size limit); nothing was replaced."""
 
-    Returns None when the directory holds no loadable checkpoint.
+
+class CheckpointsUnreadable(CheckpointError):
+    """Checkpoints exist but none can be resumed from; nothing is deleted or overwritten."""
+
+
+UNREADABLE_DIR = "unreadable"  # <ckpt_dir>/unreadable/: checkpoints set aside, never deleted
+
+
+def corruption(path: str | Path) -> str | None:
+    """Why ``path`` is proven damaged (empty, cut short, a zip whose structure or CRCs are wrong),
+    or None when that cannot be shown: a file that reads back as a sound zip but does not load
+    (another torch version, a refused pickle) or one that cannot be read at all (EIO, ESTALE on
+    NFS) may be fine, so it is never taken for corrupt."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:
+        return f"truncated or corrupt ({e})"
+    except (OSError, EOFError, RuntimeError, ValueError):
+        return None  # an I/O error proves nothing about the bytes
+    if bad is not None:
+        return f"truncated or corrupt (CRC error in {bad})"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unreadable checkpoint into ``<ckpt_dir>/unreadable/`` (keeping it for inspection) so
+    that neither resuming nor the keep-last cleanup sees it again. Returns the new path."""
+    d = path.parent / UNREADABLE_DIR
+    d.mkdir(exist_ok=True)
+    dst = d / path.name
+    k = 1
+    while dst.exists():
+        dst = d / f"{path.name}.{k}"
+        k += 1
+    path.rename(dst)
+    return dst
+
+
+def clean_stale_temp(ckpt_dir: str | Path) -> list[Path]:
+    """Remove ``.ckpt-N.pt.*.tmp`` files that a save killed mid-write left behind (call it only
+    while holding the experiment's lock: no other process is saving). Returns what was removed."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        if p.name.startswith(".ckpt-") and p.name.endswith(".tmp") and p.is_file():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(p)
+    if removed:
+        logger.info("%s: removed %d temporary file(s) of interrupted saves", d, len(removed))
+    return removed
+
+
+def load_latest_checkpoint(
+    ckpt_dir: str | Path, map_location: str | torch.device = "cpu", restart: bool = False,
+) -> tuple[dict, Path] | None:
+    """Newest checkpoint in ``ckpt_dir`` that loads, or None when there is none (a fresh run).
+
+    A newer checkpoint is passed over for an older one only when it is proven truncated or
+    corrupt (:func:`corruption`); it is then moved to ``<ckpt_dir>/unreadable/``, not deleted.
+    Any other load error (an I/O error on NFS, a torch upgrade, a refused pickle) raises
+    CheckpointsUnreadable naming the file, as does a directory where no checkpoint loads
+    (naming them all; nothing is moved): training must not silently start over.
+    ``restart=True`` (``--train.restart true``) passes over any unreadable checkpoint and,
+    when none loads, starts over (returns None); the unreadable ones are moved aside.
+    Stale temporary files of interrupted saves are removed first.
     """
+    clean_stale_temp(ckpt_dir)
+    failed: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
             obj = load_checkpoint(path, map_location)
             missing = [k for k in REQUIRED_KEYS if k not in obj]
             if missing:
                 raise CheckpointError(f"{path}: incomplete training checkpoint, missing {missing}")
-            return obj, path
         except CheckpointError as e:
-            logger.warning("skipping checkpoint: %s; trying the previous one", e)
+            why = corruption(path)
+            if why is None and not restart:
+                raise CheckpointsUnreadable(
+                    f"{path}: cannot resume from it ({e}), and it is not proven corrupt, so training stops "
+                    f"and nothing is deleted; fix the cause (an I/O error? another torch version?) and re-run, "
+                    f"or pass --train.restart true to set it aside"
+                ) from e
+            logger.warning("checkpoint %s is unreadable: %s", path, why or e)
+            failed.append((path, why or str(e)))
+            continue
+        _set_aside(failed)
+        return obj, path
+    if failed and not restart:
+        raise CheckpointsUnreadable(
+            f"{ckpt_dir}: checkpoints exist but none loads ({'; '.join(f'{p.name}: {w}' for p, w in failed)}); "
+            f"nothing was deleted; pass --train.restart true to start over (they are then moved to "
+            f"{Path(ckpt_dir) / UNREADABLE_DIR})")
+    if failed:
+        logger.warning("%s: no checkpoint loads; starting over (--train.restart true)", ckpt_dir)
+    _set_aside(failed)
     return None
+
+
+def _set_aside(failed: list[tuple[Path, str]]) -> None:
+    for path, why in failed:
+        try:
+            dst = set_aside(path)
+        except OSError as e:
+            raise CheckpointsUnreadable(f"{path}: unreadable ({why}) and cannot be moved aside ({e})") from e
+        logger.warning("moved unreadable checkpoint %s to %s (kept, never deleted)", path, dst)
 
 
 def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int = 0,
@@ -67,7 +172,18 @@ def save_checkpoint(state: dict, ckpt_dir: str | Path, step: int, keep_last: int
     """Write ``state`` to ``ckpt-<step>.pt`` atomically, then keep only the newest ``keep_last``
     and those of ``keep_steps`` (e.g. the best on the dev set). ``keep_last <= 0`` keeps all."""
     path = checkpoint_path(ckpt_dir, step)
-    atomic_torch_save(state, path)
+    try:
+        atomic_torch_save(state, path)
+    except (OSError, RuntimeError) as e:
+        # a full disk, a quota, a file-size limit (torch's zip writer reports a short write as a
+        # RuntimeError): the user's to fix, not a bug; the older checkpoints are untouched
+        if isinstance(e, RuntimeError) and not any(k in str(e) for k in _WRITE_FAILURES):
+            raise
+        older = [p.name for p in list_checkpoints(ckpt_dir)]
+        raise CheckpointWriteError(
+            f"{path}: cannot write the checkpoint ({type(e).__name__}: {' '.join(str(e).split())}); nothing "
+            f"was replaced{' (' + ', '.join(older[-3:]) + ' intact)' if older else ''}; free space and re-run "
+            f"to resume") from e
     if keep_last > 0:
         keep = {int(s) for s in keep_steps}
         for old in list_checkpoints(ckpt_dir)[:-keep_last]:

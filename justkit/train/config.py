@@ -49,6 +49,7 @@ class TrainConfig:
     tensorboard: bool = True         # TensorBoard event files in <exp>/tensorboard (every logged value)
     init: str = ""                   # checkpoint whose encoder initialises a fresh run (fine-tuning)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    restart: bool = False            # start over when checkpoints exist but none loads (they are moved aside, not deleted)
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):

@@ -40,7 +40,9 @@ def init_distributed(device: str, timeout_s: int = 1800) -> DistInfo:
     if device not in ("cpu", "cuda"):
         raise ValueError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch sees no CUDA device")
+        from justkit.errors import JustkitError
+
+        raise JustkitError("--device cuda: this machine has no CUDA device (torch sees none); use --device cpu")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -34,8 +34,20 @@ class OptimConfig:
         if len(self.betas) != 2:
             raise ConfigError(f"train.optim.betas must be two numbers, got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.peak_lr <= 0 or self.eps <= 0:
-            raise ConfigError("train.optim.peak_lr and eps must be > 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):  # also refuses NaN
+            raise ConfigError(f"train.optim.betas must be in [0, 1), got {list(self.betas)}")
+        for name in ("peak_lr", "eps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"train.optim.{name} must be a finite number > 0, got {v}")
+        for name in ("weight_decay", "min_lr"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"train.optim.{name} must be a finite number >= 0, got {v}")
+        if self.min_lr > self.peak_lr:
+            raise ConfigError(f"train.optim.min_lr {self.min_lr} is above peak_lr {self.peak_lr}")
+        if self.warmup_steps < 0 or self.decay_steps < 0:
+            raise ConfigError("train.optim.warmup_steps and decay_steps must be >= 0")
 
 
 class WarmupSchedule:

@@ -7,67 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kaldiio
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import yaml
 
-from justkit.config import dump_yaml
 from justkit.datadir.tables import read_table
-from justkit.experiment import Experiment
 from justkit.fileio import atomic_torch_save
-from justkit.frontend.cmvn import accumulate, write_cmvn
-from justkit.frontend.fbank import FbankConfig, compute_fbank
-from justkit.models.just import JUSTModel
-from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
-
-TEXTS = {"en": [("en1", "the cat sat"), ("en2", "a dog ran"), ("en3", "the dog sat")],
-         "pl": [("pl1", "kot i pies"), ("pl2", "pies i kot")]}
-
-
-def _signal(seed: int, seconds: float, sr: int = 16000) -> np.ndarray:
-    """Speech-like test audio: a few harmonics with a slow envelope and a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = rng.uniform(100, 220)
-    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 6))
-    x = x * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)) + 0.01 * rng.standard_normal(len(t))
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory, tiny_model_config):
-    """exp/<tag> as stages 3-7 leave it: config.yaml with paths, model_avg.pt; audio in 16 kHz FLAC."""
-    d = tmp_path_factory.mktemp("use")
-    tok = train_tokenizer(TEXTS, d / "token", TokenizerConfig(vocab_size=20, hard_vocab_limit=False, model_type="bpe"))
-    fb = FbankConfig()
-    (d / "fbank/conf").mkdir(parents=True)
-    dump_yaml({"fbank": fb.__dict__}, d / "fbank/conf/fbank.yaml")
-    (d / "fbank/feat_dim").write_text("80\n")
-    audio, feats = {}, {}
-    for i, (u, _) in enumerate(x for v in TEXTS.values() for x in v):
-        audio[u] = d / "audio" / f"{u}.flac"
-        audio[u].parent.mkdir(exist_ok=True)
-        sf.write(audio[u], _signal(i, 1.0 + 0.2 * i), 16000, subtype="PCM_16")
-        x, sr = sf.read(audio[u], dtype="float32")
-        feats[u] = compute_fbank(x, fb, sr, u)
-    write_cmvn(d / "fbank/cmvn.ark", accumulate(feats.values()))
-    kaldiio.save_ark(str(d / "fbank/feats.ark"), feats, scp=str(d / "fbank/feats.scp"))
-    model_cfg = tiny_model_config("supervised", vocab_size=tok.vocab_size)
-    exp = Experiment.from_dict({"model": model_cfg, "train": {"max_steps": 1}, "paths": {
-        "tokenizer": str(d / "token/spm.model"), "cmvn": str(d / "fbank/cmvn.ark"), "features": str(d / "fbank")}})
-    torch.manual_seed(0)
-    model = JUSTModel(exp.model)
-    with torch.no_grad():  # a decisive output layer, so that the searches emit tokens
-        model.joint.out.weight.mul_(8.0)
-        model.joint.out.bias[0] = -2.0
-    exp_dir = d / "exp"
-    exp.save(exp_dir)
-    atomic_torch_save({"model": model.state_dict(), "config": exp.to_dict(), "step": 1, "epoch": 0},
-                      exp_dir / "model_avg.pt")
-    return {"dir": d, "exp": exp_dir, "audio": audio, "feats": feats, "model": model.eval()}
+from justkit.frontend.fbank import FbankConfig
 
 
 def test_pack_model_round_trip(experiment, tmp_path):

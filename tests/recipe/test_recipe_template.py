@@ -68,7 +68,7 @@ def test_template_and_example_recipe_files():
             assert (d / f).is_symlink() and (d / f).resolve() == (TEMPLATE / f).resolve(), f"{recipe}/{f}"
         assert not (d / "local/data.sh").is_symlink() and not (d / "run.sh").is_symlink()
     # the template refuses to run without languages instead of guessing
-    r = subprocess.run([str(TEMPLATE / "run.sh"), "--stop_stage", "0"], cwd=TEMPLATE,
+    r = subprocess.run([str(TEMPLATE / "run.sh"), "--stop_stage", "1"], cwd=TEMPLATE,
                        env=dict(os.environ, JUSTKIT_NO_INSTALL="1"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "set --langs" in r.stderr
 

@@ -103,7 +103,9 @@ def fifo_variant(recipe, src: str, name: str) -> Path:
 
 def run_and_kill(recipe, fifo: Path, module: str, *args):
     """Start a wrapper; when its job 2 opens the FIFO, SIGKILL that job. Returns the finished wrapper."""
-    proc = subprocess.Popen(list(args), cwd=recipe["dir"], env=recipe["env"], stdout=subprocess.PIPE,
+    # justkit refuses FIFOs (a read blocks forever) unless pipes are allowed: here the block is the point
+    env = {**recipe["env"], "JUSTKIT_ALLOW_PIPES": "1"}
+    proc = subprocess.Popen(list(args), cwd=recipe["dir"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     fd, job_pid = None, None
     try:

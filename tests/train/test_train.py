@@ -191,9 +191,12 @@ def test_corrupt_newest_checkpoint_is_skipped(tmp_path, caplog):
     assert "ckpt-6.pt" in caplog.text
     C.checkpoint_path(d, 4).write_bytes(b"not a zip")
     C.checkpoint_path(d, 2).unlink()
-    assert C.load_latest_checkpoint(d) is None
+    with pytest.raises(C.CheckpointsUnreadable, match="ckpt-4.pt"):  # none loads: stop, never start over
+        C.load_latest_checkpoint(d)
+    assert C.load_latest_checkpoint(d, restart=True) is None
+    assert sorted(p.name for p in (d / "unreadable").iterdir()) == ["ckpt-4.pt", "ckpt-6.pt"]
     with pytest.raises(C.CheckpointError, match="ckpt-6.pt"):
-        C.load_checkpoint(newest)
+        C.load_checkpoint(d / "unreadable/ckpt-6.pt")
 
 
 def test_keep_last_k(tmp_path):

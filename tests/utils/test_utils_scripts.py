@@ -176,6 +176,6 @@ def test_parse_options(parse_script, tmp_path):
 
 def test_parse_options_unknown_option(parse_script, tmp_path):
     r = sh("bash", parse_script, "--stage", "3", "--bogus", "1", cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert b"unknown option --bogus" in r.stderr
     assert r.stdout == b""
