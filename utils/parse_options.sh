@@ -5,7 +5,8 @@
 # Then `--stage 3 --nj=8 --langs "en pl"` set those variables. A name with dashes
 # maps to underscores (--stop-stage == --stop_stage). An option whose variable was not
 # declared is an error (catches typos); `--help` prints $help_message if set.
-# Positional arguments are left in "$@".
+# Positional arguments are left in "$@". The loop's own variables are _po_*, and no option
+# may start with '_', so a script may have options such as --name or --value.
 while true; do
   [ -z "${1:-}" ] && break
   case "$1" in
@@ -13,24 +14,24 @@ while true; do
       echo "${help_message:-no help message; see the top of $0}"
       exit 0 ;;
     --*=*)
-      name=$(echo "${1%%=*}" | sed 's/^--//; s/-/_/g')
-      value="${1#*=}"
+      _po_name=$(echo "${1%%=*}" | sed 's/^--//; s/-/_/g')
+      _po_value="${1#*=}"
       shift ;;
     --*)
-      name=$(echo "$1" | sed 's/^--//; s/-/_/g')
+      _po_name=$(echo "$1" | sed 's/^--//; s/-/_/g')
       if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
-      value="$2"
+      _po_value="$2"
       shift 2 ;;
     *) break ;;
   esac
-  if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
-    echo "$0: invalid option name --$name" >&2; exit 1
+  if ! [[ "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "$0: invalid option name --$_po_name" >&2; exit 1
   fi
-  if [ -z "${!name+set}" ]; then
-    echo "$0: unknown option --$name (no variable '$name' declared before parse_options.sh)" >&2
+  if [ -z "${!_po_name+set}" ] || [[ "$_po_name" == _* ]]; then
+    echo "$0: unknown option --$_po_name (no variable '$_po_name' declared before parse_options.sh)" >&2
     exit 1
   fi
   # Quote the value so spaces and shell characters survive.
-  printf -v "$name" '%s' "$value"
+  printf -v "$_po_name" '%s' "$_po_value"
 done
 true
