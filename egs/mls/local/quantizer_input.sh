@@ -5,9 +5,11 @@
 # interval), the codebook use and the dev loss / greedy WER at the end. Variants (name=overrides):
 #   legacy         input proj, no LayerNorm (justkit before 2026-12, but reading pre-dropout features)
 #   proj_ln        input proj + LayerNorm
-#   features_ln    input features (before the projection) + LayerNorm      <- the default
+#   features_ln    input features (before the projection) + LayerNorm      <- the default input
 #   features_ln_default_init   as features_ln with PyTorch's Linear init instead of N(0, 1)
-#   features_ln_wdiv0.3, ..._wdiv1.0   the default with loss.w_div 0.3 / 1.0
+#   features_ln_wdiv0.3, ..._wdiv1.0   features_ln with loss.w_div 0.3 / 1.0 (0.3 is conf/model/mini.yaml's)
+#   proj_ln_wdivX, legacy_wdivX        those inputs with loss.w_div X
+# Variants without a _wdiv suffix use wav2vec 2.0's w_div 0.1.
 #   local/quantizer_input.sh [--steps 300] [--jobs 2] [--seed 0] [--variants "legacy features_ln"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +25,13 @@ help_message="Usage: $0 [--steps 300] [--jobs 2] [--seed 0] [--exp DIR] [--varia
 
 opts_of() {
   case $1 in
-    legacy) echo "--model.quantizer.input proj --model.quantizer.input_norm false" ;;
-    proj_ln) echo "--model.quantizer.input proj --model.quantizer.input_norm true" ;;
-    features_ln) echo "--model.quantizer.input features --model.quantizer.input_norm true" ;;
-    features_ln_default_init) echo "--model.quantizer.input features --model.quantizer.init default" ;;
+    legacy) echo "--model.quantizer.input proj --model.quantizer.input_norm false --loss.w_div 0.1" ;;
+    proj_ln) echo "--model.quantizer.input proj --model.quantizer.input_norm true --loss.w_div 0.1" ;;
+    features_ln) echo "--model.quantizer.input features --model.quantizer.input_norm true --loss.w_div 0.1" ;;
+    features_ln_default_init) echo "--model.quantizer.input features --model.quantizer.init default --loss.w_div 0.1" ;;
     features_ln_wdiv*) echo "--model.quantizer.input features --loss.w_div ${1#features_ln_wdiv}" ;;
+    proj_ln_wdiv*) echo "--model.quantizer.input proj --model.quantizer.input_norm true --loss.w_div ${1#proj_ln_wdiv}" ;;
+    legacy_wdiv*) echo "--model.quantizer.input proj --model.quantizer.input_norm false --loss.w_div ${1#legacy_wdiv}" ;;
     *) echo "$0: unknown variant $1" >&2; return 2 ;;
   esac
 }
