@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "V100": 125.0}
 
 
-def synthetic_packed(d: Path, n: int, lengths: tuple[int, int], vocab: int, seed: int = 0) -> Path:
+def synthetic_packed(d: Path, n: int, lengths: tuple[int, int], vocab: int, seed: int = 0,
+                     labelled: float = 1.0) -> Path:
     import kaldiio
     import numpy as np
 
@@ -46,7 +47,7 @@ def synthetic_packed(d: Path, n: int, lengths: tuple[int, int], vocab: int, seed
             n_tok = max(2, m.shape[0] // 30)  # ~3 word pieces per second
             f.write(json.dumps({"utt": u, "feats": scp[u].strip(), "num_frames": int(m.shape[0]),
                                 "tokens": rng.integers(2, vocab, size=n_tok).tolist(), "lang": langs[i % 8],
-                                "labelled": True, "text": ""}) + "\n")
+                                "labelled": i % 10 < round(labelled * 10), "text": ""}) + "\n")
     return d / "packed.jsonl"
 
 
@@ -63,7 +64,8 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
         torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     vocab = 256
-    train = Path(args.train) if args.train else synthetic_packed(tmp, args.num_utts, lengths, vocab)
+    train = Path(args.train) if args.train else synthetic_packed(tmp, args.num_utts, lengths, vocab,
+                                                                 labelled=args.labelled)
     cfg = load_yaml(ROOT / config)
     cfg["model"]["vocab_size"] = vocab
     cfg["data"]["max_frames"] = max_frames
@@ -74,6 +76,7 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
     cfg["paths"] = {"train": str(train)}
     dist = init_distributed(args.device)
     t = Trainer(ASRTask(cfg), tmp / "exp", dist)
+    t.model.unmasked_all_rows = args.unmasked_all_rows  # JUST's unmasked pass over every row (before 2026-12)
     t.model.train()
     n_params = sum(p.numel() for p in t.model.parameters())
     padding = t.train_loader.padding_fraction()
@@ -138,6 +141,9 @@ def main() -> None:
     p.add_argument("--mini-lengths", default="150:350", help="synthetic lengths lo:hi (frames; mini-MLS-like)")
     p.add_argument("--paper-lengths", default="300:400")
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument("--labelled", type=float, default=1.0, help="share of the synthetic utterances that are labelled")
+    p.add_argument("--unmasked-all-rows", action="store_true",
+                   help="JUST's unmasked (RNN-T) pass over every row, as before 2026-12 (default: labelled rows only)")
     args = p.parse_args()
 
     from justkit.config import load_yaml
@@ -162,7 +168,8 @@ def main() -> None:
         rows.append(q.get())
 
     print(f"\nbench_train: mode {args.mode}, device {rows[0]['device'] if rows else args.device}, "
-          f"data {'synthetic' if not args.train else args.train}; one step = one batch fwd+bwd+Adam\n")
+          f"data {'synthetic' if not args.train else args.train} ({args.labelled:.0%} labelled), unmasked pass over "
+          f"{'every row' if args.unmasked_all_rows else 'the labelled rows'}; one step = one batch fwd+bwd+Adam\n")
     hdr = ("config", "params M", "max_frames", "utts/step", "s/step", "frames/s", "audio h/h",
            "TFLOP/s", "MFU", "padding", "peak RSS GiB")
     print("| " + " | ".join(hdr) + " |")

@@ -91,7 +91,7 @@ class Experiment:
             raise ConfigError(f"{p}: experiment config not found (stage 6 writes it)")
         raw, moved = migrate_legacy_config(load_yaml(p))
         if moved:
-            logger.warning("%s: written by an earlier justkit; read model.%s as the loss: section's keys",
+            logger.warning("%s: written by an earlier justkit; read in today's shape: model.%s",
                            p, ", model.".join(moved))
         exp = cls.from_dict(raw, str(p))
         exp.exp_dir = str(p.parent)

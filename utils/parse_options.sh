@@ -6,7 +6,8 @@
 # maps to underscores (--stop-stage == --stop_stage). An option whose variable was not
 # declared is an error, exit status 2 (catches typos), as is one naming an environment, shell
 # or upper-case variable (--HOME, --IFS, --PATH); `--help` prints $help_message if set.
-# Positional arguments are left in "$@".
+# Positional arguments are left in "$@". The loop's own variables are _po_* (no option may
+# start with '_'), so a script may have options such as --name or --value.
 while true; do
   [ -z "${1:-}" ] && break
   case "$1" in
@@ -14,27 +15,27 @@ while true; do
       echo "${help_message:-no help message; see the top of $0}"
       exit 0 ;;
     --*=*)
-      name=$(echo "${1%%=*}" | sed 's/^--//; s/-/_/g')
-      value="${1#*=}"
+      _po_name=$(echo "${1%%=*}" | sed 's/^--//; s/-/_/g')
+      _po_value="${1#*=}"
       shift ;;
     --*)
-      name=$(echo "$1" | sed 's/^--//; s/-/_/g')
+      _po_name=$(echo "$1" | sed 's/^--//; s/-/_/g')
       if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
-      value="$2"
+      _po_value="$2"
       shift 2 ;;
     *) break ;;
   esac
-  if ! [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
-    echo "$0: invalid option name --$name" >&2; exit 1
+  if ! [[ "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "$0: invalid option name --$_po_name" >&2; exit 1
   fi
   # Only lower-case option variables (a recipe's own, or cmd.sh's exported ones): not --HOME, --PATH,
-  # not the shell's (--IFS, --BASH_ENV), not this loop's own (--name, --value).
-  if [ -z "${!name+set}" ] || [[ "$name" =~ [A-Z] ]] || [[ "$name" == _* ]] \
-      || [ "$name" = name ] || [ "$name" = value ] || [[ "$(declare -p "$name" 2>/dev/null)" =~ ^declare\ -[a-zA-Z]*r ]]; then
-    echo "$0: unknown option --$name (not an option of this script; see --help)" >&2
+  # not the shell's (--IFS, --BASH_ENV), not this loop's own (--_po_name).
+  if [ -z "${!_po_name+set}" ] || [[ "$_po_name" =~ [A-Z] ]] || [[ "$_po_name" == _* ]] \
+      || [[ "$(declare -p "$_po_name" 2>/dev/null)" =~ ^declare\ -[a-zA-Z]*r ]]; then
+    echo "$0: unknown option --$_po_name (not an option of this script; see --help)" >&2
     exit 2
   fi
   # Quote the value so spaces and shell characters survive.
-  printf -v "$name" '%s' "$value"
+  printf -v "$_po_name" '%s' "$_po_value"
 done
 true

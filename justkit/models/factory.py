@@ -62,7 +62,7 @@ def model_from_config(config: Mapping[str, Any], where: str = "config") -> JUSTM
         raise CheckpointError(f"{where}: its config has no 'model' section")
     config, moved = migrate_legacy_config(config)
     if moved:
-        logger.warning("%s: written by an earlier justkit; read model.%s as the loss: section's keys",
+        logger.warning("%s: written by an earlier justkit; read in today's shape: model.%s",
                        where, ", model.".join(moved))
     return build_model(config["model"], config.get("loss"))
 

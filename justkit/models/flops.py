@@ -50,9 +50,10 @@ def training_flops(cfg: JUSTConfig, input_frames: int, tokens: int, labelled: bo
     if UNSUPERVISED in cfg.kinds:
         q = cfg.quantizer
         passes += 1
-        fwd += 2 * t * d * q.groups * q.entries  # quantizer logits
-    if cfg.mode == "supervised" or (cfg.mode == "just" and not cfg.rnnt_on_masked):
-        passes += 1  # the unmasked pass (JUST runs it over every row, labelled or not)
+        q_in = cfg.subsampling.channels * conv_out_len(conv_out_len(cfg.feat_dim, k), k) if q.input == "features" else d
+        fwd += 2 * t * q_in * q.groups * q.entries  # quantizer logits
+    if cfg.mode == "supervised" or (cfg.mode == "just" and not cfg.rnnt_on_masked and labelled):
+        passes += 1  # the unmasked pass (JUST runs it over the labelled rows only)
     for term in loss.active(cfg.kinds):
         if term.flops is not None and (term.kind == UNSUPERVISED or labelled):
             fwd += term.flops(cfg, loss, t, tokens)

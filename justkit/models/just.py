@@ -16,12 +16,13 @@ from justkit.nn.conformer import ConformerConfig, ConformerStack, frozen_running
 from justkit.nn.joint import Joint, JointConfig
 from justkit.nn.masking import MaskingConfig, SpanMasker
 from justkit.nn.predictor import Predictor, PredictorConfig
+from justkit.nn.quantizer import LEGACY as QUANTIZER_LEGACY
 from justkit.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig
 from justkit.nn.subsampling import Conv2dSubsampling, SubsamplingConfig
 
 MODES = ("supervised", "pretrain", "just")
 # What the unsupervised branch logs besides its terms (0 where it does not run)
-QUANTIZER_STATS = ("codebook_perplexity", "gumbel_temperature")
+QUANTIZER_STATS = ("codebook_perplexity", "gumbel_temperature", "code_entropy", "code_agreement")
 
 
 @dataclass
@@ -118,9 +119,16 @@ def migrate_legacy_config(config: Mapping[str, Any]) -> tuple[dict, list[str]]:
     model = config.get("model")
     if not isinstance(model, dict):
         return config, []
-    moved = [k for k in MOVED_TO_LOSS if k in model]
-    if not moved:
-        return config, []
+    moved = []
+    q = model.get("quantizer")
+    if isinstance(q, Mapping) and not any(k in q for k in QUANTIZER_LEGACY):
+        # a stored quantizer of before its input options: what it was (un-normalised projection)
+        model["quantizer"] = {**q, **QUANTIZER_LEGACY}
+        moved.append("quantizer.input (legacy: proj, no input_norm)")
+    moved_loss = [k for k in MOVED_TO_LOSS if k in model]
+    moved += moved_loss
+    if not moved_loss:
+        return config, moved
     loss = dict(config.get("loss") or {})
     rnnt = dict(model.pop("rnnt_loss", None) or {})
     for old, new in (("rnnt_backend", "backend"), ("rnnt_norm", "norm")):
@@ -148,6 +156,9 @@ class JUSTModel(nn.Module):
     """
 
     blank_id = 0
+    # The RNN-T's unmasked pass over every row, keeping the labelled ones (what justkit did before
+    # 2026-12): for benchmarks/bench_train.py's before/after and the equality test; never faster.
+    unmasked_all_rows = False
 
     def __init__(self, cfg: JUSTConfig, loss_cfg: LossConfig | None = None) -> None:
         super().__init__()
@@ -163,7 +174,8 @@ class JUSTModel(nn.Module):
         # the unsupervised branch (masker + quantizer), then its terms' heads; the RNN-T decoder,
         # then the supervised terms' heads (this order fixes the initial weights of a seed)
         self.masker = SpanMasker(d, cfg.masking) if self.unsupervised else None
-        self.quantizer = GumbelVectorQuantizer(d, cfg.quantizer) if self.unsupervised else None
+        q_in = self.frontend.proj.in_features if cfg.quantizer.input == "features" else d
+        self.quantizer = GumbelVectorQuantizer(q_in, cfg.quantizer) if self.unsupervised else None
         self._build_heads(UNSUPERVISED)
         self.predictor = Predictor(cfg.vocab_size, cfg.predictor) if self.supervised else None
         self.joint = Joint(d, self.predictor.output_dim, cfg.vocab_size, cfg.joint) if self.supervised else None
@@ -214,9 +226,10 @@ class JUSTModel(nn.Module):
             params = [p for n, p in self.named_parameters() if n.startswith(self.decoder_parameter_prefixes())]
         return sum(p.sum() for p in params) * 0.0
 
-    def _masked_pass(self, x: torch.Tensor, lens: torch.Tensor, valid: torch.Tensor, step: int) -> MaskedPass:
-        """The unsupervised branch: quantize the unmasked features, mask, run the blocks."""
-        qo = self.quantizer(x, valid, step)  # reads the unmasked encoder output
+    def _masked_pass(self, x: torch.Tensor, q_in: torch.Tensor, lens: torch.Tensor, valid: torch.Tensor,
+                     step: int) -> MaskedPass:
+        """The unsupervised branch: quantize the unmasked features ``q_in``, mask ``x``, run the blocks."""
+        qo = self.quantizer(q_in, valid, step)  # the unmasked features (QuantizerConfig.input)
         xm, mask = self.masker(x, lens)
         # The masked pass leaves the batch-norm running statistics to the unmasked pass
         # that the RNN-T reads (decoding sees unmasked input). Pre-training has no other pass.
@@ -249,12 +262,14 @@ class JUSTModel(nn.Module):
                     logged.update(extra)
 
         if self.unsupervised:
-            x, lens = self.frontend(feats, feat_lens)
+            x, lens, conv, proj = self.frontend.forward_all(feats, feat_lens)
             valid = lengths_to_valid(lens, x.size(1))
-            inputs.masked = mp = self._masked_pass(x, lens, valid, step)
+            q_in = conv if self.cfg.quantizer.input == "features" else proj
+            inputs.masked = mp = self._masked_pass(x, q_in, lens, valid, step)
             qo = mp.quantized
             logged.update(codebook_perplexity=qo.code_perplexity.detach(),
-                          gumbel_temperature=torch.full((), qo.temperature, device=dev))
+                          gumbel_temperature=torch.full((), qo.temperature, device=dev),
+                          code_entropy=qo.code_entropy, code_agreement=qo.code_agreement)
             run(UNSUPERVISED)
             front, num_frames = (x, lens, valid), lens.sum()
         if self.supervised:
@@ -265,17 +280,21 @@ class JUSTModel(nn.Module):
                     raise KeyError(f"batch has labelled rows but no {missing}")
                 sup = batch.get("feats_sup")
                 if self.cfg.rnnt_on_masked and inputs.masked is not None:
-                    enc, enc_lens = inputs.masked.mlm_out, inputs.masked.lens
+                    enc, enc_lens = inputs.masked.mlm_out[rows], inputs.masked.lens[rows]
                 elif sup is None and front is not None:
-                    # second pass on the unmasked frontend output (the frontend is shared)
-                    x, enc_lens, valid = front
-                    enc = self.mlm_blocks(self.contrastive_blocks(x, valid), valid)
+                    # second pass on the unmasked frontend output (the frontend is shared), over
+                    # the labelled rows only: the RNN-T reads nothing else
+                    x, lens, valid = front
+                    if self.unmasked_all_rows:
+                        enc = self.mlm_blocks(self.contrastive_blocks(x, valid), valid)[rows]
+                    else:
+                        enc = self.mlm_blocks(self.contrastive_blocks(x[rows], valid[rows]), valid[rows])
+                    enc_lens = lens[rows]
                 else:
-                    enc, enc_lens = self.encode(feats if sup is None else sup, feat_lens)
+                    enc, enc_lens = self.encode((feats if sup is None else sup)[rows], feat_lens[rows])
                     if num_frames is None:
-                        num_frames = enc_lens.sum()
-                inputs.labelled = LabelledPass(enc[rows], enc_lens[rows], batch["tokens"][rows],
-                                               batch["token_lens"][rows])
+                        num_frames = self.frontend.output_lengths(feat_lens).sum()
+                inputs.labelled = LabelledPass(enc, enc_lens, batch["tokens"][rows], batch["token_lens"][rows])
                 run(SUPERVISED)
             else:
                 weighted["rnnt"] = self._decoder_unused()

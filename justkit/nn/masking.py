@@ -33,7 +33,7 @@ def span_mask(
 
     Per utterance of length L: n = max(min_spans, int(span_start_prob * L + U[0,1))) span starts
     drawn without replacement from [0, L - span] (spans may overlap, as in wav2vec 2.0);
-    a span is cut to L frames when L < span. Drawn on the lengths' device with tensor
+    an utterance of L <= span frames gets no span at all (it would be masked whole). Drawn on the lengths' device with tensor
     operations only (random keys ranked per row; the spans are a running sum of the starts),
     so the training step does not wait for the device.
     """
@@ -46,7 +46,9 @@ def span_mask(
     pos = torch.arange(t, device=dev)
     n_starts = (lens - cfg.span + 1).clamp(min=1)            # start positions [0, L - span]
     n = torch.floor(cfg.span_start_prob * lens.float() + u).long().clamp(min=cfg.min_spans)
-    n = torch.minimum(n, n_starts) * (lens > 0).long()
+    # an utterance of at most `span` frames would be masked whole: it gets no span (and so no
+    # contrastive or masked-prediction loss) instead
+    n = torch.minimum(n, n_starts) * (lens > cfg.span).long()
     # n distinct starts: the n smallest random keys among the allowed positions
     keys = keys.masked_fill(pos[None, :] >= n_starts[:, None], 2.0)
     rank = torch.argsort(torch.argsort(keys, dim=1), dim=1)

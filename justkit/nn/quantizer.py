@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+INPUTS = ("features", "proj")
+INITS = ("normal", "default")
+
 
 @dataclass
 class QuantizerConfig:
@@ -14,6 +17,15 @@ class QuantizerConfig:
 
     Defaults are wav2vec 2.0 BASE (G=2, V=320, Gumbel temperature 2 -> 0.5 by 0.999995
     per update). w2v-BERT uses one codebook of 1024 entries (G=1, V=1024).
+
+    What it reads (docs/training.md, "The quantizer's input"): ``input: features`` = the feature
+    encoder's convolution output before its projection to d_model, as wav2vec 2.0 (fairseq:
+    ``unmasked_features`` after ``layer_norm``) and fairseq2's w2v-BERT quantize; ``proj`` = after
+    the projection (justkit before 2026-12). ``input_norm``: a LayerNorm on that input (both
+    references normalise what they quantize; without it the logits of the mini model were so flat
+    that the Gumbel sample was the argmax code on 9% of frames). The quantizer always reads the
+    features before the feature encoder's dropout. ``init: normal`` = N(0, 1) logit weights
+    (fairseq's ``weight_proj``), ``default`` = PyTorch's Linear init.
     """
 
     groups: int = 2
@@ -22,6 +34,9 @@ class QuantizerConfig:
     temp_max: float = 2.0
     temp_min: float = 0.5
     temp_decay: float = 0.999995
+    input: str = "features"
+    input_norm: bool = True
+    init: str = "normal"
 
     def __post_init__(self) -> None:
         if self.groups < 1 or self.entries < 2:
@@ -30,6 +45,14 @@ class QuantizerConfig:
             raise ValueError(f"quantizer code_dim {self.code_dim} not divisible by groups {self.groups}")
         if not 0 < self.temp_min <= self.temp_max or not 0 < self.temp_decay <= 1:
             raise ValueError("quantizer temperatures need 0 < temp_min <= temp_max and 0 < temp_decay <= 1")
+        if self.input not in INPUTS:
+            raise ValueError(f"quantizer.input must be one of {INPUTS}, got {self.input!r}")
+        if self.init not in INITS:
+            raise ValueError(f"quantizer.init must be one of {INITS}, got {self.init!r}")
+
+
+# What a stored quantizer config of a justkit before these options meant (models/just.py migrates it)
+LEGACY = {"input": "proj", "input_norm": False, "init": "normal"}
 
 
 @dataclass
@@ -40,6 +63,8 @@ class QuantizerOutput:
     prob_perplexity: torch.Tensor  # scalar: perplexity of the batch-averaged soft assignment
     code_perplexity: torch.Tensor  # scalar: perplexity of the hard code usage
     temperature: float
+    code_entropy: torch.Tensor  # scalar: mean per-frame entropy (nats) of softmax(logits), over groups
+    code_agreement: torch.Tensor  # scalar: expected share of frames whose Gumbel sample is the argmax code
 
 
 def perplexity(probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -52,8 +77,22 @@ def perplexity(probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(avg * torch.log(avg + 1e-7)).sum(-1)).sum()
 
 
+def target_quality(logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean per-frame entropy of softmax(logits) in nats, expected Gumbel/argmax agreement) over
+    valid frames and groups. The agreement is exact in expectation: the hard Gumbel-softmax sample
+    is argmax(logits + Gumbel noise) whatever the temperature (which only shapes the
+    straight-through gradient), i.e. code v with probability softmax(logits)[v], so it equals the
+    argmax code with probability max_v softmax(logits)[v]."""
+    m = valid[..., None].to(logits.dtype)                      # [B, T, 1]
+    n = (m.sum() * logits.size(2)).clamp(min=1.0)
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    ent = -(p * logp).sum(-1)                                  # [B, T, G]
+    return (ent * m).sum() / n, (p.amax(-1) * m).sum() / n
+
+
 class GumbelVectorQuantizer(nn.Module):
-    """Linear -> G x V logits -> (hard, straight-through) Gumbel-softmax -> codebook lookup.
+    """[LayerNorm] -> Linear -> G x V logits -> (hard, straight-through) Gumbel-softmax -> codebook lookup.
 
     Token ids are kept per group ([B, T, G]) rather than combined into one id of V**G
     classes, so the MLM head predicts G softmaxes of V (a single softmax for G = 1,
@@ -63,11 +102,12 @@ class GumbelVectorQuantizer(nn.Module):
     def __init__(self, in_dim: int, cfg: QuantizerConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or QuantizerConfig()
+        self.norm = nn.LayerNorm(in_dim) if cfg.input_norm else None
         self.logits = nn.Linear(in_dim, cfg.groups * cfg.entries)
-        # wav2vec 2.0 init: weights N(0, 1), zero bias; codebook U(0, 1)
-        nn.init.normal_(self.logits.weight, mean=0.0, std=1.0)
-        nn.init.zeros_(self.logits.bias)
-        self.codebook = nn.Parameter(torch.rand(cfg.groups, cfg.entries, cfg.code_dim // cfg.groups))
+        if cfg.init == "normal":  # wav2vec 2.0 init: weights N(0, 1), zero bias
+            nn.init.normal_(self.logits.weight, mean=0.0, std=1.0)
+            nn.init.zeros_(self.logits.bias)
+        self.codebook = nn.Parameter(torch.rand(cfg.groups, cfg.entries, cfg.code_dim // cfg.groups))  # U(0, 1)
         # Updates this quantizer was trained for before the current run (set when a run starts
         # from a pre-trained checkpoint), so that fine-tuning continues the temperature
         # schedule where pre-training left it instead of restarting at temp_max.
@@ -93,6 +133,8 @@ class GumbelVectorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor, step: int = 0) -> QuantizerOutput:
         c = self.cfg
         b, t, _ = x.shape
+        if self.norm is not None:
+            x = self.norm(x)
         logits = self.logits(x).float().view(b, t, c.groups, c.entries)
         tau = self.temperature(step)
         hard_ids = logits.argmax(-1)  # [B, T, G]
@@ -110,4 +152,5 @@ class GumbelVectorQuantizer(nn.Module):
         div = (gv - prob_ppl) / gv
         with torch.no_grad():
             code_ppl = perplexity(F.one_hot(hard_ids, c.entries).float(), valid)
-        return QuantizerOutput(q, ids, div, prob_ppl.detach(), code_ppl, tau)
+            entropy, agreement = target_quality(logits, valid)
+        return QuantizerOutput(q, ids, div, prob_ppl.detach(), code_ppl, tau, entropy, agreement)

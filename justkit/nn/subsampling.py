@@ -73,6 +73,15 @@ class Conv2dSubsampling(nn.Module):
             raise ValueError(f"feat_lens max {hi} > padded length {padded}")
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, out_lens, _, _ = self.forward_all(feats, lens)
+        return x, out_lens
+
+    def forward_all(self, feats: torch.Tensor, lens: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output [B, T', d_model] after dropout, lengths [B], the convolutions' features before the
+        projection [B, T', C*F'] (padded frames not zeroed), the projection before dropout [B, T',
+        d_model], padded frames 0).
+        The quantizer reads one of the last two (QuantizerConfig.input)."""
         if feats.dim() != 3 or feats.size(-1) != self.feat_dim:
             raise ValueError(f"expected feats [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
         if lens.device.type == "cpu" and not torch.jit.is_tracing():
@@ -81,8 +90,9 @@ class Conv2dSubsampling(nn.Module):
             self.check_lengths(lens, feats.size(1))
         x = self.conv(feats.unsqueeze(1))  # [B, C, T', F']
         b, c, t, f = x.shape
-        x = self.proj(x.transpose(1, 2).reshape(b, t, c * f))
+        conv = x.transpose(1, 2).reshape(b, t, c * f)
+        x = self.proj(conv)
         out_lens = self.output_lengths(lens)
-        valid = torch.arange(t, device=x.device)[None, :] < out_lens[:, None]
-        x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
-        return self.dropout(x), out_lens
+        pad = ~(torch.arange(t, device=x.device)[None, :] < out_lens[:, None]).unsqueeze(-1)
+        x = x.masked_fill(pad, 0.0)
+        return self.dropout(x), out_lens, conv, x

@@ -41,6 +41,14 @@ class TrainConfig:
     # (one extra forward and one backward per term, on that step's first batch, outside the
     # update; 0 = never). Logged with the next log line, in train.csv and plots/grad_balance.png.
     grad_balance_interval: int = 0
+    # Steps between measurements of each term's gradient alignment with the dev set's recognition
+    # loss (justkit.train.alignment; docs/training.md, "Gradient alignment"): the cosine of its
+    # shared-encoder gradient on that step's first batch with the grad_alignment_target term's
+    # gradient on grad_alignment_batches fixed dev batches, and the first-order dev-loss change of
+    # its Adam-scaled update (galign_<term>, gdev_<term> in train.csv). 0 = never. Needs a dev set.
+    grad_alignment_interval: int = 0
+    grad_alignment_batches: int = 4
+    grad_alignment_target: str = "rnnt"
     # DDP: every mode gives every parameter a gradient on every batch (a batch without labels
     # touches the RNN-T part with a zero), so the extra graph walk is off by default
     find_unused_parameters: bool = False
@@ -68,3 +76,6 @@ class TrainConfig:
             raise ConfigError(f"train.keep_best must be >= 0, got {self.keep_best}")
         if self.grad_balance_interval < 0:
             raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")
+        if self.grad_alignment_interval < 0 or self.grad_alignment_batches < 1:
+            raise ConfigError("train.grad_alignment_interval must be >= 0 and train.grad_alignment_batches >= 1, "
+                              f"got {self.grad_alignment_interval}, {self.grad_alignment_batches}")

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 META = ("split", "step", "epoch", "lr", "grad_norm", "frames_per_s", "skipped", "elapsed_s")
 NOT_PLOTTED = ("split", "step", "epoch", "skipped", "elapsed_s", "num_frames")
 BALANCE = ("gnorm_", "gshare_")  # per-term encoder gradient norms and shares (trainer grad_balance_interval)
+ALIGN = ("galign_", "gdev_")      # per-term gradient alignment with the dev need (grad_alignment_interval)
 DEV_WER = "dev_wer"  # dev_wer (mean over languages) and dev_wer_<lang>: one figure together
 
 
@@ -70,7 +71,7 @@ class TrainCurves:
         split, step = row.get("split", "train"), int(row.get("step", 0))
         for k, v in row.items():
             if k not in ("split", "step", "epoch") and _finite(v):
-                group = "grad_balance" if k.startswith(BALANCE) else split
+                group = "grad_balance" if k.startswith(BALANCE) else "grad_alignment" if k.startswith(ALIGN) else split
                 self._tb.add_scalar(f"{group}/{k}", float(v), step)
         self._tb.flush()
 
@@ -98,7 +99,7 @@ class TrainCurves:
         """The curves to plot one by one: every numeric column except row descriptors and the
         gradient-balance columns (``gnorm_*``, ``gshare_*``: one figure together)."""
         return [c for c in self.columns()
-                if c not in NOT_PLOTTED and not c.startswith(BALANCE) and not c.startswith(DEV_WER)]
+                if c not in NOT_PLOTTED and not c.startswith(BALANCE + ALIGN) and not c.startswith(DEV_WER)]
 
     def plot(self) -> list[Path]:
         """One PNG per term (train line, dev points) plus ``lr.png``; returns the paths written."""
@@ -132,7 +133,7 @@ class TrainCurves:
             with atomic_open(path, "wb", encoding=None) as f:
                 fig.savefig(f, format="png")
             written.append(path)
-        extra = [self.plot_balance(), self.plot_dev_wer(), self.plot_overview()]
+        extra = [self.plot_balance(), self.plot_alignment(), self.plot_dev_wer(), self.plot_overview()]
         return written + [p for p in extra if p]
 
     def plot_overview(self) -> Path | None:
@@ -144,9 +145,9 @@ class TrainCurves:
         cols = self.columns()
         if "loss" not in cols:
             return None
-        fig = Figure(figsize=(12, 7), dpi=100)
+        fig = Figure(figsize=(15, 7), dpi=100)
         FigureCanvasAgg(fig)
-        axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
+        axes = [fig.add_subplot(2, 3, i) for i in range(1, 6)]
 
         def series(col, split):
             return [(r["step"], r[col]) for r in self.rows if r.get("split") == split and _finite(r.get(col))]
@@ -183,6 +184,16 @@ class TrainCurves:
         ax.set_title("share of the encoder gradient")
         if ax.lines:
             ax.legend(fontsize=7)
+        ax = axes[4]
+        for col in (c for c in cols if c.startswith("galign_")):
+            pts = series(col, "train")
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "-", label=col[len("galign_"):])
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_title("cos(term's encoder gradient, dev RNN-T gradient)")
+        if ax.lines[1:]:
+            ax.legend(fontsize=7)
         for ax in axes:
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("step")
@@ -217,6 +228,38 @@ class TrainCurves:
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         path = self.plot_dir / "dev_wer.png"
+        with atomic_open(path, "wb", encoding=None) as f:
+            fig.savefig(f, format="png")
+        return path
+
+    def plot_alignment(self) -> Path | None:
+        """``grad_alignment.png``: each term's gradient cosine with the dev recognition gradient (top)
+        and the first-order dev-loss change of its Adam-scaled update (bottom); None when not measured."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        names = [c[len("galign_"):] for c in self.columns() if c.startswith("galign_")]
+        if not names:
+            return None
+        fig = Figure(figsize=(7, 6), dpi=100)
+        FigureCanvasAgg(fig)
+        top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+        for name in names:
+            for ax, col in ((top, f"galign_{name}"), (bottom, f"gdev_{name}")):
+                pts = [(r["step"], r[col]) for r in self.rows if r.get("split") == "train" and _finite(r.get(col))]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, "-", label=name)
+        top.set_ylabel("cosine with the dev need")
+        top.set_title("gradient alignment with the dev RNN-T loss (shared encoder)")
+        bottom.set_ylabel("first-order dev-loss change\nof its Adam update")
+        bottom.set_xlabel("step")
+        for ax in (top, bottom):
+            ax.axhline(0.0, color="k", lw=0.8)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = self.plot_dir / "grad_alignment.png"
         with atomic_open(path, "wb", encoding=None) as f:
             fig.savefig(f, format="png")
         return path

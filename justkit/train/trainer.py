@@ -15,7 +15,8 @@ import torch
 
 from justkit.config import ConfigError
 from justkit.train import checkpoint as ckpt_lib
-from justkit.train.balance import measure_balance, restore_buffers, snapshot_buffers
+from justkit.train.alignment import GradientMonitors
+from justkit.train.balance import restore_buffers, snapshot_buffers
 from justkit.train.config import TrainConfig
 from justkit.train.curves import TrainCurves
 from justkit.train.dev import DevPass, seed_everything
@@ -67,7 +68,8 @@ class Trainer:
         self.last_saved_step = self.last_eval_step = self.last_plot_step = -1
         self.ddp_model: torch.nn.Module = self.model
         self._buffers_before: dict[str, torch.Tensor] | None = None  # restored if the update is skipped
-        self.balance: dict[str, float] = {}  # latest gradient-balance measurement
+        self.monitors = GradientMonitors(self.cfg, self.model, self.dev.loader,
+                                         lambda b: self.task.to_device(b, self.device), self._autocast)
         self.meter = IntervalMeter()
         self.clock = Stopwatch()
 
@@ -239,10 +241,10 @@ class Trainer:
         for i, batch in enumerate(self.train_loader):
             group_size = min(accum, remaining - group_start)
             is_last = len(group) + 1 == group_size
-            iv = self.cfg.grad_balance_interval
-            if not group and iv > 0 and self.step % iv == 0 and self.dist.is_main:
-                self.balance = measure_balance(self.model, batch, self.step,
-                                               lambda b: self.task.to_device(b, self.device), self._autocast)
+            if not group and self.dist.is_main:  # gradient balance / alignment, outside the update
+                t0 = time.time()
+                if self.monitors.measure(batch, self.step, self.optimizer, self.scheduler.get_last_lr()[0]):
+                    self.meter.pause(time.time() - t0)
             terms, finite, frames = self._micro_step(batch, 1.0 / group_size, sync=is_last)
             self.meter.frames += frames
             group.append((terms, finite, batch["utts"]))
@@ -301,12 +303,9 @@ class Trainer:
         eta = self.clock.eta(self.step, self._total_steps())
         row = {"split": "train", "step": self.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0],
                **measured, "elapsed_s": self.clock.elapsed()}
-        balance = ""
-        if self.balance:
-            row.update(self.balance)
-            shares = {k[len("gshare_"):]: v for k, v in self.balance.items() if k.startswith("gshare_")}
-            balance = " | encoder grad share " + " ".join(f"{k} {v:.2f}" for k, v in shares.items())
-            self.balance = {}
+        measured_grads = self.monitors.pop()
+        row.update(measured_grads)
+        balance = GradientMonitors.summary(measured_grads)
         if self.dist.is_main:
             # The first fields are the heartbeat asr.sh shows on the console (cut at the 5th '|').
             skipped = row["skipped"]

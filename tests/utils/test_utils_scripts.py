@@ -179,3 +179,15 @@ def test_parse_options_unknown_option(parse_script, tmp_path):
     assert r.returncode == 2
     assert b"unknown option --bogus" in r.stderr
     assert r.stdout == b""
+
+
+def test_parse_options_keeps_a_name_option(tmp_path):
+    # A script's own --name/--value options are not clobbered by the parser's loop variables
+    # (local/paper_mini.sh --name X --stop_stage 2 once wrote data/token_stop_stage).
+    s = tmp_path / "n.sh"
+    s.write_text(f'name=default\nvalue=v0\nstage=1\n. {UTILS}/parse_options.sh\necho "$name $value $stage"\n')
+    r = sh("bash", s, "--name", "lowlabel", "--value", "v1", "--stage", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "lowlabel v1 2"
+    r = sh("bash", s, "--_po_name", "x", cwd=tmp_path)
+    assert r.returncode == 2 and b"unknown option --_po_name" in r.stderr

@@ -10,12 +10,18 @@
 #   just_finetune   JUST started from the w2v-BERT pre-trained encoder
 #   just_local      JUST with local attention
 # Writes exp_paper_mini/<system>_s<seed>/ (every stage-6..8 output) and, from stage 5,
-# results/paper_mini.{md,json} (per-language test WER, mean and spread over seeds).
+# results/<name>.{md,json} (per-language test WER, mean and spread over seeds).
+# The low-label setting (docs/paper_mini.md, "Low labels"): labels on --labels_per_lang utterances
+# of each language drawn at random (seed 0) from its training set instead of the --subset lists:
+#   local/paper_mini.sh --labels_per_lang 10 --systems "supervised just just_finetune" \
+#     --seeds "0 1 2" --exp exp_paper_lowlabel --name paper_lowlabel
 #   local/paper_mini.sh                      # everything (about 3 h on 2 cores)
 #   local/paper_mini.sh --seeds "0" --systems "supervised just" --stage 3
 # Options (default): --stage 1 --stop_stage 5 --seeds "0 1" --jobs 2 (training processes at
 # once, one thread each) --nj 2 --subset 9h --systems "supervised finetune just just_finetune
-# just_local" --exp exp_paper_mini --train_args '' (more overrides for every training run).
+# just_local" --exp exp_paper_mini --train_args '' (more overrides for every training run)
+# --labels_per_lang 0 (N > 0: N random labelled utterances per language) --name paper_mini
+# --probe true (stage 5 also runs the linear probe of local/probe_encoder.py on every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +34,13 @@ subset=9h
 systems="supervised finetune just just_finetune just_local"
 exp=exp_paper_mini
 train_args=""
+labels_per_lang=0
+name=paper_mini
+probe=true
 langs="en de nl es fr pt it pl"
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--seeds '0 1'] [--jobs N] [--nj N] [--subset 9h]
   [--systems 'supervised finetune just just_finetune just_local'] [--exp DIR] [--train_args '...']
+  [--labels_per_lang N] [--name paper_mini] [--probe true]
 Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only) + packing
         3 pre-training  4 the systems  5 decode, score, results/paper_mini.{md,json}"
 . utils/parse_options.sh
@@ -39,8 +49,12 @@ Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only
 
 log() { echo "$(date '+%F %T') [paper_mini] $*"; }
 t_start=$(date +%s)
-tok=data/token_paper_mini
-packed=dump/packed_paper_mini
+[ "$labels_per_lang" -ge 0 ] 2>/dev/null || { echo "$0: --labels_per_lang must be an integer >= 0" >&2; exit 2; }
+if [ "$labels_per_lang" -gt 0 ]; then
+  subset=n$labels_per_lang   # the labelled lists: data/train_<lang>_n<N>
+fi
+tok=data/token_${name}
+packed=dump/packed_${name}
 conf=conf/paper_mini
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
@@ -54,6 +68,11 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "stage 2: tokenizer on the labelled transcripts only; packed examples"
+  if [ "$labels_per_lang" -gt 0 ]; then
+    for l in $langs; do
+      utils/subset_data_dir.py --random "$labels_per_lang" --seed 0 data/train_$l data/train_${l}_$subset
+    done
+  fi
   mkdir -p data/train_labelled_$subset
   lab_dirs=()
   for l in $langs; do lab_dirs+=(data/train_${l}_$subset); done
@@ -143,12 +162,20 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     groups+=("$sys=$(IFS=,; echo "${dirs[*]}")")
   done
   mkdir -p results
+  labels="$subset lists"
+  [ "$labels_per_lang" -gt 0 ] && labels="$labels_per_lang random utterances per language"
   python -m justkit.bin.system_table --method beam --langs "$langs" --paper \
-    --title "paper_mini: limited supervision ($subset labels) + unlabelled pool, mini-MLS" \
-    --command "local/paper_mini.sh --seeds '$seeds' --systems '$systems' --subset $subset" \
-    --wall_s $(( $(date +%s) - t_start )) --out_md results/paper_mini.md --out_json results/paper_mini.json \
+    --title "$name: limited supervision ($labels labelled) + unlabelled pool, mini-MLS" \
+    --command "local/paper_mini.sh --seeds '$seeds' --systems '$systems' --subset $subset --labels_per_lang $labels_per_lang --name $name" \
+    --wall_s $(( $(date +%s) - t_start )) --out_md results/$name.md --out_json results/$name.json \
     "${groups[@]}"
-  local/plot_paper_mini.py --out results/paper_mini_curves.png "${all_dirs[@]}"
-  cat results/paper_mini.md
+  local/plot_paper_mini.py --out results/${name}_curves.png "${all_dirs[@]}"
+  if [ "$probe" = true ]; then
+    runs=()
+    for sys in $systems; do for s in $seeds; do runs+=("$exp/${sys}_s$s"); done; done
+    OMP_NUM_THREADS=$(nproc) python local/probe_encoder.py --train $packed/train.jsonl --dev $packed/dev.jsonl \
+      --tokenizer $tok/spm.model --cmvn dump/fbank/train/cmvn.ark --out results/probe_$name.json "${runs[@]}"
+  fi
+  cat results/$name.md
 fi
 log "done in $(( $(date +%s) - t_start )) s"
