@@ -15,6 +15,7 @@ from justkit.data.dataset import Cmvn, PackedDataError, PackedDataset
 from justkit.data.sampler import BucketBatchSampler
 from justkit.data.specaug import SpecAugConfig
 from justkit.frontend.fbank import compute_fbank_batch, num_frames
+from justkit.frontend.lengths import min_input_frames
 
 logger = logging.getLogger(__name__)
 
@@ -232,9 +233,7 @@ def build_loader(
         if not len(dataset):
             raise PackedDataError(f"{jsonl}: no labelled utterance (a supervised model needs some)")
     if min_frames is None:
-        from justkit.nn.subsampling import Conv2dSubsampling
-
-        min_frames = Conv2dSubsampling.min_input_frames()
+        min_frames = min_input_frames()
     short = np.asarray(dataset.lengths) < int(min_frames)
     if short.any():
         n = int(short.sum())

@@ -14,6 +14,7 @@ from justkit.data.manifest import PackedIndex, write_jsonl_with_index
 from justkit.datadir.badutts import BadUtt
 from justkit.datadir.tables import SortedTableReader, read_table
 from justkit.fileio import is_pipe
+from justkit.frontend.lengths import min_input_frames, subsampled_len
 from justkit.text.normalize import normalize
 from justkit.text.tokenizer import Tokenizer
 from justkit.errors import JustkitError
@@ -52,15 +53,10 @@ class Limits:
 
     @property
     def min_frames(self) -> int:
-        from justkit.nn.subsampling import Conv2dSubsampling
-
-        return Conv2dSubsampling.min_input_frames(self.subsampling_kernel)
+        return min_input_frames(self.subsampling_kernel)
 
     def encoder_frames(self, n: int) -> int:
-        from justkit.nn.subsampling import conv_out_len
-
-        k = self.subsampling_kernel
-        return max(0, conv_out_len(conv_out_len(n, k), k))
+        return max(0, subsampled_len(n, self.subsampling_kernel))
 
     def problem(self, n: int, num_tokens: Optional[int]) -> Optional[str]:
         """Why an utterance of ``n`` frames and ``num_tokens`` tokens cannot be trained on, or None."""

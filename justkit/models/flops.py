@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from justkit.losses.terms import UNSUPERVISED, LossConfig
 from justkit.models.just import JUSTConfig
-from justkit.nn.subsampling import conv_out_len
+from justkit.frontend.lengths import conv_out_len
 
 
 def conformer_block_flops(frames: int, d: int, ffn: int, kernel: int) -> float:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from justkit.frontend.lengths import conv_out_len, min_input_frames, subsampled_len  # noqa: F401 (conv_out_len: importable here too)
+
 
 @dataclass
 class SubsamplingConfig:
@@ -18,11 +20,6 @@ class SubsamplingConfig:
     def __post_init__(self) -> None:
         if self.channels < 1 or self.kernel < 1 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SubsamplingConfig: bad values {self}")
-
-
-def conv_out_len(n: torch.Tensor | int, kernel: int, stride: int = 2) -> torch.Tensor | int:
-    """Output length of an unpadded convolution: floor((n - kernel) / stride) + 1."""
-    return (n - kernel) // stride + 1
 
 
 class Conv2dSubsampling(nn.Module):
@@ -54,12 +51,11 @@ class Conv2dSubsampling(nn.Module):
     @staticmethod
     def min_input_frames(kernel: int = 3) -> int:
         """Shortest input (frames) that yields one output frame."""
-        return 2 * (kernel - 1) + kernel
+        return min_input_frames(kernel)
 
     def output_lengths(self, lens: torch.Tensor) -> torch.Tensor:
         """Exact output lengths for input lengths ``lens``."""
-        k = self.cfg.kernel
-        return conv_out_len(conv_out_len(lens, k), k)
+        return subsampled_len(lens, self.cfg.kernel)
 
     def check_lengths(self, lens: torch.Tensor, padded: int) -> None:
         """Raise ValueError unless every length is in [min_frames, padded] (``lens`` on the host)."""
