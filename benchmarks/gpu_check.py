@@ -158,7 +158,8 @@ def _bench(name: str, config: str, device: str, steps: int, warmup: int, max_fra
     import bench_train
 
     a = argparse.Namespace(device=device, steps=steps, warmup=warmup, threads=threads, train="",
-                           num_utts=max(40, 4 * max_frames // max(lengths[0], 1)), peak_tflops=ARGS.peak_tflops)
+                           num_utts=max(40, 4 * max_frames // max(lengths[0], 1)), peak_tflops=ARGS.peak_tflops,
+                           labelled=1.0, unmasked_all_rows=False)
     q = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=bench_train.run_one, args=(name, config, a, max_frames, lengths, q))
     p.start()

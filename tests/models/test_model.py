@@ -152,16 +152,16 @@ def test_feats_sup_and_single_pass_flag(on_masked, with_sup, tiny_cfg, tiny_mode
     conformer = {**tiny_model_config()["conformer"], "conv_norm": "layer"}
     model = JUSTModel(tiny_cfg("just", rnnt_on_masked=on_masked, conformer=conformer))
     front, blocks = [], []
-    model.frontend.register_forward_hook(lambda m, i, o: front.append(i[0]))
+    model.frontend.conv.register_forward_hook(lambda m, i, o: front.append(i[0].squeeze(1)))
     model.contrastive_blocks.register_forward_hook(lambda m, i, o: blocks.append(i[0]))
     b = make_batch()
     if with_sup:
         b["feats_sup"] = b["feats"] * 0.5
     model(b)
     assert len(blocks) == (1 if on_masked else 2)
-    assert front[0] is b["feats"]
-    if with_sup and not on_masked:
-        assert len(front) == 2 and front[1] is b["feats_sup"]
+    assert torch.equal(front[0], b["feats"])
+    if with_sup and not on_masked:  # the unmasked pass reads feats_sup, on the labelled rows only
+        assert len(front) == 2 and torch.equal(front[1], b["feats_sup"][b["labelled"]])
     else:
         assert len(front) == 1
     if not on_masked:  # the second pass reads unmasked frames
