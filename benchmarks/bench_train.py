@@ -103,13 +103,14 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
                            for e in ds.entries) / max(sum(e["num_frames"] for e in ds.entries), 1))
     sync()
     frames = utts = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         f, u = one_step()
         frames += f
         utts += u
     sync()
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0  # this process's CPU time: steadier than wall time on a shared machine
     fps = frames / dt
     mfu = None
     if t.device.type == "cuda":
@@ -118,7 +119,7 @@ def run_one(name: str, config: str, args: argparse.Namespace, max_frames: int, l
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if t.device.type == "cuda" else None
     q.put({
         "name": name, "peak_gpu_GiB": peak_gpu, "flops_per_step": fps * flops_per_frame * dt / args.steps, "params_M": n_params / 1e6, "max_frames": max_frames, "steps": args.steps,
-        "s_per_step": dt / args.steps, "utts_per_step": utts / args.steps, "frames_per_s": fps,
+        "s_per_step": dt / args.steps, "cpu_s_per_step": cpu / args.steps, "utts_per_step": utts / args.steps, "frames_per_s": fps,
         "audio_h_per_h": fps * 0.01, "tflops_per_s": fps * flops_per_frame / 1e12, "mfu": mfu,
         "padding": padding, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "device": torch.cuda.get_device_name() if t.device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
@@ -170,14 +171,14 @@ def main() -> None:
     print(f"\nbench_train: mode {args.mode}, device {rows[0]['device'] if rows else args.device}, "
           f"data {'synthetic' if not args.train else args.train} ({args.labelled:.0%} labelled), unmasked pass over "
           f"{'every row' if args.unmasked_all_rows else 'the labelled rows'}; one step = one batch fwd+bwd+Adam\n")
-    hdr = ("config", "params M", "max_frames", "utts/step", "s/step", "frames/s", "audio h/h",
+    hdr = ("config", "params M", "max_frames", "utts/step", "s/step", "CPU s/step", "frames/s", "audio h/h",
            "TFLOP/s", "MFU", "padding", "peak RSS GiB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         print(f"| {r['name']} | {r['params_M']:.1f} | {r['max_frames']} | {r['utts_per_step']:.1f} | "
-              f"{r['s_per_step']:.2f} | {r['frames_per_s']:.0f} | {r['audio_h_per_h']:.1f} | "
+              f"{r['s_per_step']:.2f} | {r['cpu_s_per_step']:.2f} | {r['frames_per_s']:.0f} | {r['audio_h_per_h']:.1f} | "
               f"{r['tflops_per_s']:.3f} | {mfu} | {100 * r['padding']:.1f}% | {r['peak_rss_GiB']:.2f} |")
 
 
