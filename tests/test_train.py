@@ -490,4 +490,4 @@ def test_epoch_end_work_every_n_epochs(tmp_path, data):
     per_epoch = ckpts[0] // 2
     assert ckpts == [2 * per_epoch, 4 * per_epoch, ckpts[-1]] and ckpts[-1] > 4 * per_epoch
     with pytest.raises(ConfigError, match="epoch_end_interval must be >= 1"):
-        TrainConfig(epoch_end_interval=0)
+        TrainConfig(max_steps=1, epoch_end_interval=0)
