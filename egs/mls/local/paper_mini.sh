@@ -182,6 +182,12 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     OMP_NUM_THREADS=$(nproc) python local/probe_encoder.py --train $packed/train.jsonl --dev $packed/dev.jsonl \
       --tokenizer $tok/spm.model --cmvn dump/fbank/train/cmvn.ark --out results/probe_$name.json "${runs[@]}"
   fi
+  # The gradient-alignment monitor's means per term (runs trained with train.grad_alignment_interval)
+  aligned=()
+  for d in "${all_dirs[@]}"; do head -1 "$d/train.csv" | grep -q galign_ && aligned+=("$d"); done
+  if [ ${#aligned[@]} -gt 0 ]; then
+    local/alignment_summary.py --out_json results/alignment_$name.json "${aligned[@]}" > results/alignment_$name.md
+  fi
   cat results/$name.md
 fi
 log "done in $(( $(date +%s) - t_start )) s"
