@@ -33,6 +33,8 @@ class TrainConfig:
     best_metric: str = "dev_wer"     # dev_wer (greedy, models with a decoder) or loss (the dev loss)
     average_last: int = 5            # default N of `justkit.bin.average`
     dev_interval: int = 0            # steps between dev evaluations besides each epoch end (0: none)
+    epoch_end_interval: int = 1      # epochs between the epoch-end dev pass, checkpoint and plots (the end of
+                                     # training always has them): a few labelled utterances make epochs of a few steps
     dev_max_frames: int = 0          # dev batch budget (0: data.max_frames)
     dev_wer: bool = True             # greedy dev WER at every dev evaluation (models with an RNN-T decoder)
     dev_wer_max_utts: int = 0        # per language, the first N dev utterances (0: all)
@@ -76,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"train.keep_best must be >= 0, got {self.keep_best}")
         if self.grad_balance_interval < 0:
             raise ConfigError(f"train.grad_balance_interval must be >= 0, got {self.grad_balance_interval}")
+        if self.epoch_end_interval < 1:
+            raise ConfigError(f"train.epoch_end_interval must be >= 1, got {self.epoch_end_interval}")
         if self.grad_alignment_interval < 0 or self.grad_alignment_batches < 1:
             raise ConfigError("train.grad_alignment_interval must be >= 0 and train.grad_alignment_batches >= 1, "
                               f"got {self.grad_alignment_interval}, {self.grad_alignment_batches}")

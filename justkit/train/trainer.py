@@ -264,9 +264,10 @@ class Trainer:
                 if self.cfg.max_steps > 0 and self.step >= self.cfg.max_steps:
                     return True, last_row
         # The epoch is exhausted (the loader moved the sampler to the next epoch).
-        self._evaluate()
-        self._save()
-        self._plot()
+        if (epoch + 1) % self.cfg.epoch_end_interval == 0:
+            self._evaluate()
+            self._save()
+            self._plot()
         return False, last_row
 
     def _on_skip(self, group: list, gnorm: torch.Tensor, epoch: int) -> None:

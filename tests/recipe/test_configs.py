@@ -14,7 +14,8 @@ from justkit.text.tokenizer import TokenizerConfig
 from justkit.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_CONFIGS = sorted([*ROOT.glob("egs/*/conf/train_*.yaml"), *ROOT.glob("egs/*/conf/paper_mini/*.yaml")])
+TRAIN_CONFIGS = sorted([*ROOT.glob("egs/*/conf/train_*.yaml"), *ROOT.glob("egs/*/conf/paper_mini/*.yaml"),
+                        *ROOT.glob("egs/*/conf/paper_lowlabel/*.yaml")])
 
 
 def test_there_are_configs():

@@ -21,6 +21,7 @@ from justkit.config import ConfigError, load_yaml
 from justkit.train import checkpoint as C
 from justkit.train.optim import OptimConfig, WarmupSchedule
 from justkit.train.asr import ASRTask
+from justkit.train.config import TrainConfig
 from justkit.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -451,3 +452,17 @@ def test_features_on_the_fly_train_as_stored(tmp_path):
     (feats / "conf" / "fbank.yaml").unlink()  # the experiment dir's own copy is what is read back
     exp.save(tmp_path / "fly")
     assert Experiment.load(tmp_path / "fly").frontend_config()["num_mel_bins"] == 80
+
+
+def test_epoch_end_work_every_n_epochs(tmp_path, data):
+    """train.epoch_end_interval 2: the dev pass and the checkpoint at the ends of epochs 2 and 4
+    only (epochs of a few steps must not be mostly dev passes); the end of training has both."""
+    cfg = tiny_config("supervised", max_steps=0, max_epochs=5, epoch_end_interval=2, keep_last=0)
+    make_trainer(cfg, tmp_path / "exp", data, data).train()
+    dev = train_rows(tmp_path / "exp", "dev")
+    assert [int(r["epoch"]) for r in dev] == [2, 4, 5]
+    ckpts = sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "exp/checkpoints").glob("ckpt-*.pt"))
+    per_epoch = ckpts[0] // 2
+    assert ckpts == [2 * per_epoch, 4 * per_epoch, ckpts[-1]] and ckpts[-1] > 4 * per_epoch
+    with pytest.raises(ConfigError, match="epoch_end_interval must be >= 1"):
+        TrainConfig(max_steps=1, epoch_end_interval=0)

@@ -14,14 +14,17 @@
 # The low-label setting (docs/paper_mini.md, "Low labels"): labels on --labels_per_lang utterances
 # of each language drawn at random (seed 0) from its training set instead of the --subset lists:
 #   local/paper_mini.sh --labels_per_lang 10 --systems "supervised just just_finetune" \
-#     --seeds "0 1 2" --exp exp_paper_lowlabel --name paper_lowlabel
+#     --seeds "0 1 2" --pretrain_seed 0 --conf conf/paper_lowlabel --exp exp_paper_lowlabel --name paper_lowlabel
 #   local/paper_mini.sh                      # everything (about 3 h on 2 cores)
 #   local/paper_mini.sh --seeds "0" --systems "supervised just" --stage 3
 # Options (default): --stage 1 --stop_stage 5 --seeds "0 1" --jobs 2 (training processes at
 # once, one thread each) --nj 2 --subset 9h --systems "supervised finetune just just_finetune
 # just_local" --exp exp_paper_mini --train_args '' (more overrides for every training run)
 # --labels_per_lang 0 (N > 0: N random labelled utterances per language) --name paper_mini
-# --probe true (stage 5 also runs the linear probe of local/probe_encoder.py on every run).
+# --probe true (stage 5 also runs the linear probe of local/probe_encoder.py on every run)
+# --pretrain_seed '' (N: finetune/just_finetune of every seed start from pretrain_sN, one
+# pre-training shared by all seeds; default: each seed from its own pre-training)
+# --conf conf/paper_mini (the systems' configs: <conf>/<system>.yaml and <conf>/pretrain.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +40,12 @@ train_args=""
 labels_per_lang=0
 name=paper_mini
 probe=true
+pretrain_seed=""
+conf=conf/paper_mini
 langs="en de nl es fr pt it pl"
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--seeds '0 1'] [--jobs N] [--nj N] [--subset 9h]
   [--systems 'supervised finetune just just_finetune just_local'] [--exp DIR] [--train_args '...']
-  [--labels_per_lang N] [--name paper_mini] [--probe true]
+  [--labels_per_lang N] [--name paper_mini] [--probe true] [--pretrain_seed N] [--conf conf/paper_mini]
 Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only) + packing
         3 pre-training  4 the systems  5 decode, score, results/paper_mini.{md,json}"
 . utils/parse_options.sh
@@ -50,12 +55,12 @@ Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only
 log() { echo "$(date '+%F %T') [paper_mini] $*"; }
 t_start=$(date +%s)
 [ "$labels_per_lang" -ge 0 ] 2>/dev/null || { echo "$0: --labels_per_lang must be an integer >= 0" >&2; exit 2; }
+[ -z "$pretrain_seed" ] || [[ "$pretrain_seed" =~ ^[0-9]+$ ]] || { echo "$0: --pretrain_seed must be a seed number" >&2; exit 2; }
 if [ "$labels_per_lang" -gt 0 ]; then
   subset=n$labels_per_lang   # the labelled lists: data/train_<lang>_n<N>
 fi
 tok=data/token_${name}
 packed=dump/packed_${name}
-conf=conf/paper_mini
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "stage 1: the embedded corpus (run.sh stages 1-3) and the unlabelled pool"
@@ -122,9 +127,10 @@ want() { [[ " $systems " == *" $1 "* ]]; }
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   if want finetune || want just_finetune; then
-    log "stage 3: w2v-BERT pre-training on all audio (seeds: $seeds)"
+    pre_seeds=${pretrain_seed:-$seeds}
+    log "stage 3: w2v-BERT pre-training on all audio (seeds: $pre_seeds)"
     specs=()
-    for s in $seeds; do specs+=("pretrain $conf/pretrain.yaml $s"); done
+    for s in $pre_seeds; do specs+=("pretrain $conf/pretrain.yaml $s"); done
     run_all "${specs[@]}"
   fi
 fi
@@ -135,7 +141,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for s in $seeds; do
     for sys in $systems; do
       case $sys in
-        finetune|just_finetune) specs+=("$sys $conf/$sys.yaml $s --init $exp/pretrain_s$s/model_avg.pt") ;;
+        finetune|just_finetune) specs+=("$sys $conf/$sys.yaml $s --init $exp/pretrain_s${pretrain_seed:-$s}/model_avg.pt") ;;
         *) specs+=("$sys $conf/$sys.yaml $s") ;;
       esac
     done
@@ -148,7 +154,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   sets=$(for l in $langs; do echo $packed/test_$l.jsonl; done)
   groups=()
   all_dirs=()
-  for s in $seeds; do [ -f $exp/pretrain_s$s/train.csv ] && all_dirs+=("$exp/pretrain_s$s"); done
+  for s in ${pretrain_seed:-$seeds}; do [ -f $exp/pretrain_s$s/train.csv ] && all_dirs+=("$exp/pretrain_s$s"); done
   for sys in $systems; do
     dirs=()
     for s in $seeds; do
@@ -166,7 +172,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   [ "$labels_per_lang" -gt 0 ] && labels="$labels_per_lang random utterances per language"
   python -m justkit.bin.system_table --method beam --langs "$langs" --paper \
     --title "$name: limited supervision ($labels labelled) + unlabelled pool, mini-MLS" \
-    --command "local/paper_mini.sh --seeds '$seeds' --systems '$systems' --subset $subset --labels_per_lang $labels_per_lang --name $name" \
+    --command "local/paper_mini.sh --seeds '$seeds' --systems '$systems' --subset $subset --labels_per_lang $labels_per_lang --conf $conf${pretrain_seed:+ --pretrain_seed $pretrain_seed} --exp $exp --name $name" \
     --wall_s $(( $(date +%s) - t_start )) --out_md results/$name.md --out_json results/$name.json \
     "${groups[@]}"
   local/plot_paper_mini.py --out results/${name}_curves.png "${all_dirs[@]}"
@@ -175,6 +181,12 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     for sys in $systems; do for s in $seeds; do runs+=("$exp/${sys}_s$s"); done; done
     OMP_NUM_THREADS=$(nproc) python local/probe_encoder.py --train $packed/train.jsonl --dev $packed/dev.jsonl \
       --tokenizer $tok/spm.model --cmvn dump/fbank/train/cmvn.ark --out results/probe_$name.json "${runs[@]}"
+  fi
+  # The gradient-alignment monitor's means per term (runs trained with train.grad_alignment_interval)
+  aligned=()
+  for d in "${all_dirs[@]}"; do head -1 "$d/train.csv" | grep -q galign_ && aligned+=("$d"); done
+  if [ ${#aligned[@]} -gt 0 ]; then
+    local/alignment_summary.py --out_json results/alignment_$name.json "${aligned[@]}" > results/alignment_$name.md
   fi
   cat results/$name.md
 fi
