@@ -24,7 +24,8 @@
 # --probe true (stage 5 also runs the linear probe of local/probe_encoder.py on every run)
 # --pretrain_seed '' (N: finetune/just_finetune of every seed start from pretrain_sN, one
 # pre-training shared by all seeds; default: each seed from its own pre-training)
-# --conf conf/paper_mini (the systems' configs: <conf>/<system>.yaml and <conf>/pretrain.yaml).
+# --conf conf/paper_mini (the systems' configs: <conf>/<system>.yaml and <conf>/pretrain.yaml)
+# --device cpu (cuda: every training run on the GPU, --jobs of them sharing it) --langs (all 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,10 +43,11 @@ name=paper_mini
 probe=true
 pretrain_seed=""
 conf=conf/paper_mini
+device=cpu
 langs="en de nl es fr pt it pl"
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--seeds '0 1'] [--jobs N] [--nj N] [--subset 9h]
   [--systems 'supervised finetune just just_finetune just_local'] [--exp DIR] [--train_args '...']
-  [--labels_per_lang N] [--name paper_mini] [--probe true] [--pretrain_seed N] [--conf conf/paper_mini]
+  [--labels_per_lang N] [--name paper_mini] [--probe true] [--pretrain_seed N] [--conf conf/paper_mini] [--device cpu] [--langs '...']
 Stages: 1 corpus (run.sh 1-3) + unlabelled pool  2 tokenizer (labelled text only) + packing
         3 pre-training  4 the systems  5 decode, score, results/paper_mini.{md,json}"
 . utils/parse_options.sh
@@ -64,7 +66,7 @@ packed=dump/packed_${name}
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "stage 1: the embedded corpus (run.sh stages 1-3) and the unlabelled pool"
-  ./run.sh --stop_stage 3 --nj "$nj"
+  ./run.sh --stop_stage 3 --nj "$nj" --langs "$langs"
   python -m justkit.bin.prepare_mls --mls_root "$JUSTKIT_ROOT/tools/mini_mls/pool" --langs "$langs" \
     --splits train --nj "$nj" --log_file data_pool/log/prepare_mls.log data_pool
   utils/resample_data_dir.sh --nj "$nj" --cmd "$cmd" --fs 16000 data_pool/train dump/raw/pool
@@ -104,7 +106,7 @@ train() {
   # shellcheck disable=SC2086  # train_args is a list of options
   OMP_NUM_THREADS=1 python -m justkit.bin.train --config $config --exp $dir --train_data $packed/train_all.jsonl \
     --dev_data $packed/dev.jsonl --tokenizer $tok/spm.model --cmvn dump/fbank/train/cmvn.ark \
-    --feats_dir dump/fbank/train --device cpu --train.seed "$seed" --data.seed "$seed" \
+    --feats_dir dump/fbank/train --device "$device" --train.seed "$seed" --data.seed "$seed" \
     --train.num_threads 1 "$@" $train_args >> $dir/log/train.log 2>&1 \
     && python -m justkit.bin.average --exp $dir --out $dir/model_avg.pt >> $dir/log/train.log 2>&1 \
     || { log "FAILED: $dir (see $dir/log/train.log)"; return 1; }
