@@ -21,7 +21,15 @@ EXIT_USER_ERROR = 2
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help of every option, and descriptions printed as written."""
+    """Defaults in the help of every option, and descriptions printed as written. No
+    "(default: ...)" where the help already says its default, nor for an empty or absent one
+    (``(default: stdout) (default: )`` before)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, "", argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

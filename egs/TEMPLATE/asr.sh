@@ -11,7 +11,10 @@
 #   9 LM text (local/lm_data.sh, else the train transcripts) -> data/lm_train/, dump/lm/   10 train the LM -> exp/lm_<tag>/
 #   11 dev grid of LM weights, LM-fused decoding of the test sets, scoring   12 the packed model with its LM
 set -euo pipefail
-cmdline="$0 $*"           # recorded in RESULTS.md
+# Recorded in RESULTS.md, shell-quoted so that copying it reruns the same thing: the recipe's run.sh
+# passes the command the user typed (JUSTKIT_CMDLINE), else this script's own.
+cmdline=${JUSTKIT_CMDLINE:-$(printf '%q ' "$0" "$@")}
+cmdline=${cmdline% }
 . utils/stop_tree.sh      # a signal to this script stops all it started (utils/run.py, jobs, training)
 
 stage=1

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Recipe template: stages 1-8 for a new corpus or language set (see ../../docs/new_recipe.md).
-# Copy this directory to egs/<name>/ (then `ln -sf ../TEMPLATE/asr.sh egs/<name>/asr.sh`),
-# make local/data.sh prepare your corpus, and set the defaults below.
+# Make a recipe from it with `egs/TEMPLATE/setup.sh egs/<name>` (it links the shared files and
+# copies this one), then make local/data.sh prepare your corpus and set the defaults below.
 #   ./run.sh --corpus_root /data/mycorpus
 #   ./run.sh --stage 6 --stop_stage 8 --config conf/train_baseline.yaml
 # Stage 1 (local/data.sh) is the recipe's own; stages 2-8 are the shared ./asr.sh
 # (./asr.sh --help lists every option it takes: --langs, --nj, --ngpu, --config, ...).
 set -euo pipefail
+# RESULTS.md records the command as typed (shell-quoted), not asr.sh's expanded one
+JUSTKIT_CMDLINE=$(printf '%q ' "$0" "$@")
+export JUSTKIT_CMDLINE=${JUSTKIT_CMDLINE% }
 cd "$(dirname "$0")"
 
 # This recipe's own options (stage 1); every other option is handed to asr.sh.

@@ -9,6 +9,9 @@
 # Stage 1 (local/data.sh) is this recipe's own; stages 2-8 are the shared ./asr.sh
 # (a link to ../TEMPLATE/asr.sh: ./asr.sh --help lists every option it takes).
 set -euo pipefail
+# RESULTS.md records the command as typed (shell-quoted), not asr.sh's expanded one
+JUSTKIT_CMDLINE=$(printf '%q ' "$0" "$@")
+export JUSTKIT_CMDLINE=${JUSTKIT_CMDLINE% }
 cd "$(dirname "$0")"
 
 # This recipe's own options (stage 1); every other option is handed to asr.sh.

@@ -121,6 +121,12 @@ def test_run_sh_stages_1_to_8(tmp_path):
     results = (exp / "RESULTS.md").read_text()
     assert "| method | en | pl | avg | cs |" in results and "| greedy |" in results and "| beam |" in results
     assert "justkit revision: `" in results and "command: `" in results and "machine: " in results
+    # the command as typed, shell-quoted: copying it reruns the same thing (the language list stays one word)
+    import shlex
+
+    cmd = re.search(r"^- command: `(.*)`$", results, re.M).group(1)
+    assert shlex.split(cmd) == ["run.sh", "--langs", "en pl", "--nj", "2", "--config", "conf/train_e2e.yaml",
+                                "--labelled_subset", "9h", "--fbank_config", "conf/fbank_compressed.yaml"]
     assert (exp / "paper_table.md").read_text().strip()
     # the console shows where the log is and a heartbeat per log interval
     assert "log: exp/train_e2e/log/train.log" in r.stdout
