@@ -25,14 +25,16 @@ class CheckpointError(JustkitError, RuntimeError):
     """A checkpoint file is missing, unreadable, or lacks required entries (message names it)."""
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Read one checkpoint (``weights_only``: tensors and plain containers only).
 
+    ``mmap``: map the file instead of reading it; a tensor's bytes are read when it is first
+    touched, so taking only ``["model"]`` never reads the optimizer state (checkpoint averaging).
     Raises CheckpointError naming the file when it cannot be read or lacks required keys.
     """
     path = Path(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, bad pickle, ...: all mean "unreadable"

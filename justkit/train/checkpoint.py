@@ -296,21 +296,50 @@ def average_state_dicts(states: Sequence[dict]) -> dict:
 
 
 def average_checkpoints(paths: Sequence[str | Path], out_path: str | Path) -> dict:
-    """Average the model weights of ``paths`` into ``out_path`` (atomic).
+    """Average the model weights of ``paths`` into ``out_path`` (atomic), streamed.
 
-    The output holds ``model``, ``config`` and ``step`` of the last path, and
+    One checkpoint at a time is mapped (:func:`load_checkpoint` with ``mmap``) and only its
+    ``model`` tensors are read, into one running sum; the optimizer state is never read. Peak
+    memory is about two models' weights (the sum and the checkpoint being added) whatever the
+    number of checkpoints (``benchmarks/bench_average.py``). The sums of floating tensors run in
+    float32 (float64 for float64 tensors); other entries are those of the last checkpoint.
+    The output holds ``model``, ``config``, ``step`` and ``epoch`` of the last path, and
     ``averaged_from`` (the file names), so :func:`load_model` reads it like a checkpoint.
     """
     if not paths:
         raise CheckpointError("average_checkpoints: no checkpoints given")
-    ckpts = [load_checkpoint(p) for p in paths]
-    avg = average_state_dicts([c["model"] for c in ckpts])
-    out = {
-        "model": avg,
-        "config": ckpts[-1]["config"],
-        "step": ckpts[-1].get("step", 0),
-        "epoch": ckpts[-1].get("epoch", 0),
-        "averaged_from": [str(Path(p).name) for p in paths],
-    }
+    paths = [Path(p) for p in paths]
+    last = load_checkpoint(paths[-1], mmap=True)
+    keys = list(last["model"].keys())
+    ref = {k: v for k, v in last["model"].items()}
+    meta = {"config": last["config"], "step": last.get("step", 0), "epoch": last.get("epoch", 0)}
+    del last
+    acc: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state = load_checkpoint(path, mmap=True)["model"]
+        if set(state.keys()) != set(keys):
+            diff = sorted(set(state.keys()) ^ set(keys))
+            raise CheckpointError(f"{path}: its model has other parameters than {paths[-1].name}'s: {diff[:5]}")
+        for k in keys:
+            want, v = ref[k], state[k]
+            if not (torch.is_tensor(want) and torch.is_floating_point(want)):
+                continue
+            if not torch.is_tensor(v) or v.shape != want.shape:
+                shape = tuple(v.shape) if torch.is_tensor(v) else type(v).__name__
+                raise CheckpointError(f"{path}: {k} has shape {shape}, {paths[-1].name} has {tuple(want.shape)}")
+            if k in acc:
+                acc[k] += v.to(acc[k].dtype)
+            else:
+                acc[k] = v.to(torch.promote_types(want.dtype, torch.float32), copy=True)
+        del state
+    avg: dict[str, Any] = {}
+    for k in keys:
+        want = ref[k]
+        if k in acc:
+            avg[k] = acc.pop(k).div_(len(paths)).to(want.dtype)
+        else:
+            avg[k] = want.clone() if torch.is_tensor(want) else want
+    del ref
+    out = {"model": avg, **meta, "averaged_from": [p.name for p in paths]}
     atomic_torch_save(out, out_path)
     return out

@@ -225,6 +225,41 @@ def test_average_checkpoints_and_cli(tmp_path):
     assert main(["--exp", str(tmp_path / "none"), "--out", str(tmp_path / "x.pt")]) == 2
 
 
+def test_streamed_average_equals_all_at_once(tmp_path):
+    """average_checkpoints maps one checkpoint at a time and reads only its weights; the result
+    equals the all-in-memory float64 average (average_state_dicts) to 1e-6."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LSTM(32, 8))
+    opt = torch.optim.Adam(model.parameters())
+    d = tmp_path / "checkpoints"
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        opt.step()
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        sd["half"] = torch.randn(7).to(torch.bfloat16)
+        sd["count"] = torch.tensor(step)
+        C.save_checkpoint({"model": sd, "optimizer": opt.state_dict(), "step": step, "epoch": 1,
+                           "config": {"model": {}}}, d, step)
+    paths = C.list_checkpoints(d)
+    old = C.average_state_dicts([C.load_checkpoint(p)["model"] for p in paths])
+    new = C.average_checkpoints(paths, tmp_path / "avg.pt")["model"]
+    assert new.keys() == old.keys()
+    for k in old:
+        assert new[k].dtype == old[k].dtype and new[k].shape == old[k].shape, k
+        assert torch.allclose(new[k].double(), old[k].double(), rtol=0, atol=1e-6), k
+    assert int(new["count"]) == 5
+    assert "optimizer" not in C.load_checkpoint(tmp_path / "avg.pt")
+    # a checkpoint of another model is refused with its name
+    C.save_checkpoint({"model": {"other": torch.zeros(1)}, "step": 9, "epoch": 1, "config": {"model": {}}}, d, 9)
+    with pytest.raises(C.CheckpointError, match="ckpt-9.pt"):
+        C.average_checkpoints(paths + [d / "ckpt-9.pt"], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_load_model_rebuilds_from_config(data, tmp_path):
     exp = tmp_path / "exp"
     make_trainer(tiny_config("supervised", max_steps=2), exp, data, None, None).train()
