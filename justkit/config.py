@@ -184,6 +184,11 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+def dump_yaml_str(cfg: Mapping) -> str:
+    """``cfg`` as the YAML text :func:`dump_yaml` writes."""
+    return yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True)
+
+
 def dump_yaml(cfg: Mapping, path: str | Path) -> None:
     """Write ``cfg`` as YAML atomically."""
-    atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, dump_yaml_str(cfg))

@@ -9,6 +9,7 @@ CMVN or front-end settings.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -154,6 +155,90 @@ class Experiment:
         out = Path(exp_dir) / FBANK_NAME
         dump_yaml({"fbank": fb}, out)
         return out
+
+
+# ---------------------------------------------------------------------- identity of an experiment
+
+
+@dataclasses.dataclass
+class ConfigDiff:
+    """How a newly resolved experiment differs from the one stored in an experiment dir:
+    ``changes`` every differing key as ``"section.key: old -> new"``; ``conflicts`` those that
+    make it another model (its checkpoints would not be this model's): any ``model:`` key, and a
+    changed parameter set (names or shapes, e.g. a loss term's head turned on or off)."""
+
+    changes: list[str]
+    conflicts: list[str]
+
+
+def _plain(x: Any) -> Any:
+    """``x`` as YAML/JSON would store it (tuples as lists), so that a list read back from
+    config.yaml equals the tuple of the dataclass it came from."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def _leaf_diffs(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _leaf_diffs(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def compare_configs(old: Mapping[str, Any], new: Mapping[str, Any]) -> ConfigDiff:
+    """Key-level comparison of two resolved config dicts (any task, e.g. the LM's): every
+    differing key is a change, the ``model:`` ones are also conflicts."""
+    diffs = _leaf_diffs(_plain(dict(old)), _plain(dict(new)))
+    changes = [f"{k}: {a!r} -> {b!r}" for k, a, b in diffs]
+    return ConfigDiff(changes, [c for c, (k, _, _) in zip(changes, diffs) if k.startswith("model.")])
+
+
+def _parameter_shapes(d: Mapping[str, Any]) -> dict[str, tuple]:
+    """Names and shapes of the model a config dict describes, built on the meta device (no memory)."""
+    import torch
+
+    from justkit.models.factory import model_from_config
+
+    with torch.device("meta"):
+        model = model_from_config(d)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def compare_to_stored(exp_dir: str | Path, new: Experiment) -> Optional[ConfigDiff]:
+    """How ``new`` differs from ``<exp_dir>/config.yaml`` (None when there is none). A stored
+    config this justkit cannot read as an experiment is one conflict that names the file."""
+    path = Path(exp_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        stored = Experiment.load(path).to_dict()
+    except (ConfigError, OSError, ValueError) as e:
+        return ConfigDiff([], [f"{path} cannot be read as an experiment config ({e})"])
+    old, cur = _plain(stored), _plain(new.to_dict())
+    keyed = compare_configs(old, cur)
+    changes, conflicts = keyed.changes, list(keyed.conflicts)
+    try:
+        before, after = _parameter_shapes(old), _parameter_shapes(cur)
+    except Exception as e:  # a config the model cannot be built from: nothing to load into
+        conflicts.append(f"the model of {path} cannot be rebuilt ({type(e).__name__}: {e})")
+    else:
+        gone = sorted(set(before) - set(after))
+        added = sorted(set(after) - set(before))
+        reshaped = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+        for what, keys in (("parameters no longer in the model", gone), ("new parameters", added)):
+            if keys:
+                conflicts.append(f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})")
+        for k in reshaped[:4]:
+            conflicts.append(f"parameter {k}: shape {before[k]} -> {after[k]}")
+    return ConfigDiff(changes, conflicts)
+
+
+def has_trained(exp_dir: str | Path) -> bool:
+    """True when the experiment dir holds anything trained with its config.yaml: checkpoints or an
+    averaged model."""
+    d = Path(exp_dir)
+    return (d / "model_avg.pt").exists() or any((d / "checkpoints").glob("ckpt-*.pt"))
 
 
 def _stage3_fbank(features_dir: str | Path) -> Optional[dict]:

@@ -25,7 +25,7 @@ train_threads=0           # CPU training: torch threads (0 = all cores; the para
 langs=""                  # ISO codes of the corpus' languages, e.g. "en pl" (required)
 local_data_opts=""        # options for local/data.sh besides --langs/--nj (split on spaces)
 config=""                 # experiment config, e.g. conf/train_just.yaml (required)
-tag=""                    # experiment name; default: basename of $config
+tag=""                    # experiment name; default: basename of $config, plus --train_args if any (see --tag)
 fbank_config=conf/fbank.yaml
 feats_type=fbank          # fbank: stage 3 stores features; raw: the data loader computes them from the 16 kHz audio
 cmvn_fraction=1.0         # feats_type raw: share of the training utterances (seeded sample) the CMVN stats come from
@@ -36,6 +36,7 @@ cs_num=20                 # its number of utterances
 labelled_subset=""        # e.g. 9h: only data/train_<lang>_9h keep labels (the rest: unsupervised terms only)
 init=""                   # checkpoint to fine-tune from (JUST+finetune); overrides the config
 train_args=""             # more options for justkit.bin.train, e.g. "--train.max_epochs 5 --loss.w_u 0.3"
+print_config=false        # true: print stage 6's fully resolved experiment config and exit
 decode_args=""            # more options for justkit.bin.decode, e.g. "--decode.beam.beam_size 8"
 average_by=last           # stage 7 averages the last checkpoints, or the best by dev_wer or loss
 paper_table=false         # true: stage 8 also prints the JUST paper's MLS table beside this experiment
@@ -56,7 +57,8 @@ Options (default):
   --stage N ($stage) --stop_stage M ($stop_stage)   run stages N..M
   --langs 'xx yy' (required)      the corpus' language codes, in the order results are printed
   --config FILE (required)        experiment config, e.g. conf/train_just_mini.yaml
-  --tag NAME (config's basename)  experiment directory exp/<tag>
+  --tag NAME (config's basename)  experiment directory exp/<tag>; without --tag, --train_args are part of the
+                                  name as ESPnet does: '--model.d_model 64' -> <config>_model.d_model64
   --nj N ($nj)                    parallel jobs of stages 2-3
   --ngpu N ($ngpu)                GPUs for training and decoding (torchrun when > 1); 0 = CPU
   --train_threads N ($train_threads)  CPU training threads (0 = all cores)
@@ -69,6 +71,7 @@ Options (default):
   --labelled_subset NAME ()       keep labels only on data/train_<lang>_NAME (e.g. 9h)
   --init CKPT ()                  fine-tune from this checkpoint's encoder
   --train_args '...' ()           passed to justkit.bin.train (--train.X / --model.X / --data.X overrides)
+  --print_config B ($print_config)    print stage 6's resolved experiment config (needs stages 1-5) and exit
   --decode_args '...' ()          passed to justkit.bin.decode (--decode.X overrides)
   --average_by last|dev_wer|loss ($average_by)  which checkpoints stage 7 averages (train.average_last of them)
   --paper_table B ($paper_table) --paper_compare 'exp/a exp/b' ()  the JUST paper's table in stage 8
@@ -92,7 +95,16 @@ Options (default):
 [[ "$ngpu" =~ ^[0-9]+$ ]] || { echo "$0: --ngpu must be a number of GPUs (0 = CPU), got '$ngpu'" >&2; exit 2; }
 [ -n "$langs" ] || { echo "$0: set --langs (the ISO codes of the corpus, e.g. --langs 'en pl')" >&2; exit 1; }
 [ -n "$config" ] || { echo "$0: set --config (an experiment config under conf/)" >&2; exit 1; }
-[ -n "$tag" ] || tag=$(basename "$config" .yaml)
+if [ -z "$tag" ]; then
+  # ESPnet's rule (asr_tag): the config's name, then the overrides with '--' -> '_' and spaces
+  # dropped; here also every character a tag may not hold. Over 100 characters: a hash of them.
+  tag=$(basename "$config" .yaml)
+  if [ -n "$train_args" ]; then
+    suffix=$(printf '%s' "$train_args" | sed -e 's/--/_/g' | tr -d -c 'A-Za-z0-9._-')
+    [ ${#suffix} -le 100 ] || suffix=_args$(printf '%s' "$train_args" | cksum | cut -d' ' -f1)
+    tag=$tag$suffix
+  fi
+fi
 # Names and paths go into job command lines (utils/run.py, as Kaldi's run.pl, passes words
 # without spaces to bash as they are): only plain characters, so that nothing is run by accident.
 [[ "$tag" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: --tag (or the config's file name) '$tag' may use only A-Z a-z 0-9 . _ -" >&2; exit 2; }
@@ -126,6 +138,20 @@ for l in $langs; do test_sets="$test_sets test_$l"; done
 test_sets="${test_sets# }"
 n_langs=$(echo $langs | wc -w)
 [ "$codeswitch" = true ] && [ "$n_langs" -ge 2 ] && test_sets="$test_sets test_cs"
+
+# The options of stage 6's training command (justkit.bin.train), unquoted.
+train_argv() {
+  targs=(--config "$config" --exp "$exp" --train_data dump/packed/train.jsonl --dev_data dump/packed/dev.jsonl
+         --tokenizer data/token/spm.model --cmvn $featdir/train/cmvn.ark --feats_dir $featdir/train)
+  [ -n "$init" ] && targs+=(--init "$init")
+  # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
+  targs+=($train_args)
+}
+case "$print_config" in
+  true) train_argv; exec python -m justkit.bin.train "${targs[@]}" --print_config ;;
+  false) ;;
+  *) echo "$0: --print_config must be true or false, got '$print_config'" >&2; exit 2 ;;
+esac
 
 log() { echo "$(date '+%F %T') [asr.sh] $*"; }
 stage_time() { log "stage $1 done in $(( $(date +%s) - $2 )) s"; }
@@ -209,12 +235,12 @@ fi
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   t0=$(date +%s)
   log "stage 6: train $config -> $exp (log: $exp/log/train.log; TensorBoard: $exp/tensorboard)"
+  train_argv
+  # On the console, before anything is written: the config resolved and checked against what
+  # $exp already holds (its changes listed; another model refused, naming the keys).
+  python -m justkit.bin.train "${targs[@]}" --check
   mkdir -p $exp/log
-  args=(--config "$config" --exp "$exp" --train_data dump/packed/train.jsonl --dev_data dump/packed/dev.jsonl
-        --tokenizer data/token/spm.model --cmvn $featdir/train/cmvn.ark --feats_dir $featdir/train)
-  [ -n "$init" ] && args+=(--init "$init")
-  # shellcheck disable=SC2206  # train_args is a list of options, split on spaces
-  args+=($train_args)
+  args=("${targs[@]}")
   # Each word quoted for the job's shell: an option's value is data, never a command.
   for i in "${!args[@]}"; do args[$i]=$(printf '%q' "${args[$i]}"); done
   run_train() {

@@ -1,7 +1,10 @@
 """Stage 6: train a JUST / RNN-T / w2v-BERT model (one process, or one per GPU under torchrun).
 
 Resolves the experiment (the YAML, the overrides, the stage outputs) into <exp>/config.yaml,
-then trains; re-running the same command resumes from the newest checkpoint.
+then trains; re-running the same command resumes from the newest checkpoint. A run whose
+resolved config would make another model than the one <exp> already holds (a model: key, or
+the parameter set, differs) is refused before anything is written; other changes (train:,
+data:, loss weights, paths) are listed and applied.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from justkit import cli
-from justkit.config import load_yaml
+from justkit.config import dump_yaml_str, load_yaml
 from justkit.log import setup_logging
 
 logger = logging.getLogger("justkit.bin.train")
@@ -32,16 +35,35 @@ def build_parser() -> cli.Parser:
                    help="stage 3's dir of the training set (dump/fbank/train): feat_dim and the fbank options")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
     p.add_argument("--init", default="", help="checkpoint whose encoder initialises the model (fine-tuning)")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the fully resolved experiment config (YAML) and exit; writes nothing")
+    p.add_argument("--check", action="store_true",
+                   help="resolve the config and check it against <exp>'s (changes listed, another model "
+                        "refused), then exit; writes nothing (run.sh does this before stage 6's job)")
     return p
 
 
-def _warn_changed(old: dict, new: dict, prefix: str = "") -> None:
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            _warn_changed(a, b, f"{prefix}{k}.")
-        elif a != b:
-            logger.warning("config changed since the last run of this experiment: %s%s: %r -> %r", prefix, k, a, b)
+def _check_against_exp(exp: Path, experiment, notes: bool = True) -> None:
+    """Refuse (ConfigError naming every differing key) a config that makes another model than the
+    one ``exp`` holds; log the other changes (``notes``)."""
+    from justkit.config import ConfigError
+    from justkit.experiment import compare_to_stored, has_trained
+
+    diff = compare_to_stored(exp, experiment)
+    if diff is None:
+        return
+    if diff.conflicts and has_trained(exp):
+        raise ConfigError(
+            f"{exp} holds a trained model of another config; this run would make another model "
+            f"({'; '.join(diff.conflicts)}). Nothing was written. Train it under another --exp "
+            f"(run.sh: another --tag; without --tag, run.sh names the experiment after the config "
+            f"and --train_args), or remove {exp}")
+    if not notes:
+        return
+    for c in diff.changes:
+        logger.warning("config changed since the last run of %s: %s", exp, c)
+    if diff.conflicts:
+        logger.warning("%s has no checkpoint yet: its config.yaml is replaced", exp)
 
 
 def _is_stderr(path: Path) -> bool:
@@ -61,15 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     dist = init_distributed(args.device)
     exp = Path(args.exp)
-    if dist.is_main:
-        log_file = exp / "log" / "train.log"
-        # run.sh's $train_cmd already sends our stderr into this very file: log it once.
-        setup_logging(None if _is_stderr(log_file) else log_file)
-        from justkit.fileio import lock_dir
-
-        lock = lock_dir(exp, "a training of this experiment")  # noqa: F841 (held until exit)
-    else:
-        setup_logging(None, level=logging.WARNING)
+    # Nothing is written (no exp dir, no log) before the config is resolved and checked.
+    setup_logging(None, level=logging.INFO if dist.is_main else logging.WARNING)
     try:
         cfg = load_yaml(args.config)
         if not isinstance(cfg, dict) or not cfg:
@@ -81,10 +96,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         experiment = Experiment.resolve(args.config, overrides, {
             "train": args.train_data, "dev": args.dev_data, "tokenizer": args.tokenizer,
             "cmvn": args.cmvn, "features": args.feats_dir})
+        if args.print_config:
+            if dist.is_main:
+                sys.stdout.write(dump_yaml_str(experiment.to_dict()))
+            return 0
         if dist.is_main:
-            old = exp / "config.yaml"
-            if old.exists():
-                _warn_changed(load_yaml(old), experiment.to_dict())
+            _check_against_exp(exp, experiment, notes=args.check)
+        if args.check:
+            return 0
+        if dist.is_main:
+            log_file = exp / "log" / "train.log"
+            # run.sh's $train_cmd already sends our stderr into this very file: log it once.
+            setup_logging(None if _is_stderr(log_file) else log_file)
+            from justkit.fileio import lock_dir
+
+            lock = lock_dir(exp, "a training of this experiment")  # noqa: F841 (held until exit)
+            _check_against_exp(exp, experiment)  # under the lock (another run may have written it); notes logged
             experiment.save(exp)
             experiment.save_frontend(exp)  # <exp>/fbank.yaml: the features it is trained on
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train", *(argv or sys.argv[1:])]))

@@ -31,30 +31,46 @@ def build_parser() -> cli.Parser:
     return p
 
 
+def _check_against_exp(exp: Path, new: dict) -> list[str]:
+    """The changes of ``new`` against ``<exp>/config.yaml``; a changed ``model:`` key in an LM
+    experiment that holds checkpoints is refused (ConfigError) before anything is written."""
+    from justkit.config import ConfigError
+    from justkit.experiment import compare_configs, has_trained
+
+    old = exp / "config.yaml"
+    if not old.is_file():
+        return []
+    diff = compare_configs(load_yaml(old), new)
+    if diff.conflicts and has_trained(exp):
+        raise ConfigError(f"{exp} holds a trained LM of another config; this run would make another "
+                          f"model ({'; '.join(diff.conflicts)}). Nothing was written. Train it under "
+                          f"another --exp (run.sh: another --lm_tag), or remove {exp}")
+    return diff.changes
+
+
 @cli.command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, overrides = build_parser().parse(argv)
-    from justkit.bin.train import _is_stderr, _warn_changed
+    from justkit.bin.train import _is_stderr
     from justkit.train.distributed import barrier, cleanup_distributed, init_distributed
     from justkit.train.lm_task import LMTask
 
     dist = init_distributed(args.device)
     exp = Path(args.exp)
-    if dist.is_main:
-        log_file = exp / "log" / "train.log"
-        setup_logging(None if _is_stderr(log_file) else log_file)
-        from justkit.fileio import lock_dir
-
-        lock = lock_dir(exp, "a training of this LM")  # noqa: F841 (held until exit)
-    else:
-        setup_logging(None, level=logging.WARNING)
+    # Nothing is written (no exp dir, no log) before the config is resolved and checked.
+    setup_logging(None, level=logging.INFO if dist.is_main else logging.WARNING)
     try:
         task = LMTask.resolve(args.config, overrides, {"train": args.train_data, "dev": args.dev_data,
                                                         "tokenizer": args.tokenizer})
         if dist.is_main:
-            old = exp / "config.yaml"
-            if old.exists():
-                _warn_changed(load_yaml(old), task.config)
+            _check_against_exp(exp, task.config)
+            log_file = exp / "log" / "train.log"
+            setup_logging(None if _is_stderr(log_file) else log_file)
+            from justkit.fileio import lock_dir
+
+            lock = lock_dir(exp, "a training of this LM")  # noqa: F841 (held until exit)
+            for c in _check_against_exp(exp, task.config):  # under the lock
+                logger.warning("config changed since the last run of %s: %s", exp, c)
             task.save(exp)
             logger.info("%s", " ".join([sys.executable, "-m", "justkit.bin.train_lm", *(argv or sys.argv[1:])]))
         from justkit.train.trainer import Trainer

@@ -20,6 +20,7 @@ import pytest
 
 from justkit.datadir.tables import read_table
 from justkit.datadir.validate import validate_data_dir
+from justkit.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,6 +224,24 @@ def test_run_sh_stages_1_to_8(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (egs / "dump/packed/train.jsonl").read_bytes() == before
 
+    # Experiment identity: --print_config prints the resolved config and writes nothing; a run that
+    # would make another model in a trained exp dir is refused on the console before anything is
+    # written; --train_args without --tag give their own exp dir (ESPnet's rule).
+    stage6 = ("--langs", "en pl", "--stage", "6", "--stop_stage", "6", "--config", "conf/train_e2e.yaml")
+    r = _run(egs, *stage6, "--print_config", "true", "--train_args", "--model.d_model 24")
+    assert r.returncode == 0 and "d_model: 24" in r.stdout and "vocab_size:" in r.stdout, r.stderr[-2000:]
+    assert not list((egs / "exp").glob("train_e2e_*"))
+    cfg_before = (egs / "exp/train_e2e/config.yaml").read_bytes()
+    log_before = (egs / "exp/train_e2e/log/train.log").read_bytes()
+    r = _run(egs, *stage6, "--tag", "train_e2e", "--train_args", "--model.d_model 24")
+    assert r.returncode != 0 and "model.d_model: 32 -> 24" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (egs / "exp/train_e2e/config.yaml").read_bytes() == cfg_before
+    assert (egs / "exp/train_e2e/log/train.log").read_bytes() == log_before
+    r = _run(egs, *stage6, "--train_args", "--model.d_model 24 --train.max_steps 2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    new = egs / "exp/train_e2e_model.d_model24_train.max_steps2"
+    assert Experiment.load(new).model.d_model == 24 and (new / "checkpoints/ckpt-2.pt").is_file()
+
     # Languages come from the data: the same audio relabelled with two made-up codes (ISO 639's
     # local-use range) goes through stages 4-8 and gets its own columns and average.
     relabel = {"en": "qaa", "pl": "qab"}
@@ -241,8 +260,6 @@ def test_run_sh_stages_1_to_8(tmp_path):
     assert "| method | qaa | qab | avg |" in (exp / "RESULTS.md").read_text()
     assert json.loads((exp / "results.json").read_text())["average"]["greedy"]["langs"] == ["qaa", "qab"]
     assert not list(exp.glob("decode_beam_*"))  # --decode_args reached the decoder
-    from justkit.experiment import Experiment
-
     assert Experiment.load(exp).train.max_steps == 3  # --train_args reached the trainer
 
 
@@ -269,7 +286,7 @@ def test_run_sh_feats_type_raw(tmp_path):
         assert frames and set(frames) == set(read_table(d / "wav.scp")), s
     rows = [json.loads(x) for x in (egs / "dump/packed/test_en.jsonl").read_text().splitlines()]
     assert rows and all(r["feats"] is None and r["audio"].startswith("dump/raw/test_en/") for r in rows)
-    exp = egs / "exp/train_e2e"
+    exp = egs / "exp/train_e2e_train.max_steps8"  # --train_args are part of the default tag
     assert (exp / "fbank.yaml").is_file() and (exp / "model/fbank.yaml").is_file()
     results = json.loads((exp / "results.json").read_text())
     assert results["average"]["greedy"]["langs"] == ["en", "pl"]

@@ -97,6 +97,13 @@ def test_lm_training_lowers_dev_perplexity(lm_data, tmp_path):
     tok = Tokenizer(lm_data / "token/spm.model")
     good, bad = lm.sequence_logprob([tok.encode(held), tok.encode("bread the sees cat the")], eos=True).tolist()
     assert good > bad
+    # another LM in this trained experiment is refused before anything is written
+    from justkit.config import ConfigError
+
+    before = sorted((p, p.stat().st_mtime_ns) for p in exp.rglob("*") if p.is_file())
+    with pytest.raises(ConfigError, match=r"model\.hidden_dim: 32 -> 48.*Nothing was written"):
+        train_lm.__wrapped__(args + ["--model.hidden_dim", "48"])  # the undecorated main: the error itself
+    assert sorted((p, p.stat().st_mtime_ns) for p in exp.rglob("*") if p.is_file()) == before
 
 
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])

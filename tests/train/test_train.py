@@ -421,6 +421,60 @@ def test_config_errors_in_any_section_end_with_one_line_and_exit_2(cli_data, tmp
     assert e.value.code == 2 and "unrecognized arguments: --devce" in capfd.readouterr().err
 
 
+def test_bad_config_key_writes_nothing(cli_data, tmp_path, capfd):
+    from justkit.bin.train import main
+
+    packed, spm = cli_data
+    _write_conf(tmp_path, tiny_config(max_steps=1))
+    rc = main(["--config", str(tmp_path / "conf.yaml"), "--exp", str(tmp_path / "exp"), "--train_data", str(packed),
+               "--tokenizer", str(spm), "--model.d_modle", "8"])
+    assert rc == 2 and "d_modle" in capfd.readouterr().err
+    assert not (tmp_path / "exp").exists()  # no empty exp/<tag>/log left behind
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(cli_data, tmp_path):
+    import yaml
+
+    packed, spm = cli_data
+    _write_conf(tmp_path, tiny_config(max_steps=1))
+    p = _run_cli(tmp_path / "exp", packed, spm, "--model.d_model", "16", "--print_config")
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["model"]["d_model"] == 16 and cfg["model"]["vocab_size"] == 14  # from the tokenizer
+    assert cfg["train"]["max_steps"] == 1 and cfg["paths"]["tokenizer"] == str(spm)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_another_model_in_a_trained_experiment_is_refused(cli_data, tmp_path):
+    """A run whose config makes another model than the one the experiment holds stops before
+    writing anything, naming the differing keys; a resume with the same config notes nothing (no
+    false list-vs-tuple change); a train: change is listed and applied."""
+    packed, spm = cli_data
+    _write_conf(tmp_path, tiny_config(max_steps=2))
+    exp = tmp_path / "exp"
+    _run_cli(exp, packed, spm)
+    before = {p.name: p.stat().st_mtime_ns for p in [exp / "config.yaml", *(exp / "checkpoints").iterdir()]}
+    log_before = (exp / "log" / "train.log").read_text()
+    cmd = [PY, "-m", "justkit.bin.train", "--config", str(tmp_path / "conf.yaml"), "--exp", str(exp),
+           "--train_data", str(packed), "--tokenizer", str(spm), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for extra, want in ((["--model.d_model", "16"], "model.d_model: 32 -> 16"),
+                        (["--loss.w_ctc", "0.3"], "new parameters: ctc_head"),
+                        (["--check", "--model.d_model", "16"], "model.d_model: 32 -> 16")):
+        r = subprocess.run(cmd + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 2 and want in r.stderr and "Nothing was written" in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr
+        assert {p.name: p.stat().st_mtime_ns for p in [exp / "config.yaml", *(exp / "checkpoints").iterdir()]} == before
+        assert (exp / "log" / "train.log").read_text() == log_before
+    r = _run_cli(exp, packed, spm, "--check")  # the same config: nothing to say
+    assert "config changed" not in r.stderr, r.stderr
+    r = _run_cli(exp, packed, spm, "--train.max_steps", "3")
+    assert "config changed" in r.stderr and "train.max_steps: 2 -> 3" in r.stderr
+    assert r.stderr.count("config changed") == 1, r.stderr  # no false note (betas as a list vs a tuple)
+    from justkit.experiment import Experiment
+
+    assert Experiment.load(exp).train.max_steps == 3
+
+
 # ----------------------------------------------------------------------------- features on the fly
 
 
