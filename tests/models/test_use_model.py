@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -192,3 +193,44 @@ def test_bad_lm_inputs_are_one_line_errors(experiment, tmp_path, capfd):
     (good / "model_avg.pt").write_bytes(data[:-100])
     assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(good), wav]) == 2
     assert "unreadable checkpoint" in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- ONNX front door
+@pytest.fixture(scope="module")
+def packed_onnx(experiment, tmp_path_factory):
+    """The fixture's experiment packed as stage 8 packs it: model dir with onnx/."""
+    from justkit.models.package import pack_model
+
+    return pack_model(experiment["exp"], tmp_path_factory.mktemp("packed_onnx") / "model", onnx=True)
+
+
+def test_onnx_front_door_gives_speech2text_text(experiment, packed_onnx, speech_signal):
+    """OnnxTransducer.from_dir(dir)(waveform, rate) is Speech2Text's greedy text on every test
+    utterance of the fixture (5: 3 en, 2 pl), one by one and batched, with the same pieces and
+    times; at 48 kHz (resampled as stage 2 does); and on long audio cut into the same pieces."""
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.models.onnx import OnnxTransducer
+
+    ort_s2t = OnnxTransducer.from_dir(packed_onnx)
+    s2t = Speech2Text.from_dir(packed_onnx)
+    batch = [sf.read(p, dtype="float32") for p in experiment["audio"].values()]
+    assert len(batch) == 5
+    want = s2t.transcribe(batch)
+    got = ort_s2t.transcribe(batch)
+    assert [r.text for r in got] == [r.text for r in want] == [ort_s2t(x, sr) for x, sr in batch]
+    assert [r.pieces for r in got] == [r.pieces for r in want] and [r.times for r in got] == [r.times for r in want]
+    assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-3)
+    assert sum(bool(r.text) for r in want) >= 3, "the model emits little: the comparison would be weak"
+    from justkit.frontend.resample import resample
+
+    x, sr = batch[3]
+    assert ort_s2t(resample(x, sr, 48000), 48000) == s2t(resample(x, sr, 48000), 48000)
+    # long audio: the same cut points (on CMVN-normalised energy, though ONNX gets raw fbank) and text
+    long_x = np.concatenate([speech_signal(k, 2.5) if k % 2 == 0 else np.zeros(8000, np.float32) for k in range(9)])
+    ort_long = OnnxTransducer.from_dir(packed_onnx, max_segment_s=4.0, batch_size=2)
+    s2t_long = Speech2Text.from_dir(packed_onnx, max_segment_s=4.0, batch_size=2)
+    f_raw, f_norm = ort_long.features(long_x, 16000), s2t_long.features(long_x, 16000)
+    assert not np.allclose(f_raw, f_norm), "ONNX must get raw fbank (the CMVN is inside encoder.onnx)"
+    assert ort_long.segments(f_raw) == s2t_long.segments(f_norm) and len(s2t_long.segments(f_norm)) >= 4
+    a, b = ort_long.transcribe([(long_x, 16000)])[0], s2t_long.transcribe([(long_x, 16000)])[0]
+    assert (a.text, a.times) == (b.text, b.times)
