@@ -234,3 +234,51 @@ def test_onnx_front_door_gives_speech2text_text(experiment, packed_onnx, speech_
     assert ort_long.segments(f_raw) == s2t_long.segments(f_norm) and len(s2t_long.segments(f_norm)) >= 4
     a, b = ort_long.transcribe([(long_x, 16000)])[0], s2t_long.transcribe([(long_x, 16000)])[0]
     assert (a.text, a.times) == (b.text, b.times)
+
+
+def test_transcribe_cli_backend_onnx_writes_what_torch_writes(experiment, packed_onnx, tmp_path, capfd):
+    """--backend onnx: the same hyp.txt and CTM as the PyTorch backend; what ONNX cannot do
+    (beam search, an LM, a GPU) and a model dir without onnx/ are one-line errors, before decoding."""
+    from justkit.bin.transcribe import main
+
+    audio = [str(p) for p in experiment["audio"].values()]
+    out = {}
+    for backend in ("torch", "onnx"):
+        hyp, ctm = tmp_path / f"{backend}.txt", tmp_path / f"{backend}.ctm"
+        assert main(["--model_dir", str(packed_onnx), "--backend", backend, "--num_threads", "1",
+                     "--out", str(hyp), "--ctm", str(ctm), *audio]) == 0
+        out[backend] = (hyp.read_text(), ctm.read_text())
+    assert "onnxruntime, cpu" in capfd.readouterr().err
+    assert out["onnx"] == out["torch"] and len(out["torch"][0].splitlines()) == 5 and out["torch"][1]
+    for opts, msg in ((["--method", "beam"], "--method beam needs --backend torch"),
+                      (["--lm_dir", str(tmp_path)], "--lm_dir"), (["--lm_weight", "0.3"], "--lm_weight 0.3"),
+                      (["--device", "cuda"], "--device cuda needs --backend torch")):
+        assert main(["--model_dir", str(packed_onnx), "--backend", "onnx", *opts, audio[0],
+                     "--out", str(tmp_path / "x.txt")]) == 2
+        err = capfd.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.txt").exists()
+    assert main(["--model_dir", str(experiment["exp"]), "--backend", "onnx", audio[0]]) == 2
+    assert "no onnx/ export in it" in capfd.readouterr().err
+
+
+def test_onnx_export_of_another_model_is_refused(packed_onnx, tmp_path):
+    """An onnx/ whose tokens are not the dir's tokenizer's, or whose export recorded another front
+    end, is refused naming the file (its text would be another model's pieces)."""
+    import shutil
+
+    from justkit.models.modeldir import ModelDirError
+    from justkit.models.onnx import OnnxTransducer
+
+    d = tmp_path / "model"
+    shutil.copytree(packed_onnx, d)
+    tokens = (d / "onnx/tokens.txt").read_text().splitlines()
+    (d / "onnx/tokens.txt").write_text("\n".join(tokens[:-1]) + "\n")
+    with pytest.raises(ModelDirError, match="onnx/tokens.txt: .* not those of"):
+        OnnxTransducer.from_dir(d)
+    (d / "onnx/tokens.txt").write_text("\n".join(tokens) + "\n")
+    fb = yaml.safe_load((d / "fbank.yaml").read_text())
+    fb["fbank"]["frame_shift_ms"] = 12.5
+    (d / "fbank.yaml").write_text(yaml.safe_dump(fb))
+    with pytest.raises(ModelDirError, match="frame_shift_ms 12.5 but the model was trained with 10"):
+        OnnxTransducer.from_dir(d)
