@@ -282,3 +282,30 @@ def test_onnx_export_of_another_model_is_refused(packed_onnx, tmp_path):
     (d / "fbank.yaml").write_text(yaml.safe_dump(fb))
     with pytest.raises(ModelDirError, match="frame_shift_ms 12.5 but the model was trained with 10"):
         OnnxTransducer.from_dir(d)
+
+
+def test_readme_onnx_example_prints_speech2text_text(experiment, packed_onnx, tmp_path, capsys):
+    """The README's ONNX example, run as written on the fixture's packed model (its model dir and
+    audio path swapped for the fixture's): it prints what Speech2Text gives, and the text the
+    README shows is the one it shows for the PyTorch CLI on the same file."""
+    import re
+
+    from justkit.decode.transcribe import Speech2Text
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("The ONNX export in `model/onnx/`")
+    block = re.search(r"```python\n(.*?)```\n\nprints `([^`]*)`", readme[start:], re.S)
+    assert block and "OnnxTransducer.from_dir" in block.group(1)
+    code, shown = block.group(1), block.group(2)
+    cli_line = re.search(r"The first prints `11805_4281_000000<TAB>([^`]*)`", readme)
+    assert cli_line and shown == cli_line.group(1)
+    model_dir = re.search(r'from_dir\("([^"]+)"\)', code).group(1)
+    audio = re.search(r'load_audio\("([^"]+)"\)', code).group(1)
+    assert audio.endswith("11805_4281_000000.opus")
+    wav = experiment["audio"]["pl2"]
+    code = code.replace(model_dir, str(packed_onnx)).replace(audio, str(wav))
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    want = Speech2Text.from_dir(packed_onnx)(*sf.read(wav, dtype="float32"))
+    assert want and printed == want + "\n"
