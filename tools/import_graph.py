@@ -8,7 +8,7 @@ itself). The layers follow DESIGN.md's arrows (``LAYERS`` below, lowest first; a
 import its own layer and the ones before it):
 
     errors, fileio, config, ... < frontend, datadir, text < corpora < score < data < nn < losses
-    < models < decode < train, experiment, models.package < cli, bin < utils/, egs/*/local/
+    < models < decode < models.onnx < train, experiment, models.package < cli, bin < utils/, egs/*/local/
 
 with two rules on top: ``score`` imports no model code (models, nn, losses, decode, train), and
 ``decode`` does not import ``train``. An import from a module to one of a higher layer, or one a
@@ -36,7 +36,8 @@ PACKAGE = "justkit"
 # Areas of justkit, lowest layer first; an area may import its own layer and the ones below. An
 # entry names a top-level module or package of justkit (``models``) or, where one module of a
 # package sits higher than the rest, that module (``models.package``: stage 8's packer reads an
-# experiment). utils/ and egs/*/local/ are the recipes' scripts, on top.
+# experiment; ``models.onnx``: its ONNX Runtime transcriber is a ``decode.transcribe.Transcriber``).
+# utils/ and egs/*/local/ are the recipes' scripts, on top.
 LAYERS: Sequence[Sequence[str]] = (
     ("errors", "fileio", "config", "provenance", "progress", "lang", "log"),
     ("frontend", "datadir", "text"),
@@ -47,6 +48,7 @@ LAYERS: Sequence[Sequence[str]] = (
     ("losses",),
     ("models",),
     ("decode",),
+    ("models.onnx",),
     ("train", "experiment", "models.package"),
     ("cli", "bin"),
     ("utils", "egs"),

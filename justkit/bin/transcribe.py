@@ -3,6 +3,9 @@
 Inputs are audio files, directories (searched recursively for audio files) or a Kaldi
 wav.scp; output is one `<id><TAB><text>` line each (the id: the wav.scp key, or the file
 name without its extension), optionally a CTM of word-piece start times (greedy search).
+``--backend onnx`` runs the model's ONNX export (``<model_dir>/onnx``, packed with ``--onnx``)
+under ONNX Runtime instead of PyTorch: same front end, outputs and formats; greedy search on the
+CPU only.
 """
 from __future__ import annotations
 
@@ -26,6 +29,11 @@ def build_parser() -> cli.Parser:
     p.add_argument("--wav_scp", default="", help="a Kaldi wav.scp (<id> <audio path>) to transcribe too")
     p.add_argument("--out", default="", help="write <id><TAB><text> lines here (default: stdout)")
     p.add_argument("--ctm", default="", help="write word-piece start times here (<id> 1 <start> <dur> <piece>; greedy only)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                   help="torch: the PyTorch model; onnx: <model_dir>/onnx under ONNX Runtime (greedy, CPU)")
+    p.add_argument("--num_threads", type=int, default=0,
+                   help="CPU threads of the backend (torch.set_num_threads or ONNX Runtime's intra-op threads); "
+                   "0: the library's own choice")
     p.add_argument("--method", default="greedy", choices=("greedy", "beam"), help="search")
     p.add_argument("--beam_size", type=int, default=4, help="beam search width")
     p.add_argument("--lm_dir", default="", help="an LM (exp/lm_<tag>) for beam search (default: the packed model's lm/, if any)")
@@ -103,12 +111,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--batch_size must be >= 1")
     if a.max_segment_seconds < 0:
         p.error("--max_segment_seconds must be >= 0")
+    if a.num_threads < 0:
+        p.error("--num_threads must be >= 0")
+    if a.backend == "onnx":
+        refused = [f"--{k} {v}" for k, v, ok in (("method", a.method, a.method == "greedy"),
+                                                  ("device", a.device, a.device == "cpu"),
+                                                  ("lm_dir", a.lm_dir, not a.lm_dir),
+                                                  ("lm_weight", a.lm_weight, a.lm_weight is None),
+                                                  ("ilm_weight", a.ilm_weight, a.ilm_weight is None)) if not ok]
+        if refused:
+            raise JustkitError(f"--backend onnx runs greedy search on the CPU without an LM; "
+                               f"{', '.join(refused)} needs --backend torch")
     cli.check_device(a.device)
     items = collect(a.inputs, a.wav_scp)
     check_outputs(a, items)
-    s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, lm_dir=a.lm_dir or None,
-                               lm_weight=a.lm_weight, ilm_weight=a.ilm_weight,
-                               max_segment_s=a.max_segment_seconds, batch_size=a.batch_size)
+    if a.backend == "onnx":
+        from justkit.models.onnx import OnnxTransducer
+
+        s2t = OnnxTransducer.from_dir(a.model_dir, threads=a.num_threads, max_segment_s=a.max_segment_seconds,
+                                      batch_size=a.batch_size)
+    else:
+        if a.num_threads:
+            import torch
+
+            torch.set_num_threads(a.num_threads)
+        s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, lm_dir=a.lm_dir or None,
+                                   lm_weight=a.lm_weight, ilm_weight=a.ilm_weight,
+                                   max_segment_s=a.max_segment_seconds, batch_size=a.batch_size)
     lines: List[str] = []
     ctm: List[str] = []
     failed = 0
@@ -149,8 +178,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         atomic_write_text(a.ctm, "".join(c + "\n" for c in ctm))
     el = time.perf_counter() - t0
     rtf = f"RTF {el / audio_s:.4f}, " if audio_s > 0 else ""
+    where = "onnxruntime, cpu" if a.backend == "onnx" else a.device
     log.info("%d utterance(s), %.1f s of audio in %.2f s (%s%s search, %s)%s", len(lines), audio_s, el,
-             rtf, a.method, a.device, f"; {failed} unreadable" if failed else "")
+             rtf, a.method, where, f"; {failed} unreadable" if failed else "")
     return cli.EXIT_USER_ERROR if failed else 0
 
 

@@ -4,6 +4,10 @@ The front end is the recipe's: audio at any rate is resampled to the model's rat
 does (Kaiser-windowed sinc), then Kaldi fbank (stage 3's options) and the global CMVN; the
 search is the stage-7 greedy or beam search. The model directory is a packed one
 (``justkit.models.package``) or an experiment directory.
+
+:class:`Transcriber` is what every backend shares: that front end, the cutting of long audio into
+pieces, batching, stitching and detokenising. :class:`Speech2Text` searches with the PyTorch model;
+``justkit.models.onnx.OnnxTransducer`` with the ONNX export under ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
 from justkit.decode.fusion import Fusion
 from justkit.decode.greedy import GreedyConfig, greedy_search
+from justkit.decode.hyp import Hypothesis
 from justkit.frontend.fbank import FbankConfig, compute_fbank
 from justkit.frontend.resample import resample
 from justkit.models.factory import load_checkpoint, model_from_config
@@ -44,8 +49,132 @@ class Transcript:
     score: float = 0.0
 
 
-class Speech2Text:
-    """A model ready to transcribe: ``s2t(waveform, sample_rate) -> str``, ``s2t.transcribe(batch)``."""
+class Transcriber:
+    """The front door every backend shares: ``t(waveform, sample_rate) -> str``, ``t.transcribe(batch)``.
+
+    Front end (resampling, fbank, CMVN), long-audio pieces, batching and detokenising live here; a
+    backend implements :meth:`search` (features of a batch of pieces -> hypotheses). With
+    ``cmvn_in_search`` the search applies the CMVN itself (an ONNX encoder with the statistics
+    inside): :meth:`features` then returns raw fbank, and the pieces are still cut on normalised
+    features, so that every backend cuts long audio at the same frames.
+    """
+
+    cmvn_in_search = False
+
+    def __init__(self, tokenizer: Optional[Tokenizer], fbank: Optional[FbankConfig],
+                 cmvn: Optional[Tuple[np.ndarray, np.ndarray]], subsampling: int = 4, min_frames: int = 1,
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
+        if max_segment_s < 0 or batch_size < 1:
+            raise ValueError(f"max_segment_s must be >= 0 and batch_size >= 1, got {max_segment_s}, {batch_size}")
+        self.tokenizer = tokenizer
+        self.fbank = fbank
+        self.cmvn = cmvn
+        self.max_segment_s = float(max_segment_s)
+        self.batch_size = int(batch_size)
+        self.min_frames = int(min_frames)
+        # seconds per encoder frame: the fbank hop times the subsampling
+        self.frame_seconds = fbank.frame_shift_ms / 1000 * subsampling if fbank is not None else 0.0
+
+    def _need_frontend(self) -> None:
+        if self.fbank is None or self.tokenizer is None:
+            raise ValueError(f"this {type(self).__name__} has no front end or tokenizer: build it with "
+                             f"{type(self).__name__}.from_dir(<model dir>) to transcribe audio")
+
+    # ------------------------------------------------------------------ front end
+    def normalize(self, feats: np.ndarray) -> np.ndarray:
+        """The global CMVN of the model (none: unchanged), float32."""
+        if self.cmvn is not None:
+            mean, std = self.cmvn
+            feats = (feats - mean) / std
+        return np.asarray(feats, dtype=np.float32)
+
+    def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
+        """Resampled, fbank, CMVN: ``[T, D]`` float32, as the data loader feeds the model (without
+        the CMVN when the search applies it: ``cmvn_in_search``)."""
+        self._need_frontend()
+        x = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"{name or 'waveform'}: expected 1-D mono samples, got shape {x.shape}")
+        rate = int(self.fbank.sample_frequency)
+        if int(sample_rate) != rate:
+            x = resample(x, int(sample_rate), rate)
+        feats = compute_fbank(x, self.fbank, rate, name or None)
+        return np.asarray(feats, dtype=np.float32) if self.cmvn_in_search else self.normalize(feats)
+
+    # ------------------------------------------------------------------ search
+    def search(self, feats: Sequence[np.ndarray], names: Sequence[str]) -> List[Hypothesis]:
+        """One hypothesis (tokens, encoder frame of each, score) per feature matrix; the backend's."""
+        raise NotImplementedError
+
+    def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = ()) -> List[Transcript]:
+        """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together)."""
+        if not batch:
+            return []
+        feats = [self.features(w, sr, names[i] if i < len(names) else "") for i, (w, sr) in enumerate(batch)]
+        return self.transcribe_features(feats, names)
+
+    def segments(self, feats: np.ndarray) -> List[Tuple[int, int]]:
+        """``[(start, end), ...]`` frames: the whole utterance when it is at most ``max_segment_s``
+        long, else pieces of at most that length, each cut at the quietest frame (lowest mean
+        normalised log-mel energy, smoothed over 0.1 s) of the last ``CUT_SEARCH`` of the piece,
+        so that a cut rarely falls inside a word. Attention memory then grows with the piece, not the file."""
+        n = feats.shape[0]
+        hop = self.fbank.frame_shift_ms / 1000
+        limit = int(self.max_segment_s / hop) if self.max_segment_s > 0 else 0
+        if not limit or n <= limit:
+            return [(0, n)]
+        energy = (self.normalize(feats) if self.cmvn_in_search else feats).mean(axis=1)
+        k = max(1, int(0.1 / hop))
+        smooth = np.convolve(energy, np.ones(k) / k, mode="same")
+        look = max(1, int(limit * CUT_SEARCH))
+        out, start = [], 0
+        while n - start > limit:
+            lo, hi = start + limit - look, start + limit
+            cut = lo + int(np.argmin(smooth[lo:hi]))
+            out.append((start, cut))
+            start = cut
+        out.append((start, n))
+        return out
+
+    def transcribe_features(self, feats: Sequence[np.ndarray], names: Sequence[str] = ()) -> List[Transcript]:
+        """Features (as :meth:`features` gives them) -> one Transcript each. Long utterances are
+        decoded in pieces (:meth:`segments`) and stitched; at most ``batch_size`` pieces are
+        searched at once. An utterance shorter than the model's subsampling needs gets an
+        empty Transcript and a warning naming it."""
+        self._need_frontend()
+        names = [names[i] if i < len(names) and names[i] else f"#{i}" for i in range(len(feats))]
+        hop = self.fbank.frame_shift_ms / 1000
+        pieces = []  # (utterance index, start frame, features)
+        for i, f in enumerate(feats):
+            if f.shape[0] < self.min_frames:
+                log.warning("%s: %d frames (%.3f s) is shorter than the %d frames the model needs; "
+                            "empty hypothesis", names[i], f.shape[0], f.shape[0] * hop, self.min_frames)
+                continue
+            pieces += [(i, s, f[s:e]) for s, e in self.segments(f) if e - s >= self.min_frames]
+        found: List[List[Tuple[int, Hypothesis]]] = [[] for _ in feats]
+        for b in range(0, len(pieces), self.batch_size):
+            group = pieces[b : b + self.batch_size]
+            hyps = self.search([g[2] for g in group], [names[g[0]] for g in group])
+            for (i, start, _), h in zip(group, hyps):
+                found[i].append((start, h))
+        out = []
+        for parts in found:
+            tokens, pieces_, times, score = [], [], [], 0.0
+            for start, h in parts:
+                tokens += h.tokens
+                pieces_ += [self.tokenizer.id_to_piece(t) for t in h.tokens]
+                times += [round(start * hop + t * self.frame_seconds, 3) for t in h.frames]
+                score += h.score
+            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_, times, score))
+        return out
+
+    def __call__(self, waveform, sample_rate: int) -> str:
+        """The text of one utterance (1-D float samples in [-1, 1] at ``sample_rate``)."""
+        return self.transcribe([(waveform, sample_rate)])[0].text
+
+
+class Speech2Text(Transcriber):
+    """A PyTorch model ready to transcribe: ``s2t(waveform, sample_rate) -> str``, ``s2t.transcribe(batch)``."""
 
     def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
                  device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
@@ -53,6 +182,8 @@ class Speech2Text:
                  max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        super().__init__(tokenizer, fbank, cmvn, getattr(model.frontend, "stride", 4),
+                         int(getattr(model.frontend, "min_frames", 1)), max_segment_s, batch_size)
         self.fusion = fusion
         if fusion is not None and fusion.lm is not None:
             if fusion.lm.vocab_size != model.cfg.vocab_size:
@@ -63,18 +194,9 @@ class Speech2Text:
                 log.warning("an LM is given but --method %s: only beam search uses it", method)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.fbank = fbank
-        self.cmvn = cmvn
         self.method = method
         self.beam = beam or BeamConfig()
         self.greedy = greedy or GreedyConfig()
-        if max_segment_s < 0 or batch_size < 1:
-            raise ValueError(f"max_segment_s must be >= 0 and batch_size >= 1, got {max_segment_s}, {batch_size}")
-        self.max_segment_s = float(max_segment_s)
-        self.batch_size = int(batch_size)
-        # seconds per encoder frame: the fbank hop times the subsampling
-        self.frame_seconds = fbank.frame_shift_ms / 1000 * getattr(model.frontend, "stride", 4)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
@@ -114,95 +236,15 @@ class Speech2Text:
         return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion,
                    max_segment_s=max_segment_s, batch_size=batch_size)
 
-    # ------------------------------------------------------------------ front end
-    def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
-        """Resampled, fbank, CMVN: ``[T, D]`` float32, as the data loader feeds the model."""
-        x = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float32)
-        if x.ndim != 1:
-            raise ValueError(f"{name or 'waveform'}: expected 1-D mono samples, got shape {x.shape}")
-        rate = int(self.fbank.sample_frequency)
-        if int(sample_rate) != rate:
-            x = resample(x, int(sample_rate), rate)
-        feats = compute_fbank(x, self.fbank, rate, name or None)
-        if self.cmvn is not None:
-            mean, std = self.cmvn
-            feats = (feats - mean) / std
-        return np.asarray(feats, dtype=np.float32)
-
-    # ------------------------------------------------------------------ search
     @torch.no_grad()
-    def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = ()) -> List[Transcript]:
-        """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together)."""
-        if not batch:
-            return []
-        feats = [self.features(w, sr, names[i] if i < len(names) else "") for i, (w, sr) in enumerate(batch)]
-        return self.transcribe_features(feats, names)
-
-    def segments(self, feats: np.ndarray) -> List[Tuple[int, int]]:
-        """``[(start, end), ...]`` frames: the whole utterance when it is at most ``max_segment_s``
-        long, else pieces of at most that length, each cut at the quietest frame (lowest mean
-        log-mel energy, smoothed over 0.1 s) of the last ``CUT_SEARCH`` of the piece, so that a
-        cut rarely falls inside a word. Attention memory then grows with the piece, not the file."""
-        n = feats.shape[0]
-        hop = self.fbank.frame_shift_ms / 1000
-        limit = int(self.max_segment_s / hop) if self.max_segment_s > 0 else 0
-        if not limit or n <= limit:
-            return [(0, n)]
-        energy = feats.mean(axis=1)
-        k = max(1, int(0.1 / hop))
-        smooth = np.convolve(energy, np.ones(k) / k, mode="same")
-        look = max(1, int(limit * CUT_SEARCH))
-        out, start = [], 0
-        while n - start > limit:
-            lo, hi = start + limit - look, start + limit
-            cut = lo + int(np.argmin(smooth[lo:hi]))
-            out.append((start, cut))
-            start = cut
-        out.append((start, n))
-        return out
-
-    @torch.no_grad()
-    def transcribe_features(self, feats: Sequence[np.ndarray], names: Sequence[str] = ()) -> List[Transcript]:
-        """Features (as :meth:`features` gives them) -> one Transcript each. Long utterances are
-        decoded in pieces (:meth:`segments`) and stitched; at most ``batch_size`` pieces go through
-        the encoder at once. An utterance shorter than the model's subsampling needs gets an
-        empty Transcript and a warning naming it."""
-        names = [names[i] if i < len(names) and names[i] else f"#{i}" for i in range(len(feats))]
-        min_frames = int(getattr(self.model.frontend, "min_frames", 1))
-        hop = self.fbank.frame_shift_ms / 1000
-        pieces = []  # (utterance index, start frame, features)
-        for i, f in enumerate(feats):
-            if f.shape[0] < min_frames:
-                log.warning("%s: %d frames (%.3f s) is shorter than the %d frames the model needs; "
-                            "empty hypothesis", names[i], f.shape[0], f.shape[0] * hop, min_frames)
-                continue
-            pieces += [(i, s, f[s:e]) for s, e in self.segments(f) if e - s >= min_frames]
-        found: List[List[Tuple[int, object]]] = [[] for _ in feats]
-        for b in range(0, len(pieces), self.batch_size):
-            group = pieces[b : b + self.batch_size]
-            lens = torch.tensor([g[2].shape[0] for g in group], dtype=torch.long)
-            x = torch.zeros(len(group), int(lens.max()), group[0][2].shape[1])
-            for j, (_, _, f) in enumerate(group):
-                x[j, : f.shape[0]] = torch.from_numpy(np.ascontiguousarray(f))
-            enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
-            check_finite(enc, [names[g[0]] for g in group], "transcribe")
-            if self.method == "greedy":
-                hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
-            else:
-                hyps = beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
-            for (i, start, _), h in zip(group, hyps):
-                found[i].append((start, h))
-        out = []
-        for parts in found:
-            tokens, pieces_, times, score = [], [], [], 0.0
-            for start, h in parts:
-                tokens += h.tokens
-                pieces_ += [self.tokenizer.id_to_piece(t) for t in h.tokens]
-                times += [round(start * hop + t * self.frame_seconds, 3) for t in h.frames]
-                score += h.score
-            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_, times, score))
-        return out
-
-    def __call__(self, waveform, sample_rate: int) -> str:
-        """The text of one utterance (1-D float samples in [-1, 1] at ``sample_rate``)."""
-        return self.transcribe([(waveform, sample_rate)])[0].text
+    def search(self, feats: Sequence[np.ndarray], names: Sequence[str]) -> List[Hypothesis]:
+        """Pad, encode, then the greedy or beam search of stage 7."""
+        lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
+        for j, f in enumerate(feats):
+            x[j, : f.shape[0]] = torch.from_numpy(np.ascontiguousarray(f))
+        enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
+        check_finite(enc, list(names), "transcribe")
+        if self.method == "greedy":
+            return greedy_search(self.model, enc, enc_lens, self.greedy)
+        return beam_search(self.model, enc, enc_lens, self.beam, self.fusion)

@@ -14,24 +14,32 @@ Where it differs from sherpa-onnx's transducers: the prediction network is a 2-l
 state (sherpa-onnx's offline transducers expect a stateless decoder of fixed context, so
 ``decoder.onnx`` does not load there as is), and the features are justkit's Kaldi fbank with
 ``snip_edges`` true (sherpa-onnx computes its own with snip_edges false: a frame or two fewer
-or more). Metadata (``model_type``, ``vocab_size``, ``blank_id``, feature options, ...) are in
-every file's ``metadata_props``.
+or more). Metadata (``model_type``, ``vocab_size``, ``blank_id``, ``subsampling``, ``min_frames``,
+feature options, ...) are in every file's ``metadata_props``.
+
+``OnnxTransducer.from_dir(model_dir)(waveform, sample_rate) -> text`` is the same front door as
+``Speech2Text`` (``justkit.decode.transcribe.Transcriber``: resampling, the model dir's fbank, long
+audio in pieces, the model dir's tokenizer), with the batched greedy search run by ONNX Runtime.
 """
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from justkit.data.dataset import resolve_cmvn
+from justkit.decode.decoder import check_finite
+from justkit.decode.hyp import Hypothesis
+from justkit.decode.transcribe import MAX_SEGMENT_S, Transcriber
 from justkit.fileio import atomic_write_text
+from justkit.frontend.fbank import FbankConfig
 from justkit.models.factory import load_checkpoint, model_from_config
-from justkit.models.modeldir import locate
+from justkit.models.modeldir import ModelDirError, check_frontend, locate
 from justkit.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -96,7 +104,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     L, H = cfg.predictor.num_layers, cfg.predictor.hidden_dim
     J, V = cfg.joint.joint_dim, cfg.vocab_size
     meta = {"model_type": "justkit_transducer_lstm", "vocab_size": V, "blank_id": 0, "joiner_dim": J,
-            "num_lstm_layers": L, "lstm_hidden": H, "feat_dim": feat_dim, "subsampling": 4,
+            "num_lstm_layers": L, "lstm_hidden": H, "feat_dim": feat_dim,
+            "subsampling": int(getattr(model.frontend, "stride", 4)),
+            "min_frames": int(getattr(model.frontend, "min_frames", 1)),
             **{f"fbank_{k}": v for k, v in files.fbank.items()}}
     x = torch.randn(2, 100, feat_dim)
     x_lens = torch.tensor([100, 80])
@@ -125,44 +135,121 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-class OnnxTransducer:
-    """Greedy search over the three ONNX files with ONNX Runtime (no PyTorch model involved)."""
+class OnnxTransducer(Transcriber):
+    """The exported model under ONNX Runtime (no PyTorch model involved).
 
-    def __init__(self, onnx_dir: str | Path, threads: int = 1) -> None:
+    ``OnnxTransducer.from_dir(model_dir)(waveform, sample_rate) -> text``: the front door of
+    ``Speech2Text`` (same resampling, fbank, long-audio pieces and detokenising, from the same
+    code), greedy search only. ``OnnxTransducer(model_dir / "onnx").greedy_search([raw_fbank])``:
+    token ids of features computed elsewhere (raw Kaldi fbank: the CMVN is inside ``encoder.onnx``).
+    """
+
+    cmvn_in_search = True   # encoder.onnx normalises: features() gives it raw fbank
+
+    def __init__(self, onnx_dir: str | Path, threads: int = 1, tokenizer: Optional[Tokenizer] = None,
+                 fbank: Optional[FbankConfig] = None, cmvn: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8,
+                 max_symbols_per_frame: int = 3) -> None:
         import onnxruntime as ort  # lazy: an optional extra, needed only to run the exported files
 
         d = Path(onnx_dir)
+        missing = [f for f in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt") if not (d / f).is_file()]
+        if missing:
+            raise ModelDirError(f"{d}: lacks {missing} (export with python -m justkit.bin.pack_model --onnx)")
+        if max_symbols_per_frame < 1:
+            raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads   # 0: ONNX Runtime's default (one per core)
         opts.inter_op_num_threads = 1
         self.encoder = ort.InferenceSession(str(d / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
         self.decoder = ort.InferenceSession(str(d / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
         self.joiner = ort.InferenceSession(str(d / "joiner.onnx"), opts, providers=["CPUExecutionProvider"])
-        meta = self.encoder.get_modelmeta().custom_metadata_map
-        self.blank = int(meta["blank_id"])
-        self.layers, self.hidden = int(meta["num_lstm_layers"]), int(meta["lstm_hidden"])
+        self.meta = self.encoder.get_modelmeta().custom_metadata_map
+        self.blank = int(self.meta["blank_id"])
+        self.layers, self.hidden = int(self.meta["num_lstm_layers"]), int(self.meta["lstm_hidden"])
         self.tokens = [line.rsplit(" ", 1)[0] for line in (d / "tokens.txt").read_text(encoding="utf-8").splitlines()]
+        self.max_symbols_per_frame = int(max_symbols_per_frame)
+        # exports before min_frames was recorded: two 3x3 stride-2 convolutions need 7 frames
+        super().__init__(tokenizer, fbank, cmvn, int(self.meta.get("subsampling", 4)),
+                         int(self.meta.get("min_frames", 7)), max_segment_s, batch_size)
 
-    def _step(self, y: int, h: np.ndarray, c: np.ndarray):
-        return self.decoder.run(None, {"y": np.array([[y]], dtype=np.int64), "h": h, "c": c})
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, threads: int = 1, max_segment_s: float = MAX_SEGMENT_S,
+                 batch_size: int = 8, max_symbols_per_frame: int = 3) -> "OnnxTransducer":
+        """The ONNX export in ``model_dir/onnx`` (a packed model dir, ``pack_model --onnx``) with the
+        dir's front end (``fbank.yaml``, ``cmvn.ark``) and tokenizer (``spm.model``), checked
+        against the export (vocabulary, feature dim, the front end recorded at export)."""
+        files = locate(model_dir)
+        onnx_dir = Path(model_dir) / "onnx"
+        if not onnx_dir.is_dir():
+            raise ModelDirError(f"{model_dir}: no onnx/ export in it (pack it with python -m justkit.bin.pack_model --onnx)")
+        tok = Tokenizer(files.tokenizer)
+        fbank = FbankConfig.from_dict(files.fbank)
+        cmvn = resolve_cmvn(files.cmvn) if files.cmvn else None
+        self = cls(onnx_dir, threads, tok, fbank, cmvn, max_segment_s, batch_size, max_symbols_per_frame)
+        pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+        if pieces != self.tokens:
+            raise ModelDirError(f"{onnx_dir / 'tokens.txt'}: {len(self.tokens)} pieces that are not those of "
+                                f"{files.tokenizer} ({tok.vocab_size}): the export is of another model (re-pack with --onnx)")
+        recorded = {k[len("fbank_"):]: v for k, v in self.meta.items() if k.startswith("fbank_")}
+        check_frontend(files, fbank, int(self.meta["feat_dim"]), cmvn, recorded)
+        return self
 
-    def greedy_search(self, feats: Sequence[np.ndarray], max_symbols_per_frame: int = 3) -> List[List[int]]:
-        """Token ids of each ``[T, D]`` raw fbank matrix, as ``justkit.decode.greedy_search`` finds them."""
-        out = []
-        for f in feats:
-            x = np.asarray(f, dtype=np.float32)[None]
-            enc, lens = self.encoder.run(None, {"x": x, "x_lens": np.array([x.shape[1]], dtype=np.int64)})
-            h = np.zeros((self.layers, 1, self.hidden), np.float32)
-            c = np.zeros_like(h)
-            dec, h, c = self._step(self.blank, h, c)
-            hyp: List[int] = []
-            for t in range(int(lens[0])):
-                for _ in range(max_symbols_per_frame):
-                    logit = self.joiner.run(None, {"encoder_out": enc[:, t], "decoder_out": dec})[0][0]
-                    k = int(np.argmax(logit))
-                    if k == self.blank:
-                        break
-                    hyp.append(k)
-                    dec, h, c = self._step(k, h, c)
-            out.append(hyp)
+    def _step(self, y: np.ndarray, h: np.ndarray, c: np.ndarray):
+        return self.decoder.run(None, {"y": y.reshape(-1, 1).astype(np.int64), "h": h, "c": c})
+
+    def _greedy(self, enc: np.ndarray, lens: np.ndarray, max_symbols: int) -> List[Hypothesis]:
+        """Batched greedy search over encoder outputs ``[N, T, J]``: what ``justkit.decode.greedy``
+        does with the PyTorch model (the same ties, the same ``score``, the frame of each token)."""
+        N = enc.shape[0]
+        h = np.zeros((self.layers, N, self.hidden), np.float32)
+        c = np.zeros_like(h)
+        dec, h, c = self._step(np.full(N, self.blank), h, c)
+        scores = np.zeros(N, np.float64)
+        tokens: List[List[int]] = [[] for _ in range(N)]
+        frames: List[List[int]] = [[] for _ in range(N)]
+        for t in range(int(lens.max()) if N else 0):
+            active = lens > t
+            for _ in range(max_symbols):
+                logit = self.joiner.run(None, {"encoder_out": np.ascontiguousarray(enc[:, t]), "decoder_out": dec})[0]
+                m = logit.max(-1, keepdims=True)
+                logp = logit - (m + np.log(np.exp(logit - m).sum(-1, keepdims=True)))  # log_softmax
+                best = logp.argmax(-1)
+                scores += np.where(active, logp[np.arange(N), best].astype(np.float64), 0.0)
+                emit = active & (best != self.blank)
+                if not emit.any():
+                    break
+                for b in np.flatnonzero(emit):
+                    tokens[b].append(int(best[b]))
+                    frames[b].append(t)
+                new_dec, new_h, new_c = self._step(best, h, c)
+                dec = np.where(emit[:, None], new_dec, dec)
+                h = np.where(emit[None, :, None], new_h, h)
+                c = np.where(emit[None, :, None], new_c, c)
+                active = emit
+        return [Hypothesis(tokens[b], float(scores[b]), frames=frames[b]) for b in range(N)]
+
+    def _encode(self, feats: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        """Pad the raw fbank matrices and run encoder.onnx: ``[N, T', J]`` and the lengths."""
+        lens = np.array([f.shape[0] for f in feats], dtype=np.int64)
+        x = np.zeros((len(feats), int(lens.max()), feats[0].shape[1]), np.float32)
+        for j, f in enumerate(feats):
+            x[j, : f.shape[0]] = f
+        enc, enc_lens = self.encoder.run(None, {"x": x, "x_lens": lens})
+        return enc, np.asarray(enc_lens)
+
+    def search(self, feats: Sequence[np.ndarray], names: Sequence[str] = ()) -> List[Hypothesis]:
+        """encoder.onnx on the padded batch, then the batched greedy search."""
+        enc, enc_lens = self._encode(feats)
+        check_finite(torch.from_numpy(enc), list(names) or [f"#{i}" for i in range(len(feats))], "onnx")
+        return self._greedy(enc, enc_lens, self.max_symbols_per_frame)
+
+    def greedy_search(self, feats: Sequence[np.ndarray], max_symbols_per_frame: Optional[int] = None) -> List[List[int]]:
+        """Token ids of each ``[T, D]`` raw fbank matrix, as ``justkit.decode.greedy_search`` finds them
+        (``batch_size`` matrices through the encoder at once; long ones are not cut)."""
+        S = self.max_symbols_per_frame if max_symbols_per_frame is None else int(max_symbols_per_frame)
+        out: List[List[int]] = []
+        for b in range(0, len(feats), self.batch_size):
+            group = [np.asarray(f, dtype=np.float32) for f in feats[b : b + self.batch_size]]
+            out += [h.tokens for h in self._greedy(*self._encode(group), S)]
         return out

@@ -119,7 +119,9 @@ def model_card(exp_dir: Path, config: dict, num_params: int, revision: str, name
         "s2t = Speech2Text.from_dir(\"<this dir>\")\n"
         "text = s2t(waveform, sample_rate)      # 1-D float samples in [-1, 1]\n"
         "```\n\n"
-        "`onnx/` holds the same model for ONNX Runtime (`justkit.models.onnx.OnnxTransducer`).\n")
+        "`onnx/` (when packed with `--onnx`) holds the same model for ONNX Runtime, with the same front door: "
+        "`justkit.models.onnx.OnnxTransducer.from_dir(\"<this dir>\")(waveform, sample_rate)`, or "
+        "`transcribe --backend onnx` (greedy search, CPU).\n")
     return "".join(lines)
 
 

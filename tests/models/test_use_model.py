@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -192,3 +193,119 @@ def test_bad_lm_inputs_are_one_line_errors(experiment, tmp_path, capfd):
     (good / "model_avg.pt").write_bytes(data[:-100])
     assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(good), wav]) == 2
     assert "unreadable checkpoint" in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- ONNX front door
+@pytest.fixture(scope="module")
+def packed_onnx(experiment, tmp_path_factory):
+    """The fixture's experiment packed as stage 8 packs it: model dir with onnx/."""
+    from justkit.models.package import pack_model
+
+    return pack_model(experiment["exp"], tmp_path_factory.mktemp("packed_onnx") / "model", onnx=True)
+
+
+def test_onnx_front_door_gives_speech2text_text(experiment, packed_onnx, speech_signal):
+    """OnnxTransducer.from_dir(dir)(waveform, rate) is Speech2Text's greedy text on every test
+    utterance of the fixture (5: 3 en, 2 pl), one by one and batched, with the same pieces and
+    times; at 48 kHz (resampled as stage 2 does); and on long audio cut into the same pieces."""
+    from justkit.decode.transcribe import Speech2Text
+    from justkit.models.onnx import OnnxTransducer
+
+    ort_s2t = OnnxTransducer.from_dir(packed_onnx)
+    s2t = Speech2Text.from_dir(packed_onnx)
+    batch = [sf.read(p, dtype="float32") for p in experiment["audio"].values()]
+    assert len(batch) == 5
+    want = s2t.transcribe(batch)
+    got = ort_s2t.transcribe(batch)
+    assert [r.text for r in got] == [r.text for r in want] == [ort_s2t(x, sr) for x, sr in batch]
+    assert [r.pieces for r in got] == [r.pieces for r in want] and [r.times for r in got] == [r.times for r in want]
+    assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-3)
+    assert sum(bool(r.text) for r in want) >= 3, "the model emits little: the comparison would be weak"
+    from justkit.frontend.resample import resample
+
+    x, sr = batch[3]
+    assert ort_s2t(resample(x, sr, 48000), 48000) == s2t(resample(x, sr, 48000), 48000)
+    # long audio: the same cut points (on CMVN-normalised energy, though ONNX gets raw fbank) and text
+    long_x = np.concatenate([speech_signal(k, 2.5) if k % 2 == 0 else np.zeros(8000, np.float32) for k in range(9)])
+    ort_long = OnnxTransducer.from_dir(packed_onnx, max_segment_s=4.0, batch_size=2)
+    s2t_long = Speech2Text.from_dir(packed_onnx, max_segment_s=4.0, batch_size=2)
+    f_raw, f_norm = ort_long.features(long_x, 16000), s2t_long.features(long_x, 16000)
+    assert not np.allclose(f_raw, f_norm), "ONNX must get raw fbank (the CMVN is inside encoder.onnx)"
+    assert ort_long.segments(f_raw) == s2t_long.segments(f_norm) and len(s2t_long.segments(f_norm)) >= 4
+    a, b = ort_long.transcribe([(long_x, 16000)])[0], s2t_long.transcribe([(long_x, 16000)])[0]
+    assert (a.text, a.times) == (b.text, b.times)
+
+
+def test_transcribe_cli_backend_onnx_writes_what_torch_writes(experiment, packed_onnx, tmp_path, capfd):
+    """--backend onnx: the same hyp.txt and CTM as the PyTorch backend; what ONNX cannot do
+    (beam search, an LM, a GPU) and a model dir without onnx/ are one-line errors, before decoding."""
+    from justkit.bin.transcribe import main
+
+    audio = [str(p) for p in experiment["audio"].values()]
+    out = {}
+    for backend in ("torch", "onnx"):
+        hyp, ctm = tmp_path / f"{backend}.txt", tmp_path / f"{backend}.ctm"
+        assert main(["--model_dir", str(packed_onnx), "--backend", backend, "--num_threads", "1",
+                     "--out", str(hyp), "--ctm", str(ctm), *audio]) == 0
+        out[backend] = (hyp.read_text(), ctm.read_text())
+    assert "onnxruntime, cpu" in capfd.readouterr().err
+    assert out["onnx"] == out["torch"] and len(out["torch"][0].splitlines()) == 5 and out["torch"][1]
+    for opts, msg in ((["--method", "beam"], "--method beam needs --backend torch"),
+                      (["--lm_dir", str(tmp_path)], "--lm_dir"), (["--lm_weight", "0.3"], "--lm_weight 0.3"),
+                      (["--device", "cuda"], "--device cuda needs --backend torch")):
+        assert main(["--model_dir", str(packed_onnx), "--backend", "onnx", *opts, audio[0],
+                     "--out", str(tmp_path / "x.txt")]) == 2
+        err = capfd.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.txt").exists()
+    assert main(["--model_dir", str(experiment["exp"]), "--backend", "onnx", audio[0]]) == 2
+    assert "no onnx/ export in it" in capfd.readouterr().err
+
+
+def test_onnx_export_of_another_model_is_refused(packed_onnx, tmp_path):
+    """An onnx/ whose tokens are not the dir's tokenizer's, or whose export recorded another front
+    end, is refused naming the file (its text would be another model's pieces)."""
+    import shutil
+
+    from justkit.models.modeldir import ModelDirError
+    from justkit.models.onnx import OnnxTransducer
+
+    d = tmp_path / "model"
+    shutil.copytree(packed_onnx, d)
+    tokens = (d / "onnx/tokens.txt").read_text().splitlines()
+    (d / "onnx/tokens.txt").write_text("\n".join(tokens[:-1]) + "\n")
+    with pytest.raises(ModelDirError, match="onnx/tokens.txt: .* not those of"):
+        OnnxTransducer.from_dir(d)
+    (d / "onnx/tokens.txt").write_text("\n".join(tokens) + "\n")
+    fb = yaml.safe_load((d / "fbank.yaml").read_text())
+    fb["fbank"]["frame_shift_ms"] = 12.5
+    (d / "fbank.yaml").write_text(yaml.safe_dump(fb))
+    with pytest.raises(ModelDirError, match="frame_shift_ms 12.5 but the model was trained with 10"):
+        OnnxTransducer.from_dir(d)
+
+
+def test_readme_onnx_example_prints_speech2text_text(experiment, packed_onnx, tmp_path, capsys):
+    """The README's ONNX example, run as written on the fixture's packed model (its model dir and
+    audio path swapped for the fixture's): it prints what Speech2Text gives, and the text the
+    README shows is the one it shows for the PyTorch CLI on the same file."""
+    import re
+
+    from justkit.decode.transcribe import Speech2Text
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("The ONNX export in `model/onnx/`")
+    block = re.search(r"```python\n(.*?)```\n\nprints `([^`]*)`", readme[start:], re.S)
+    assert block and "OnnxTransducer.from_dir" in block.group(1)
+    code, shown = block.group(1), block.group(2)
+    cli_line = re.search(r"The first prints `11805_4281_000000<TAB>([^`]*)`", readme)
+    assert cli_line and shown == cli_line.group(1)
+    model_dir = re.search(r'from_dir\("([^"]+)"\)', code).group(1)
+    audio = re.search(r'load_audio\("([^"]+)"\)', code).group(1)
+    assert audio.endswith("11805_4281_000000.opus")
+    wav = experiment["audio"]["pl2"]
+    code = code.replace(model_dir, str(packed_onnx)).replace(audio, str(wav))
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    want = Speech2Text.from_dir(packed_onnx)(*sf.read(wav, dtype="float32"))
+    assert want and printed == want + "\n"
