@@ -72,6 +72,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 def dir_inputs(d: str | os.PathLike) -> List[str]:
     """The top-level files of a data dir (``wav.scp``, ``text``, ...; hidden files skipped), sorted."""
     d = Path(d)
+    if not d.is_dir():
+        raise StampError(f"{d}: input data dir not found")
     return sorted(str(p) for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
 
 

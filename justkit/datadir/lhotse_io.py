@@ -19,6 +19,7 @@ storage (lilcom, numpy, ...) are read and stored in a kaldiio ark. Derived table
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ def to_lhotse(data_dir: str | Path, out: ManifestPaths) -> Dict[str, int]:
             raise DataDirError(f"{d.path}/wav.scp: recording {rec}: piped commands are not converted; give a file path")
         n, sr, ch = _exact_length(src, rec)
         recordings.append(Recording(id=rec, sources=[AudioSource(type="file", channels=list(range(ch)),
-                                                                 source=str(Path(src).resolve()))],
+                                                                 source=os.path.abspath(src))],
                                     sampling_rate=sr, num_samples=n, duration=n / sr))
     recs = RecordingSet.from_recordings(recordings)
     if d.has("segments"):
@@ -164,7 +165,7 @@ def to_lhotse(data_dir: str | Path, out: ManifestPaths) -> Dict[str, int]:
             rows.append(Features(type="kaldi-fbank", num_frames=int(frames[u]), num_features=dim,
                                  frame_shift=cfg.frame_shift_ms / 1000, sampling_rate=int(cfg.sample_frequency),
                                  start=s, duration=int(frames[u]) * cfg.frame_shift_ms / 1000,
-                                 storage_type="kaldiio", storage_path=f"{Path(ark).resolve()}:{offset}",
+                                 storage_type="kaldiio", storage_path=f"{os.path.abspath(ark)}:{offset}",
                                  storage_key=u, recording_id=r, channels=0))
         feats = FeatureSet.from_features(rows)
         out.dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def _features_from_cuts(cuts, d: DataDir, fbank_config: Optional[str | Path]) ->
         dims.add(f.num_features)
         frames[utt] = str(f.num_frames)
         path, _, off = f.storage_path.rpartition(":")
-        if f.storage_type == "kaldiio" and off.isdigit() and c.start == f.start and c.duration == f.duration:
+        if f.storage_type == "kaldiio" and off.isdigit() and c.start == f.start:
             scp[utt] = f"{local_path(path)}:{off}"  # the ark the features already live in
         else:
             to_copy.append((utt, c))
