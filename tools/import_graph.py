@@ -7,7 +7,7 @@ strongly connected component of the module graph (two or more modules, or one th
 itself). The layers follow DESIGN.md's arrows (``LAYERS`` below, lowest first; a module may
 import its own layer and the ones before it):
 
-    errors, fileio, config, ... < frontend, datadir, text < corpora < score < data < nn < losses
+    errors, fileio, config, ... < frontend, datadir, text, stamp < corpora < score < data < nn < losses
     < models < decode < models.onnx < train, experiment, models.package < cli, bin < utils/, egs/*/local/
 
 with two rules on top: ``score`` imports no model code (models, nn, losses, decode, train), and
@@ -40,7 +40,7 @@ PACKAGE = "justkit"
 # utils/ and egs/*/local/ are the recipes' scripts, on top.
 LAYERS: Sequence[Sequence[str]] = (
     ("errors", "fileio", "config", "provenance", "progress", "lang", "log"),
-    ("frontend", "datadir", "text"),
+    ("frontend", "datadir", "text", "stamp"),
     ("corpora",),
     ("score",),
     ("data",),

@@ -9,7 +9,10 @@
 # <dst>/conf/fbank.yaml (the options used) and copies the source's other files (wav.scp,
 # text, utt2spk, spk2utt, utt2lang, utt2dur, ...); utterances with missing/unusable audio or shorter than one frame are
 # listed in <dst>/bad_utts.txt (<set> <utt> <file> <reason>) and dropped.
-# Logs: <dst>/log/fbank.JOB.log. A re-run recomputes everything: it first removes the old
+# Logs: <dst>/log/fbank.JOB.log. A re-run whose source dir (tables and the audio they name, by size
+# and mtime), resolved fbank config and options are those of the last finished run, and whose outputs
+# are all as that run left them, does nothing and says so (the record: <dst>/.stamp.json,
+# justkit/stamp.py). Any other re-run recomputes everything: it first removes the old
 # feats.scp and shards (so no index ever points into a rewritten ark); each job writes
 # its ark under a temp name, renamed when complete, and feats.scp is written only when
 # all jobs have succeeded.
@@ -48,8 +51,8 @@ mkdir -p "$dst/log" "$dst/split" "$dst/data" "$dst/conf"
 # One writer per output dir: a second run of this stage on it stops here, naming the first.
 exec 9>>"$dst/.lock"
 flock -n 9 || die "$dst is being written by another run (lock $dst/.lock); wait for it to end or kill it"
-# Check the config before anything is removed; keep a copy of the options used.
-dim=$(python - "$config" "$dst/conf/fbank.yaml" <<'PY'
+# Check the config before anything is removed; keep a copy of the options used (resolved: defaults filled in).
+dim=$(python - "$config" "$dst/split/resolved_fbank.yaml" <<'PY'
 import sys
 from justkit.config import dump_yaml, to_dict
 from justkit.frontend.fbank import load_fbank_config
@@ -58,6 +61,14 @@ dump_yaml({"fbank": to_dict(cfg)}, sys.argv[2])
 print(cfg.dim)
 PY
 ) || die "$config: invalid fbank config"
+# Nothing to do when the last finished run had the same inputs and config and its outputs are intact.
+stamp=(python -m justkit.bin.stamp --what "$0" --input_dir "$src" --listed "$src/wav.scp"
+       --config_file "$dst/split/resolved_fbank.yaml" --opt "feats_type=$feats_type" --tree data --tree conf)
+[ "$feats_type" = raw ] && stamp+=(--opt "cmvn_fraction=$cmvn_fraction" --opt "cmvn_seed=$cmvn_seed")
+rc=0; "${stamp[@]}" check "$dst" || rc=$?
+[ "$rc" -eq 0 ] && exit 0
+[ "$rc" -eq 1 ] || die "checking whether $dst is up to date failed (see above)"
+mv "$dst/split/resolved_fbank.yaml" "$dst/conf/fbank.yaml"
 # Split first (it refuses a repeated id, naming the source's line), so that a bad wav.scp removes nothing;
 # then the old index goes, then the shards it pointed into and any temp leftovers.
 rm -f "$dst"/split/wav.*.scp
@@ -87,7 +98,9 @@ if [ "$feats_type" = raw ]; then
     --bad "$dst/split/fbank.JOB.bad" "$src" "$dst" \
     || die "merging the job outputs into $dst failed"
   echo "$dim" > "$dst/feat_dim.tmp" && mv "$dst/feat_dim.tmp" "$dst/feat_dim"
-  echo "$0: done: $dst ($(grep -c . "$dst/utt2num_frames") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad; features on the fly)"
+  kept=$(grep -c . "$dst/utt2num_frames"); bad_n=$(grep -c . "$dst/bad_utts.txt" || true)
+  "${stamp[@]}" write "$dst" --count "utterances=$kept" --count "bad=$bad_n"
+  echo "$0: done: $dst ($kept utterances counted, $bad_n bad; features on the fly)"
   exit 0
 fi
 
@@ -103,4 +116,6 @@ python -m justkit.bin.merge_jobs --nj "$nj" \
   || die "merging the job outputs into $dst failed"
 # feat_dim (Kaldi's file, for tools that read it): the config's dimension, the one source of it
 echo "$dim" > "$dst/feat_dim.tmp" && mv "$dst/feat_dim.tmp" "$dst/feat_dim"
-echo "$0: done: $dst ($(grep -c . "$dst/feats.scp") utterances, $(grep -c . "$dst/bad_utts.txt" || true) bad)"
+kept=$(grep -c . "$dst/feats.scp"); bad_n=$(grep -c . "$dst/bad_utts.txt" || true)
+"${stamp[@]}" write "$dst" --count "utterances=$kept" --count "bad=$bad_n"
+echo "$0: done: $dst (fbank of $kept utterances computed, $bad_n bad)"

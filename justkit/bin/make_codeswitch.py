@@ -29,7 +29,8 @@ def build_parser() -> cli.Parser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
     a, _ = p.parse(argv)
-    from justkit.config import from_dict
+    from justkit import stamp
+    from justkit.config import from_dict, to_dict
     from justkit.corpora.codeswitch import CodeSwitchConfig, make_codeswitch
 
     if len(a.dirs) < 3:
@@ -38,7 +39,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     cfg = from_dict(CodeSwitchConfig, {"seed": a.seed, "num": a.num, "silence_sec": a.silence_sec,
                                        "sample_rate": a.sample_rate}, "make_codeswitch")
-    make_codeswitch(in_dirs, out_dir, cfg)
+    # Skipped when the per-language dirs (tables and audio) and the options are those of the finished set.
+    st = stamp.stamp_path(out_dir)
+    fp = stamp.fingerprint({"codeswitch": to_dict(cfg)}, [f for d in in_dirs for f in stamp.dir_inputs(d)],
+                           [f"{d}/wav.scp" for d in in_dirs])
+    if stamp.up_to_date(st, fp, PROG, out_dir, log):
+        return 0
+    utts = make_codeswitch(in_dirs, out_dir, cfg)
+    stamp.write(st, PROG, fp, stamp.dir_inputs(out_dir), [f"{out_dir}/data"], counts={"utterances": len(utts)})
     return 0
 
 

@@ -20,7 +20,7 @@ def build_parser() -> cli.Parser:
     p.add_argument("--audio_dir", required=True, help="where the FLAC files go (<dst>/data)")
     p.add_argument("--progress_every", type=float, default=10.0, help="seconds between progress lines")
     p.add_argument("wav_scp", type=Path, help="input shard: <utt> <audio path>")
-    p.add_argument("out_prefix", help="writes <out_prefix>.utt2dur, .bad, then .scp (each atomic)")
+    p.add_argument("out_prefix", help="writes <out_prefix>.utt2dur, .bad, .counts, then .scp (each atomic)")
     return p
 
 
@@ -33,10 +33,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     setup_logging()
     t0 = time.monotonic()
-    wav, dur, bad = resample_shard(a.wav_scp, a.audio_dir.rstrip("/"), a.fs, a.progress_every)
+    counts: dict = {}
+    wav, dur, bad = resample_shard(a.wav_scp, a.audio_dir.rstrip("/"), a.fs, a.progress_every, counts=counts)
     # The .scp is what the merge step checks for; write it last.
     write_table(f"{a.out_prefix}.utt2dur", dur)
     write_bad_shard(f"{a.out_prefix}.bad", bad)
+    write_table(f"{a.out_prefix}.counts", {k: str(v) for k, v in counts.items()})  # for the wrapper's summary
     write_table(f"{a.out_prefix}.scp", wav)
     log.info("done in %.1f s", time.monotonic() - t0)
     return 0

@@ -78,18 +78,20 @@ def is_complete(out: str, src: str, utt: str, fs: int) -> Optional[int]:
 
 
 def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float = 10.0,
-                   commit_every: int = 1000) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
+                   commit_every: int = 1000, counts: Optional[Dict[str, int]] = None
+                   ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
     """Resample every utterance of ``wav_scp``; returns (wav.scp, utt2dur, bad utterances).
 
     An output that already exists and has the expected length is kept (re-runs skip
-    finished work). New files are written under temporary names without an fsync each and
+    finished work); ``counts``, when given, gets how many were ``resampled``, ``skipped``
+    (already done) and ``bad``. New files are written under temporary names without an fsync each and
     renamed in groups of ``commit_every`` after one filesystem sync (``StagedFiles``): all
     are on disk under their names when this returns (before the job writes its completion
     record), and a killed job loses at most one group.
     """
     staged = StagedFiles(commit_every)
     try:
-        out = _resample_all(wav_scp, audio_dir, fs, progress_every, staged)
+        out = _resample_all(wav_scp, audio_dir, fs, progress_every, staged, counts if counts is not None else {})
     except BaseException:
         staged.discard()
         raise
@@ -97,8 +99,8 @@ def resample_shard(wav_scp: Path, audio_dir: str, fs: int, progress_every: float
     return out
 
 
-def _resample_all(wav_scp: Path, audio_dir: str, fs: int, progress_every: float, staged: StagedFiles
-                  ) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
+def _resample_all(wav_scp: Path, audio_dir: str, fs: int, progress_every: float, staged: StagedFiles,
+                  counts: Dict[str, int]) -> Tuple[Dict[str, str], Dict[str, str], List[BadUtt]]:
     table = read_table(wav_scp)
     wav: Dict[str, str] = {}
     dur: Dict[str, str] = {}
@@ -137,6 +139,7 @@ def _resample_all(wav_scp: Path, audio_dir: str, fs: int, progress_every: float,
     prog.finish()
     log.info("%s: %d resampled, %d already done (skipped), %d bad, %d with clipped samples",
              wav_scp, len(wav) - skipped, skipped, len(bad), clipped_utts)
+    counts.update(resampled=len(wav) - skipped, skipped=skipped, bad=len(bad))
     return wav, dur, bad
 
 

@@ -100,3 +100,18 @@ def test_cli_and_errors(tmp_path, inputs, capsys):
     (inputs[1] / "text").write_text("de1_b_00 x\n")
     with pytest.raises(DataDirError, match=r"test_de/text: utterance de1_b_01"):
         make_codeswitch(inputs, tmp_path / "o4", CodeSwitchConfig(num=2))
+
+
+def test_cli_rerun_skips_when_unchanged(tmp_path, inputs, capfd):
+    """Stage 2's code-switch set is not rebuilt when its inputs and options are those of the finished set."""
+    out = tmp_path / "cs"
+    args = ["--seed", "0", "--num", "4", *map(str, inputs), str(out)]
+    assert main(args) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert f"{out}: up to date" in err and "skipped" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert main(["--seed", "1", *args[2:]]) == 0
+    assert "making it: config codeswitch.seed: 0 -> 1" in capfd.readouterr().err
