@@ -2,8 +2,10 @@
 
 The front end is the recipe's: audio at any rate is resampled to the model's rate as stage 2
 does (Kaiser-windowed sinc), then Kaldi fbank (stage 3's options) and the global CMVN; the
-search is the stage-7 greedy or beam search. The model directory is a packed one
-(``justkit.models.package``) or an experiment directory.
+search is the stage-7 greedy or beam search. Each result carries its words with start, end and
+confidence (``justkit.decode.align``: the CTC head's forced alignment where the model has one, else
+the transducer's). The model directory is a packed one (``justkit.models.package``) or an
+experiment directory.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from justkit.data.dataset import resolve_cmvn
+from justkit.decode.align import TIMINGS, AlignError, Span, align, piece_spans, words_of
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
 from justkit.decode.fusion import Fusion
@@ -36,12 +39,20 @@ CUT_SEARCH = 0.2       # a piece ends at the quietest frame of its last fifth
 
 @dataclass
 class Transcript:
-    """One result: the text, its word pieces and, for greedy search, each piece's start time."""
+    """One result: the text, its word pieces with their start times, and its words
+    (``Span(text, start, end, confidence)``, seconds from the start of the audio).
+
+    ``timing`` says where the times come from: ``ctc`` (the CTC head's forced alignment),
+    ``transducer`` (the RNN-T lattice's Viterbi path), both joined by ``+`` when the pieces of
+    a long file differ, or ``""`` when timings are off."""
 
     text: str
     pieces: List[str] = field(default_factory=list)
-    times: List[float] = field(default_factory=list)  # seconds from the start of the audio
+    times: List[float] = field(default_factory=list)  # start of each piece, seconds from the start of the audio
     score: float = 0.0
+    words: List[Span] = field(default_factory=list)
+    spans: List[Span] = field(default_factory=list)   # the pieces with start, end and confidence
+    timing: str = ""
 
 
 class Speech2Text:
@@ -50,9 +61,15 @@ class Speech2Text:
     def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
                  device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
                  greedy: Optional[GreedyConfig] = None, fusion: Optional[Fusion] = None,
-                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8, timing: str = "auto") -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if timing not in (*TIMINGS, "off"):
+            raise ValueError(f"timing must be one of {(*TIMINGS, 'off')}, got {timing!r}")
+        if timing == "ctc" and getattr(model, "ctc_head", None) is None:
+            raise ValueError("timing 'ctc' needs a model trained with the CTC head (loss.w_ctc > 0); "
+                             "use 'transducer' or 'auto'")
+        self.timing = timing
         self.fusion = fusion
         if fusion is not None and fusion.lm is not None:
             if fusion.lm.vocab_size != model.cfg.vocab_size:
@@ -80,12 +97,14 @@ class Speech2Text:
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
                  beam_size: int = 4, lm_dir: str | Path | None = None, lm_weight: Optional[float] = None,
                  ilm_weight: Optional[float] = None, max_segment_s: float = MAX_SEGMENT_S,
-                 batch_size: int = 8) -> "Speech2Text":
+                 batch_size: int = 8, timing: str = "auto") -> "Speech2Text":
         """Load the model of a packed model directory or of an experiment directory; the parts
         are checked against each other (weights vs config, fbank vs model and CMVN) with errors
         naming the file at fault. Beam search fuses an LM: ``lm_dir`` (exp/lm_<tag>), else the
         packed directory's ``lm/``, with the weights given, else those packed with it
-        (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``)."""
+        (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``). ``timing``: where word times come
+        from (``auto``: the CTC head if the model has one, else the transducer; ``ctc``;
+        ``transducer``; ``off``: none, the search only)."""
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
         try:
@@ -112,7 +131,7 @@ class Speech2Text:
             fusion = Fusion(lm, default.get("lm_weight", 0.0) if lm_weight is None else lm_weight,
                             default.get("ilm_weight", 0.0) if ilm_weight is None else ilm_weight)
         return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion,
-                   max_segment_s=max_segment_s, batch_size=batch_size)
+                   max_segment_s=max_segment_s, batch_size=batch_size, timing=timing)
 
     # ------------------------------------------------------------------ front end
     def features(self, waveform, sample_rate: int, name: str = "") -> np.ndarray:
@@ -190,18 +209,37 @@ class Speech2Text:
                 hyps = greedy_search(self.model, enc, enc_lens, self.greedy)
             else:
                 hyps = beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
-            for (i, start, _), h in zip(group, hyps):
-                found[i].append((start, h))
+            for j, ((i, start, f), h) in enumerate(zip(group, hyps)):
+                spans, source = self._spans(enc[j, : int(enc_lens[j])], h.tokens, start * hop,
+                                            (start + f.shape[0]) * hop, names[i])
+                found[i].append((h, spans, source))
         out = []
         for parts in found:
-            tokens, pieces_, times, score = [], [], [], 0.0
-            for start, h in parts:
+            tokens, pieces_, spans, sources, score = [], [], [], [], 0.0
+            for h, sp, source in parts:
                 tokens += h.tokens
                 pieces_ += [self.tokenizer.id_to_piece(t) for t in h.tokens]
-                times += [round(start * hop + t * self.frame_seconds, 3) for t in h.frames]
+                spans += sp
                 score += h.score
-            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_, times, score))
+                if source and source not in sources:
+                    sources.append(source)
+            words = words_of(spans, self.tokenizer.decode_pieces) if self.timing != "off" else []
+            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_,
+                                  [s.start for s in spans], score, words, spans, "+".join(sources)))
         return out
+
+    def _spans(self, enc: torch.Tensor, tokens: List[int], offset: float, limit: float,
+               name: str) -> Tuple[List[Span], str]:
+        """The pieces of one decoded stretch with times (``offset`` seconds added, ends at most ``limit``)."""
+        if self.timing == "off" or not tokens:
+            return [], ""
+        try:
+            ali = align(self.model, enc, tokens, self.timing)
+        except AlignError as e:
+            log.warning("%s: no word timings (%s)", name, e)
+            return [], ""
+        pieces = [self.tokenizer.id_to_piece(t) for t in tokens]
+        return piece_spans(pieces, ali, self.frame_seconds, offset, limit), ali.source
 
     def __call__(self, waveform, sample_rate: int) -> str:
         """The text of one utterance (1-D float samples in [-1, 1] at ``sample_rate``)."""
