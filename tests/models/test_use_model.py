@@ -192,3 +192,71 @@ def test_bad_lm_inputs_are_one_line_errors(experiment, tmp_path, capfd):
     (good / "model_avg.pt").write_bytes(data[:-100])
     assert transcribe(["--model_dir", str(experiment["exp"]), "--method", "beam", "--lm_dir", str(good), wav]) == 2
     assert "unreadable checkpoint" in capfd.readouterr().err
+
+
+def _ctc_experiment(experiment, path: Path) -> Path:
+    """The fixture's experiment with an auxiliary CTC head (loss.w_ctc: 1) whose posteriors peak on
+    a few frames and a transducer that emits fewer labels, so that the CTC path aligns most hypotheses."""
+    from justkit.config import load_yaml
+    from justkit.experiment import Experiment
+    from justkit.models.just import JUSTModel
+
+    d = load_yaml(experiment["exp"] / "config.yaml")
+    d["loss"] = {**(d.get("loss") or {}), "w_ctc": 1.0}
+    exp = Experiment.from_dict(d)
+    model = JUSTModel(exp.model, exp.loss)
+    state = experiment["model"].state_dict()
+    with torch.no_grad():
+        model.load_state_dict({**model.state_dict(), **state})
+        model.ctc_head.weight.mul_(4.0)
+        model.joint.out.bias[0] = 4.0   # fewer labels: most hypotheses fit the CTC frames
+    exp.save(path)
+    atomic_torch_save({"model": model.state_dict(), "config": exp.to_dict(), "step": 1, "epoch": 0},
+                      path / "model_avg.pt")
+    return path
+
+
+@pytest.mark.parametrize("head", ["transducer", "ctc"])
+def test_word_ctm_is_well_formed_and_equals_the_api(experiment, tmp_path, head):
+    """transcribe --ctm: one line per word, 6 fields, numbers, start >= 0, duration > 0, words in
+    order, not overlapping, within the audio, spelling the hypothesis; the same as the Python API's
+    words; from the CTC head where the model has one (else the transducer), for greedy and beam."""
+    from justkit.bin.transcribe import main
+    from justkit.decode.align import read_ctm
+    from justkit.decode.transcribe import Speech2Text
+
+    exp = experiment["exp"] if head == "transducer" else _ctc_experiment(experiment, tmp_path / "exp_ctc")
+    durs = {u: sf.info(str(p)).duration for u, p in experiment["audio"].items()}
+    for method in ("greedy", "beam"):
+        ctm_path, out = tmp_path / f"{method}.ctm", tmp_path / f"{method}.txt"
+        assert main(["--model_dir", str(exp), str(experiment["dir"] / "audio"), "--method", method,
+                     "--out", str(out), "--ctm", str(ctm_path)]) == 0
+        hyp = read_table(out, allow_empty_value=True)
+        lines = [line.split() for line in ctm_path.read_text(encoding="utf-8").splitlines()]
+        assert lines and all(len(f) == 6 and f[1] == "1" for f in lines)
+        ctm = read_ctm(ctm_path)
+        assert set(ctm) == {u for u, t in hyp.items() if t}
+        s2t = Speech2Text.from_dir(exp, method=method)
+        sources = []
+        for utt, words in ctm.items():
+            assert " ".join(w for _, _, w, _ in words) == " ".join(hyp[utt].split())
+            for (s, d, _, c), nxt in zip(words, words[1:] + [None]):
+                assert s >= 0 and d > 0 and 0 <= c <= 1 and s + d <= durs[utt] + 1e-3
+                if nxt is not None:
+                    assert s + d <= nxt[0] + 1e-3
+            x, sr = sf.read(experiment["audio"][utt], dtype="float32")
+            r = s2t.transcribe([(x, sr)])[0]
+            # CTC where the head exists and the labels fit its frames (a repeat needs a blank between)
+            frames = int(s2t.model.frontend.output_lengths(torch.tensor([s2t.features(x, sr).shape[0]]))[0])
+            toks = r.pieces
+            fits = len(toks) + sum(a == b for a, b in zip(toks, toks[1:])) <= frames
+            assert r.timing == ("ctc" if head == "ctc" and fits else "transducer")
+            sources.append(r.timing)
+            api = [(round(w.start, 3), round(w.end - w.start, 3), w.text, round(w.confidence, 3)) for w in r.words]
+            assert api == [(s, d, w, c) for s, d, w, c in words]
+        assert head in sources
+    # per piece: the pieces of the hypotheses, in order
+    assert main(["--model_dir", str(exp), str(experiment["audio"]["en1"]), "--ctm", str(tmp_path / "p.ctm"),
+                 "--ctm_unit", "piece", "--out", str(tmp_path / "p.txt")]) == 0
+    pieces = [w for _, _, w, _ in read_ctm(tmp_path / "p.ctm").get("en1", [])]
+    assert pieces == Speech2Text.from_dir(exp).transcribe([sf.read(experiment["audio"]["en1"], dtype="float32")])[0].pieces
