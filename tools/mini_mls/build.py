@@ -337,7 +337,11 @@ def synth_jobs(lang: str, utts: list[Utt], seed: int) -> list[tuple[str, int, in
 
 
 class _Espeak:
-    """libespeak-ng through ctypes, synchronous: the samples and the word events of one text."""
+    """libespeak-ng through ctypes, synchronous: the samples and the word events of one text.
+
+    Use one per text, in a process of its own (:func:`_word_starts`): an engine that has spoken
+    before carries state over, and its timing then differs from the espeak-ng program's by up to
+    tens of ms (a fresh one matches it to the sample; re-initialising in-process hangs)."""
 
     def __init__(self) -> None:
         import ctypes
@@ -399,6 +403,13 @@ class _Espeak:
         return words, sum(self.samples) / self.rate
 
 
+def _word_starts(job: tuple[str, int, int, str, int, str]) -> tuple[str, list[tuple[str, float]], float, float]:
+    """(utt, [(word, start seconds)], seconds of speech, leading silence seconds) of one synthesis job."""
+    voice, pitch, speed, text, noise_seed, utt = job
+    words, speech = _Espeak().word_starts(voice, pitch, speed, text)
+    return utt, words, speech, silences(np.random.default_rng(noise_seed))[0] / SAMPLE_RATE
+
+
 def word_ctm(cfg: "BuildConfig", split: str, out: Path) -> int:
     """Write the true word timings of ``split`` of every language of ``cfg`` as a CTM (ids as in the
     corpus): each word's start as espeak-ng speaks it plus the utterance's leading silence, lasting
@@ -406,20 +417,20 @@ def word_ctm(cfg: "BuildConfig", split: str, out: Path) -> int:
     check_espeak()
     used_ids: set[str] = set()
     plans = {lang: plan_language(lang, cfg.size, cfg.seed, used_ids) for lang in LANG_NAMES}
-    es = _Espeak()
+    jobs = [j for lang in cfg.langs
+            for j in synth_jobs(lang, sorted((u for u in plans[lang] if u.split == split), key=lambda u: u.utt), cfg.seed)]
     lines = []
-    n = 0
-    for lang in cfg.langs:
-        utts = sorted((u for u in plans[lang] if u.split == split), key=lambda u: u.utt)
-        for voice, pitch, speed, text, noise_seed, utt in synth_jobs(lang, utts, cfg.seed):
-            words, speech = es.word_starts(voice, pitch, speed, text)
-            lead = silences(np.random.default_rng(noise_seed))[0] / SAMPLE_RATE
+    # one fresh process per utterance (see _Espeak)
+    with multiprocessing.get_context("fork").Pool(max(1, cfg.nj), maxtasksperchild=1) as pool:
+        for utt, words, speech, lead in pool.imap(_word_starts, jobs):
             for k, (w, s) in enumerate(words):
                 end = words[k + 1][1] if k + 1 < len(words) else speech
                 lines.append(f"{utt} 1 {lead + s:.3f} {max(end - s, 0.001):.3f} {w} 1.000\n")
-            n += 1
+    n = len(jobs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(lines), encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(out)
     return n
 
 
@@ -567,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.size not in SIZES:
                 raise BuildError(f"--word_ctm needs a corpus size of {sorted(SIZES)}, got {args.size!r}")
             cfg = from_dict(BuildConfig, {"out": str(args.out), "langs": args.langs.split(), "size": args.size,
-                                          "seed": args.seed})
+                                          "seed": args.seed, "nj": max(1, args.nj)})
             n = word_ctm(cfg, args.split, args.word_ctm)
             print(f"{n} utterances' word timings -> {args.word_ctm}", file=sys.stderr)
             return 0
