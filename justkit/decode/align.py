@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from justkit.errors import JustkitError
+
 WORD_BOUNDARY = "\u2581"   # sentencepiece's word-start mark
 TIMINGS = ("auto", "ctc", "transducer")   # "off" (no timings) is the caller's choice
 JOINT_CHUNK = 1 << 21      # joint outputs (frames x positions x vocabulary) computed at once at most
@@ -50,8 +52,9 @@ class TokenAlignment:
     source: str
 
 
-class AlignError(ValueError):
-    """The tokens cannot be aligned on this path (e.g. more CTC labels than frames)."""
+class AlignError(JustkitError, ValueError):
+    """The tokens cannot be aligned on this path (e.g. more CTC labels than frames), or the model
+    lacks what the path needs (the CTC head)."""
 
 
 def has_ctc_head(model) -> bool:

@@ -67,7 +67,7 @@ class Speech2Text:
         if timing not in (*TIMINGS, "off"):
             raise ValueError(f"timing must be one of {(*TIMINGS, 'off')}, got {timing!r}")
         if timing == "ctc" and getattr(model, "ctc_head", None) is None:
-            raise ValueError("timing 'ctc' needs a model trained with the CTC head (loss.w_ctc > 0); "
+            raise AlignError("timing 'ctc' needs a model trained with the CTC head (loss.w_ctc > 0); "
                              "use 'transducer' or 'auto'")
         self.timing = timing
         self.fusion = fusion

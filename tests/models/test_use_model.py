@@ -255,6 +255,10 @@ def test_word_ctm_is_well_formed_and_equals_the_api(experiment, tmp_path, head):
             api = [(round(w.start, 3), round(w.end - w.start, 3), w.text, round(w.confidence, 3)) for w in r.words]
             assert api == [(s, d, w, c) for s, d, w, c in words]
         assert head in sources
+    if head == "transducer":   # no CTC head: --timing ctc is one line and exit status 2
+        assert main(["--model_dir", str(exp), str(experiment["audio"]["en1"]), "--timing", "ctc",
+                     "--ctm", str(tmp_path / "x.ctm"), "--out", str(tmp_path / "x.txt")]) == 2
+        assert not (tmp_path / "x.ctm").exists()
     # per piece: the pieces of the hypotheses, in order
     assert main(["--model_dir", str(exp), str(experiment["audio"]["en1"]), "--ctm", str(tmp_path / "p.ctm"),
                  "--ctm_unit", "piece", "--out", str(tmp_path / "p.txt")]) == 0
