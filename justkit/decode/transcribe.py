@@ -44,7 +44,8 @@ class Transcript:
 
     ``timing`` says where the times come from: ``ctc`` (the CTC head's forced alignment),
     ``transducer`` (the RNN-T lattice's Viterbi path), both joined by ``+`` when the pieces of
-    a long file differ, or ``""`` when timings are off."""
+    a long file differ, or ``""`` when timings are off (``times``, ``words`` and ``spans`` are then
+    empty; a stretch that cannot be aligned is left out of them with a warning naming it)."""
 
     text: str
     pieces: List[str] = field(default_factory=list)

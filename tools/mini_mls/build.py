@@ -341,7 +341,7 @@ class _Espeak:
 
     Use one per text, in a process of its own (:func:`_word_starts`): an engine that has spoken
     before carries state over, and its timing then differs from the espeak-ng program's by up to
-    tens of ms (a fresh one matches it to the sample; re-initialising in-process hangs)."""
+    tens of ms (a fresh one gives the same number of samples; re-initialising in-process hangs)."""
 
     def __init__(self) -> None:
         import ctypes
