@@ -182,7 +182,7 @@ def piece_spans(pieces: Sequence[str], ali: TokenAlignment, frame_seconds: float
         if limit is not None:
             e = min(e, limit)
             s = min(s, limit)
-        out.append(Span(pieces[m], round(s, 3), round(e, 3), ali.confidence[m]))
+        out.append(Span(pieces[m], s, e, ali.confidence[m]))
     return out
 
 
