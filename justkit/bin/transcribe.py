@@ -2,10 +2,12 @@
 
 Inputs are audio files, directories (searched recursively for audio files) or a Kaldi
 wav.scp; output is one `<id><TAB><text>` line each (the id: the wav.scp key, or the file
-name without its extension), optionally a CTM of word-piece start times (greedy search).
+name without its extension), optionally a CTM of words (or word pieces) with start, duration and
+confidence, from the CTC head's forced alignment where the model has one, else the transducer's
+(justkit.decode.align; any search).
 ``--backend onnx`` runs the model's ONNX export (``<model_dir>/onnx``, packed with ``--onnx``)
-under ONNX Runtime instead of PyTorch: same front end, outputs and formats; greedy search on the
-CPU only.
+under ONNX Runtime instead of PyTorch: same front end, text and formats; greedy search on the
+CPU only, and CTM times from the frames the search emitted the pieces on (it cannot align).
 """
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ def build_parser() -> cli.Parser:
     p.add_argument("--model_dir", required=True, help="a packed model directory (exp/<tag>/model) or exp/<tag>")
     p.add_argument("--wav_scp", default="", help="a Kaldi wav.scp (<id> <audio path>) to transcribe too")
     p.add_argument("--out", default="", help="write <id><TAB><text> lines here (default: stdout)")
-    p.add_argument("--ctm", default="", help="write word-piece start times here (<id> 1 <start> <dur> <piece>; greedy only)")
+    p.add_argument("--ctm", default="", help="write a CTM here: <id> 1 <start> <dur> <word> <confidence> per word")
+    p.add_argument("--ctm_unit", default="word", choices=("word", "piece"), help="CTM lines per word or per word piece")
+    p.add_argument("--timing", default="auto", choices=("auto", "ctc", "transducer"),
+                   help="where CTM times come from: the CTC head's forced alignment, the transducer lattice's "
+                   "Viterbi path, or auto (CTC where the model has the head); --backend onnx: auto only")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="torch: the PyTorch model; onnx: <model_dir>/onnx under ONNX Runtime (greedy, CPU)")
     p.add_argument("--num_threads", type=int, default=0,
@@ -98,6 +104,7 @@ def check_outputs(a, items: List[Tuple[str, str]]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = build_parser()
     a, _ = p.parse(argv)
+    from justkit.decode.align import ctm_lines
     from justkit.decode.transcribe import Speech2Text
     from justkit.errors import JustkitError
     from justkit.fileio import atomic_write_text, is_pipe
@@ -118,9 +125,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                   ("device", a.device, a.device == "cpu"),
                                                   ("lm_dir", a.lm_dir, not a.lm_dir),
                                                   ("lm_weight", a.lm_weight, a.lm_weight is None),
-                                                  ("ilm_weight", a.ilm_weight, a.ilm_weight is None)) if not ok]
+                                                  ("ilm_weight", a.ilm_weight, a.ilm_weight is None),
+                                                  ("timing", a.timing, a.timing == "auto")) if not ok]
         if refused:
-            raise JustkitError(f"--backend onnx runs greedy search on the CPU without an LM; "
+            raise JustkitError(f"--backend onnx runs greedy search on the CPU without an LM or an alignment; "
                                f"{', '.join(refused)} needs --backend torch")
     cli.check_device(a.device)
     items = collect(a.inputs, a.wav_scp)
@@ -130,6 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         s2t = OnnxTransducer.from_dir(a.model_dir, threads=a.num_threads, max_segment_s=a.max_segment_seconds,
                                       batch_size=a.batch_size)
+        s2t.timing = "auto" if a.ctm else "off"
     else:
         if a.num_threads:
             import torch
@@ -137,7 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.set_num_threads(a.num_threads)
         s2t = Speech2Text.from_dir(a.model_dir, a.device, a.method, a.beam_size, lm_dir=a.lm_dir or None,
                                    lm_weight=a.lm_weight, ilm_weight=a.ilm_weight,
-                                   max_segment_s=a.max_segment_seconds, batch_size=a.batch_size)
+                                   max_segment_s=a.max_segment_seconds, batch_size=a.batch_size,
+                                   timing=a.timing if a.ctm else "off")
     lines: List[str] = []
     ctm: List[str] = []
     failed = 0
@@ -164,17 +174,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = s2t.transcribe_features([f for _, f, _ in chunk], [u for u, _, _ in chunk])
         for (utt, _, dur), r in zip(chunk, results):
             lines.append(f"{utt}\t{r.text}")
-            for k, (piece, start) in enumerate(zip(r.pieces, r.times)):
-                end = r.times[k + 1] if k + 1 < len(r.times) else dur
-                ctm.append(f"{utt} 1 {start:.2f} {max(end - start, 0.01):.2f} {piece}")
+            ctm += ctm_lines(utt, r.words if a.ctm_unit == "word" else r.spans)
     text = "".join(line + "\n" for line in lines)
     if a.out:
         atomic_write_text(a.out, text)
     else:
         sys.stdout.write(text)
     if a.ctm:
-        if a.method != "greedy":
-            log.warning("--ctm: times come from greedy search only; none written for --method %s", a.method)
         atomic_write_text(a.ctm, "".join(c + "\n" for c in ctm))
     el = time.perf_counter() - t0
     rtf = f"RTF {el / audio_s:.4f}, " if audio_s > 0 else ""

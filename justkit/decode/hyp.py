@@ -25,6 +25,7 @@ class Hypothesis:
     score: float
     nbest: List["Hypothesis"] = field(default_factory=list)  # beam search: all final beam entries
     frames: List[int] = field(default_factory=list)  # greedy: the encoder frame that emitted each token
+    probs: List[float] = field(default_factory=list)  # where the search records it: each token's posterior
     lm_score: float = 0.0
     ilm_score: float = 0.0
     fused: Optional[float] = None

@@ -2,12 +2,14 @@
 
 The front end is the recipe's: audio at any rate is resampled to the model's rate as stage 2
 does (Kaiser-windowed sinc), then Kaldi fbank (stage 3's options) and the global CMVN; the
-search is the stage-7 greedy or beam search. The model directory is a packed one
-(``justkit.models.package``) or an experiment directory.
+search is the stage-7 greedy or beam search. Each result carries its words with start, end and
+confidence (``justkit.decode.align``: the CTC head's forced alignment where the model has one, else
+the transducer's). The model directory is a packed one (``justkit.models.package``) or an
+experiment directory.
 
 :class:`Transcriber` is what every backend shares: that front end, the cutting of long audio into
-pieces, batching, stitching and detokenising. :class:`Speech2Text` searches with the PyTorch model;
-``justkit.models.onnx.OnnxTransducer`` with the ONNX export under ONNX Runtime.
+pieces, batching, stitching, word timings and detokenising. :class:`Speech2Text` searches with the
+PyTorch model; ``justkit.models.onnx.OnnxTransducer`` with the ONNX export under ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from justkit.data.dataset import resolve_cmvn
+from justkit.decode.align import TIMINGS, AlignError, Span, TokenAlignment, align, piece_spans, words_of
 from justkit.decode.beam import BeamConfig, beam_search
 from justkit.decode.decoder import check_finite
 from justkit.decode.fusion import Fusion
@@ -41,12 +44,22 @@ CUT_SEARCH = 0.2       # a piece ends at the quietest frame of its last fifth
 
 @dataclass
 class Transcript:
-    """One result: the text, its word pieces and, for greedy search, each piece's start time."""
+    """One result: the text, its word pieces with their start times, and its words
+    (``Span(text, start, end, confidence)``, seconds from the start of the audio).
+
+    ``timing`` says where the times come from: ``ctc`` (the CTC head's forced alignment),
+    ``transducer`` (the RNN-T lattice's Viterbi path), ``search`` (the frames a backend that cannot
+    align emitted the pieces on: the ONNX export), joined by ``+`` when the pieces of
+    a long file differ, or ``""`` when timings are off (``times``, ``words`` and ``spans`` are then
+    empty; a stretch that cannot be aligned is left out of them with a warning naming it)."""
 
     text: str
     pieces: List[str] = field(default_factory=list)
-    times: List[float] = field(default_factory=list)  # seconds from the start of the audio
+    times: List[float] = field(default_factory=list)  # start of each piece, seconds from the start of the audio
     score: float = 0.0
+    words: List[Span] = field(default_factory=list)
+    spans: List[Span] = field(default_factory=list)   # the pieces with start, end and confidence
+    timing: str = ""
 
 
 class Transcriber:
@@ -63,7 +76,7 @@ class Transcriber:
 
     def __init__(self, tokenizer: Optional[Tokenizer], fbank: Optional[FbankConfig],
                  cmvn: Optional[Tuple[np.ndarray, np.ndarray]], subsampling: int = 4, min_frames: int = 1,
-                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8, timing: str = "auto") -> None:
         if max_segment_s < 0 or batch_size < 1:
             raise ValueError(f"max_segment_s must be >= 0 and batch_size >= 1, got {max_segment_s}, {batch_size}")
         self.tokenizer = tokenizer
@@ -72,6 +85,7 @@ class Transcriber:
         self.max_segment_s = float(max_segment_s)
         self.batch_size = int(batch_size)
         self.min_frames = int(min_frames)
+        self.timing = timing  # "off": no times, words or spans in the Transcripts
         # seconds per encoder frame: the fbank hop times the subsampling
         self.frame_seconds = fbank.frame_shift_ms / 1000 * subsampling if fbank is not None else 0.0
 
@@ -105,6 +119,27 @@ class Transcriber:
     def search(self, feats: Sequence[np.ndarray], names: Sequence[str]) -> List[Hypothesis]:
         """One hypothesis (tokens, encoder frame of each, score) per feature matrix; the backend's."""
         raise NotImplementedError
+
+    def timed_search(self, feats: Sequence[np.ndarray], names: Sequence[str], offsets: Sequence[float],
+                     limits: Sequence[float]) -> List[Tuple[Hypothesis, List[Span], str]]:
+        """:meth:`search`, each hypothesis with its pieces timed (``offsets``: the seconds where each
+        stretch starts, ``limits``: where it ends) and the timing's source. This default, for a
+        backend that cannot align (the ONNX export), times each piece from the frame the search
+        emitted it on to the next piece's (source ``search``; confidence: the posterior the search
+        chose it with, where the backend records it)."""
+        hyps = self.search(feats, names)
+        out = []
+        for h, offset, limit in zip(hyps, offsets, limits):
+            if self.timing == "off" or not h.tokens or len(h.frames) != len(h.tokens):
+                out.append((h, [], ""))
+                continue
+            starts = list(h.frames)
+            ends = [max(b, a + 1) for a, b in zip(starts, starts[1:] + [starts[-1] + 1])]
+            conf = list(h.probs) if len(h.probs) == len(h.tokens) else [float("nan")] * len(h.tokens)
+            pieces = [self.tokenizer.id_to_piece(t) for t in h.tokens]
+            ali = TokenAlignment(starts, ends, conf, "search")
+            out.append((h, piece_spans(pieces, ali, self.frame_seconds, offset, limit), "search"))
+        return out
 
     def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = ()) -> List[Transcript]:
         """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together)."""
@@ -151,21 +186,26 @@ class Transcriber:
                             "empty hypothesis", names[i], f.shape[0], f.shape[0] * hop, self.min_frames)
                 continue
             pieces += [(i, s, f[s:e]) for s, e in self.segments(f) if e - s >= self.min_frames]
-        found: List[List[Tuple[int, Hypothesis]]] = [[] for _ in feats]
+        found: List[List[Tuple[Hypothesis, List[Span], str]]] = [[] for _ in feats]
         for b in range(0, len(pieces), self.batch_size):
             group = pieces[b : b + self.batch_size]
-            hyps = self.search([g[2] for g in group], [names[g[0]] for g in group])
-            for (i, start, _), h in zip(group, hyps):
-                found[i].append((start, h))
+            timed = self.timed_search([g[2] for g in group], [names[g[0]] for g in group],
+                                      [g[1] * hop for g in group], [(g[1] + g[2].shape[0]) * hop for g in group])
+            for (i, _, _), result in zip(group, timed):
+                found[i].append(result)
         out = []
         for parts in found:
-            tokens, pieces_, times, score = [], [], [], 0.0
-            for start, h in parts:
+            tokens, pieces_, spans, sources, score = [], [], [], [], 0.0
+            for h, sp, source in parts:
                 tokens += h.tokens
                 pieces_ += [self.tokenizer.id_to_piece(t) for t in h.tokens]
-                times += [round(start * hop + t * self.frame_seconds, 3) for t in h.frames]
+                spans += sp
                 score += h.score
-            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_, times, score))
+                if source and source not in sources:
+                    sources.append(source)
+            words = words_of(spans, self.tokenizer.decode_pieces) if self.timing != "off" else []
+            out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_,
+                                  [round(s.start, 3) for s in spans], score, words, spans, "+".join(sources)))
         return out
 
     def __call__(self, waveform, sample_rate: int) -> str:
@@ -179,11 +219,16 @@ class Speech2Text(Transcriber):
     def __init__(self, model, tokenizer: Tokenizer, fbank: FbankConfig, cmvn: Optional[Tuple[np.ndarray, np.ndarray]],
                  device: str | torch.device = "cpu", method: str = "greedy", beam: Optional[BeamConfig] = None,
                  greedy: Optional[GreedyConfig] = None, fusion: Optional[Fusion] = None,
-                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8) -> None:
+                 max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8, timing: str = "auto") -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if timing not in (*TIMINGS, "off"):
+            raise ValueError(f"timing must be one of {(*TIMINGS, 'off')}, got {timing!r}")
+        if timing == "ctc" and getattr(model, "ctc_head", None) is None:
+            raise AlignError("timing 'ctc' needs a model trained with the CTC head (loss.w_ctc > 0); "
+                             "use 'transducer' or 'auto'")
         super().__init__(tokenizer, fbank, cmvn, getattr(model.frontend, "stride", 4),
-                         int(getattr(model.frontend, "min_frames", 1)), max_segment_s, batch_size)
+                         int(getattr(model.frontend, "min_frames", 1)), max_segment_s, batch_size, timing)
         self.fusion = fusion
         if fusion is not None and fusion.lm is not None:
             if fusion.lm.vocab_size != model.cfg.vocab_size:
@@ -202,12 +247,14 @@ class Speech2Text(Transcriber):
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu", method: str = "greedy",
                  beam_size: int = 4, lm_dir: str | Path | None = None, lm_weight: Optional[float] = None,
                  ilm_weight: Optional[float] = None, max_segment_s: float = MAX_SEGMENT_S,
-                 batch_size: int = 8) -> "Speech2Text":
+                 batch_size: int = 8, timing: str = "auto") -> "Speech2Text":
         """Load the model of a packed model directory or of an experiment directory; the parts
         are checked against each other (weights vs config, fbank vs model and CMVN) with errors
         naming the file at fault. Beam search fuses an LM: ``lm_dir`` (exp/lm_<tag>), else the
         packed directory's ``lm/``, with the weights given, else those packed with it
-        (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``)."""
+        (``lm/fusion.yaml``; 0 for an LM given by ``lm_dir``). ``timing``: where word times come
+        from (``auto``: the CTC head if the model has one, else the transducer; ``ctc``;
+        ``transducer``; ``off``: none, the search only)."""
         files = locate(path)
         ckpt = load_checkpoint(files.weights)
         try:
@@ -234,17 +281,47 @@ class Speech2Text(Transcriber):
             fusion = Fusion(lm, default.get("lm_weight", 0.0) if lm_weight is None else lm_weight,
                             default.get("ilm_weight", 0.0) if ilm_weight is None else ilm_weight)
         return cls(model, tok, fbank, cmvn, device, method, BeamConfig(beam_size=beam_size), fusion=fusion,
-                   max_segment_s=max_segment_s, batch_size=batch_size)
+                   max_segment_s=max_segment_s, batch_size=batch_size, timing=timing)
 
     @torch.no_grad()
-    def search(self, feats: Sequence[np.ndarray], names: Sequence[str]) -> List[Hypothesis]:
-        """Pad, encode, then the greedy or beam search of stage 7."""
+    def _encode(self, feats: Sequence[np.ndarray], names: Sequence[str]):
         lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
         x = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
         for j, f in enumerate(feats):
             x[j, : f.shape[0]] = torch.from_numpy(np.ascontiguousarray(f))
         enc, enc_lens = self.model.encode(x.to(self.device), lens.to(self.device))
         check_finite(enc, list(names), "transcribe")
+        return enc, enc_lens
+
+    def _search_encoded(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> List[Hypothesis]:
         if self.method == "greedy":
             return greedy_search(self.model, enc, enc_lens, self.greedy)
         return beam_search(self.model, enc, enc_lens, self.beam, self.fusion)
+
+    @torch.no_grad()
+    def search(self, feats: Sequence[np.ndarray], names: Sequence[str]) -> List[Hypothesis]:
+        """Pad, encode, then the greedy or beam search of stage 7."""
+        return self._search_encoded(*self._encode(feats, names))
+
+    @torch.no_grad()
+    def timed_search(self, feats: Sequence[np.ndarray], names: Sequence[str], offsets: Sequence[float],
+                     limits: Sequence[float]) -> List[Tuple[Hypothesis, List[Span], str]]:
+        """The search, then each hypothesis aligned on its encoder output (``justkit.decode.align``:
+        the CTC head's forced alignment or the transducer's best path, after any search)."""
+        enc, enc_lens = self._encode(feats, names)
+        hyps = self._search_encoded(enc, enc_lens)
+        return [(h, *self._spans(enc[j, : int(enc_lens[j])], h.tokens, offsets[j], limits[j], names[j]))
+                for j, h in enumerate(hyps)]
+
+    def _spans(self, enc: torch.Tensor, tokens: List[int], offset: float, limit: float,
+               name: str) -> Tuple[List[Span], str]:
+        """The pieces of one decoded stretch with times (``offset`` seconds added, ends at most ``limit``)."""
+        if self.timing == "off" or not tokens:
+            return [], ""
+        try:
+            ali = align(self.model, enc, tokens, self.timing)
+        except AlignError as e:
+            log.warning("%s: no word timings (%s)", name, e)
+            return [], ""
+        pieces = [self.tokenizer.id_to_piece(t) for t in tokens]
+        return piece_spans(pieces, ali, self.frame_seconds, offset, limit), ali.source

@@ -208,6 +208,7 @@ class OnnxTransducer(Transcriber):
         scores = np.zeros(N, np.float64)
         tokens: List[List[int]] = [[] for _ in range(N)]
         frames: List[List[int]] = [[] for _ in range(N)]
+        probs: List[List[float]] = [[] for _ in range(N)]
         for t in range(int(lens.max()) if N else 0):
             active = lens > t
             for _ in range(max_symbols):
@@ -222,12 +223,13 @@ class OnnxTransducer(Transcriber):
                 for b in np.flatnonzero(emit):
                     tokens[b].append(int(best[b]))
                     frames[b].append(t)
+                    probs[b].append(float(np.exp(logp[b, best[b]])))
                 new_dec, new_h, new_c = self._step(best, h, c)
                 dec = np.where(emit[:, None], new_dec, dec)
                 h = np.where(emit[None, :, None], new_h, h)
                 c = np.where(emit[None, :, None], new_c, c)
                 active = emit
-        return [Hypothesis(tokens[b], float(scores[b]), frames=frames[b]) for b in range(N)]
+        return [Hypothesis(tokens[b], float(scores[b]), frames=frames[b], probs=probs[b]) for b in range(N)]
 
     def _encode(self, feats: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         """Pad the raw fbank matrices and run encoder.onnx: ``[N, T', J]`` and the lengths."""

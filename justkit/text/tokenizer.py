@@ -94,6 +94,10 @@ class Tokenizer:
         """Text of ``ids``; blanks (0) are dropped."""
         return self.sp.decode([int(i) for i in ids if int(i) != self.blank_id])
 
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        """Text of word pieces (strings, as :meth:`id_to_piece` gives them)."""
+        return self.sp.decode_pieces(list(pieces))
+
 
 def sample_by_language(
     texts_by_lang: Mapping[str, Sequence[str]], alpha: float, total: int, seed: int

@@ -569,3 +569,31 @@ def test_lm_text_download_resumes_verifies_md5_and_prepares_without_dev_test(tmp
     with pytest.raises(MLSError, match="is empty"):
         find_lm_text(root, "pl")
     assert prepare_main(["--source", f"pl={tmp_path / 'none.txt'}", str(out)]) == 2   # one line, exit 2
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+def test_builder_word_ctm_is_the_truth_of_the_audio(tmp_path):
+    """build.py --word_ctm: one line per word of every test utterance, in order, starting after the
+    leading silence; the last word ends where the synthesised audio's trailing silence begins."""
+    import numpy as np
+
+    from justkit.decode.align import read_ctm
+
+    build = _load_builder()
+    out = tmp_path / "truth.ctm"
+    assert build.main(["--word_ctm", str(out), "--size", "tiny", "--langs", "pl de", "--seed", "3"]) == 0
+    ctm = read_ctm(out)
+    used: set = set()
+    plans = {lang: build.plan_language(lang, "tiny", 3, used) for lang in build.LANG_NAMES}
+    tests = {lang: sorted((u for u in plans[lang] if u.split == "test"), key=lambda u: u.utt) for lang in ("pl", "de")}
+    assert sorted(ctm) == sorted(u.utt for v in tests.values() for u in v)
+    for lang, utts in tests.items():
+        for job, u in zip(build.synth_jobs(lang, utts, 3), utts):
+            words = ctm[u.utt]
+            assert [w for _, _, w, _ in words] == u.text.split()
+            assert all(a[0] + a[1] == pytest.approx(b[0], abs=2e-3) for a, b in zip(words, words[1:]))
+            lead, trail = build.silences(np.random.default_rng(job[4]))
+            assert words[0][0] >= lead / build.SAMPLE_RATE - 1e-3
+            wav, _ = build.synthesize(job)
+            assert words[-1][0] + words[-1][1] + trail / build.SAMPLE_RATE == pytest.approx(
+                len(wav) / build.SAMPLE_RATE, abs=2e-3)

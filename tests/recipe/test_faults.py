@@ -536,6 +536,12 @@ def test_long_audio_is_decoded_in_bounded_pieces(experiment, tmp_path, speech_si
     r = s2t.transcribe([(x, 16000)])[0]
     assert max(t for _, t, _ in seen) <= 400 and max(b for b, _, _ in seen) <= 2
     assert r.times == sorted(r.times) and (not r.times or r.times[-1] <= 14.5)
+    # word timings of the pieces, shifted to their place: in order, never overlapping, within the file
+    assert len(r.spans) == len(r.pieces) and r.timing == "transducer"
+    bad = [(a, b) for a, b in zip(r.spans, r.spans[1:]) if not (a.end <= b.start + 1e-6 and a.end > a.start)]
+    assert not bad, (bad[:3], s2t.segments(feats))
+    assert " ".join(w.text for w in r.words) == " ".join(r.text.split()) and r.words[-1].end <= 14.5
+    assert r.spans[-1].start > 4.0   # later pieces are not left at their piece-local times
     whole = Speech2Text.from_dir(experiment["exp"], max_segment_s=0)
     assert whole.segments(feats) == [(0, feats.shape[0])]
 

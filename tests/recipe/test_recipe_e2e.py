@@ -159,7 +159,11 @@ def test_run_sh_stages_1_to_8(tmp_path):
     assert got == read_table(exp / "decode_greedy_test_en/hyp.txt", allow_empty_value=True)
     assert "RTF" in r.stderr
     ctm = [line.split() for line in (tmp_path / "hyp.ctm").read_text().splitlines()]
-    assert all(len(c) == 5 and float(c[2]) >= 0 for c in ctm)
+    assert ctm and all(len(c) == 6 and float(c[2]) >= 0 and float(c[3]) > 0 for c in ctm)
+    words: dict = {}
+    for c in ctm:   # a word CTM: the words of each hypothesis, in order
+        words.setdefault(c[0], []).append(c[4])
+    assert {u: " ".join(w) for u, w in words.items()} == {u: " ".join(t.split()) for u, t in got.items() if t}
     # the same on 48 kHz originals (resampled as stage 2 does): the audio differs by the
     # 16-bit rounding of stage 2's FLAC only, so most utterances decode alike
     orig = read_table(egs / "data/test_en/wav.scp")

@@ -10,6 +10,10 @@ Per language it writes ``mls_<language>_opus/`` exactly as the OpenSLR 94 tarbal
 Speakers are espeak-ng voice variants with their own pitch and speed; sentences come from
 the small per-language grammar in ``lexicon/<lang>.txt`` (subject verb object [adverb]).
 Each language is built in a temporary sibling directory and renamed into place.
+
+``--word_ctm FILE`` writes instead the true word start times of a split (a CTM, seconds in the
+corpus audio) by synthesising each utterance again through libespeak-ng's word events; nothing
+else is written (docs/interfaces.md "Word timings" compares a model's CTM with it).
 """
 from __future__ import annotations
 
@@ -311,11 +315,123 @@ def synthesize(job: tuple[str, int, int, str, int, str]) -> tuple[np.ndarray, st
     wav, sr = sf.read(io.BytesIO(res.stdout), dtype="float32")
     wav = torchaudio.functional.resample(torch.from_numpy(wav), sr, SAMPLE_RATE).numpy()
     rng = np.random.default_rng(noise_seed)
-    lead, trail = (int(SAMPLE_RATE * rng.uniform(0.05, 0.25)) for _ in range(2))
+    lead, trail = silences(rng)
     wav = np.concatenate([np.zeros(lead, np.float32), wav, np.zeros(trail, np.float32)])
     wav = 0.7 * wav / max(1e-6, float(np.abs(wav).max()))
     wav += rng.normal(0.0, 10 ** (-55 / 20), wav.shape).astype(np.float32)  # -55 dBFS room noise
     return np.clip(wav, -1.0, 1.0), utt
+
+
+def silences(rng: np.random.Generator) -> tuple[int, int]:
+    """The leading and trailing silence (samples at SAMPLE_RATE) put around an utterance."""
+    lead, trail = (int(SAMPLE_RATE * rng.uniform(0.05, 0.25)) for _ in range(2))
+    return lead, trail
+
+
+def synth_jobs(lang: str, utts: list[Utt], seed: int) -> list[tuple[str, int, int, str, int, str]]:
+    """(voice, pitch, speed, text, noise seed, utt) of each utterance: what :func:`synthesize` reads."""
+    lex = load_lexicon(lang)
+    return [(f"{lex.voice}+{u.spk.variant}", u.spk.pitch,
+             int(u.spk.speed * random.Random(f"{seed}/{u.utt}").uniform(0.95, 1.05)),
+             u.text, random.Random(f"noise/{seed}/{lang}/{u.utt}").getrandbits(32), u.utt) for u in utts]
+
+
+class _Espeak:
+    """libespeak-ng through ctypes, synchronous: the samples and the word events of one text.
+
+    Use one per text, in a process of its own (:func:`_word_starts`): an engine that has spoken
+    before carries state over, and its timing then differs from the espeak-ng program's by up to
+    tens of ms (a fresh one gives the same number of samples; re-initialising in-process hangs)."""
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self.lib = lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise BuildError(f"cannot load libespeak-ng ({e}); install it with: sudo apt-get install espeak-ng") from None
+
+        class Event(ctypes.Structure):   # espeak_EVENT of speak_lib.h
+            _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                        ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                        ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                        ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+        self.rate = lib.espeak_Initialize(2, 0, None, 0)        # AUDIO_OUTPUT_SYNCHRONOUS
+        self.samples: list[int] = []
+        self.words: list[tuple[int, int, int]] = []            # (text position, length, sample)
+
+        def callback(wav, n, events):
+            self.samples.append(n)
+            i = 0
+            while events[i].type != 0:                         # espeakEVENT_LIST_TERMINATED
+                e = events[i]
+                if e.type == 1:                                # espeakEVENT_WORD
+                    self.words.append((e.text_position, e.length, e.sample))
+                i += 1
+            return 0
+
+        class VoiceSpec(ctypes.Structure):   # espeak_VOICE of speak_lib.h
+            _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
+                        ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                        ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+        self._voice_spec, self._ctypes = VoiceSpec, ctypes
+        self._cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                    ctypes.POINTER(Event))(callback)
+        lib.espeak_SetSynthCallback(self._cb)
+
+    def word_starts(self, voice: str, pitch: int, speed: int, text: str) -> tuple[list[tuple[str, float]], float]:
+        """([(word, start seconds), ...], seconds of audio) as ``espeak-ng -v voice -p pitch -s speed`` speaks ``text``."""
+        self.samples, self.words = [], []
+        if self.lib.espeak_ng_SetVoiceByName(voice.encode()) != 0:
+            # as the espeak-ng program does: a language name (with its +variant) as the voice spec
+            spec = self._voice_spec(languages=voice.encode())
+            if self.lib.espeak_SetVoiceByProperties(self._ctypes.byref(spec)) != 0:
+                raise BuildError(f"espeak-ng has no voice {voice!r}")
+        self.lib.espeak_SetParameter(1, speed, 0)              # espeakRATE
+        self.lib.espeak_SetParameter(3, pitch, 0)              # espeakPITCH
+        raw = text.encode()
+        # the flags of the espeak-ng program: espeakCHARS_AUTO | espeakPHONEMES | espeakENDPAUSE
+        self.lib.espeak_Synth(raw, len(raw) + 1, 0, 1, 0, 0x1000 | 0x100, None, None)
+        self.lib.espeak_Synchronize()
+        words = [(text[p - 1 : p - 1 + n], smp / self.rate) for p, n, smp in self.words if n > 0]
+        if [w for w, _ in words] != text.split():
+            raise BuildError(f"espeak-ng's word events {[w for w, _ in words]} do not match the text {text!r}")
+        return words, sum(self.samples) / self.rate
+
+
+def _word_starts(job: tuple[str, int, int, str, int, str]) -> tuple[str, list[tuple[str, float]], float, float]:
+    """(utt, [(word, start seconds)], seconds of speech, leading silence seconds) of one synthesis job."""
+    voice, pitch, speed, text, noise_seed, utt = job
+    words, speech = _Espeak().word_starts(voice, pitch, speed, text)
+    return utt, words, speech, silences(np.random.default_rng(noise_seed))[0] / SAMPLE_RATE
+
+
+def word_ctm(cfg: "BuildConfig", split: str, out: Path) -> int:
+    """Write the true word timings of ``split`` of every language of ``cfg`` as a CTM (ids as in the
+    corpus): each word's start as espeak-ng speaks it plus the utterance's leading silence, lasting
+    to the next word's start (the last to the end of the speech). Returns the number of utterances."""
+    check_espeak()
+    used_ids: set[str] = set()
+    plans = {lang: plan_language(lang, cfg.size, cfg.seed, used_ids) for lang in LANG_NAMES}
+    jobs = [j for lang in cfg.langs
+            for j in synth_jobs(lang, sorted((u for u in plans[lang] if u.split == split), key=lambda u: u.utt), cfg.seed)]
+    lines = []
+    # one fresh process per utterance (see _Espeak)
+    with multiprocessing.get_context("fork").Pool(max(1, cfg.nj), maxtasksperchild=1) as pool:
+        for utt, words, speech, lead in pool.imap(_word_starts, jobs):
+            for k, (w, s) in enumerate(words):
+                end = words[k + 1][1] if k + 1 < len(words) else speech
+                lines.append(f"{utt} 1 {lead + s:.3f} {max(end - s, 0.001):.3f} {w} 1.000\n")
+    n = len(jobs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(out)
+    return n
 
 
 def opus_compression_level(kbps: float) -> float:
@@ -328,9 +444,7 @@ def write_language(lang: str, utts: list[Utt], dest: Path, bitrate_kbps: float, 
     """Synthesise and write one ``mls_<language>_opus`` tree under ``dest`` (a fresh directory)."""
     lex = load_lexicon(lang)
     level = opus_compression_level(bitrate_kbps)
-    jobs = [(f"{lex.voice}+{u.spk.variant}", u.spk.pitch,
-             int(u.spk.speed * random.Random(f"{seed}/{u.utt}").uniform(0.95, 1.05)),
-             u.text, random.Random(f"noise/{seed}/{lang}/{u.utt}").getrandbits(32), u.utt) for u in utts]
+    jobs = synth_jobs(lang, utts, seed)
     by_id = {u.utt: u for u in utts}
     durs: dict[str, float] = {}
     ctx = multiprocessing.get_context("fork")
@@ -455,8 +569,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bitrate_kbps", type=float, default=12.0, help="Opus target bitrate")
     p.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
     p.add_argument("--force", action="store_true", help="replace languages that already exist")
+    p.add_argument("--word_ctm", type=Path, default=None,
+                   help="write only the true word timings of --split (a CTM) here; no audio is written")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="the split of --word_ctm")
     args = p.parse_args(argv)
     try:
+        if args.word_ctm is not None:
+            if args.size not in SIZES:
+                raise BuildError(f"--word_ctm needs a corpus size of {sorted(SIZES)}, got {args.size!r}")
+            cfg = from_dict(BuildConfig, {"out": str(args.out), "langs": args.langs.split(), "size": args.size,
+                                          "seed": args.seed, "nj": max(1, args.nj)})
+            n = word_ctm(cfg, args.split, args.word_ctm)
+            print(f"{n} utterances' word timings -> {args.word_ctm}", file=sys.stderr)
+            return 0
         build(from_dict(BuildConfig, {"out": str(args.out), "langs": args.langs.split(), "size": args.size,
                                       "seed": args.seed, "bitrate_kbps": args.bitrate_kbps,
                                       "nj": max(1, args.nj), "force": args.force}))
