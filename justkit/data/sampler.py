@@ -377,11 +377,14 @@ class BucketBatchSampler:
     def __iter__(self) -> Iterator[IndexBatch]:
         batches = self.epoch_batches()
         start = self.position
-        if start == 0:
+        if start == 0 and self.shuffle:  # a training epoch (an evaluation pass has no epochs)
             logger.info(
                 "epoch %d: %d batches (rank %d/%d), padding %.1f%%",
                 self.epoch, len(batches), self.rank, self.world_size, 100 * batches.padding_fraction(),
             )
+        elif start == 0:
+            logger.debug("evaluation pass: %d batches (rank %d/%d), padding %.1f%%",
+                         len(batches), self.rank, self.world_size, 100 * batches.padding_fraction())
         return iter(batches[start:])
 
     def __len__(self) -> int:

@@ -96,6 +96,17 @@ class ASRTask:
                     state.get("step", "?"), len(loaded) if loaded is not None else -1)
 
     # ------------------------------------------------------------------ dev WER
+    def plot_references(self) -> dict[str, tuple[float, str]]:
+        """The codebook size on ``codebook_perplexity`` (its maximum: groups x entries) in JUST and
+        w2v-BERT modes."""
+        m = self.experiment.model
+        if m.mode == "supervised":
+            return {}
+        q = m.quantizer
+        return {"codebook_perplexity": (float(q.groups * q.entries),
+                                        f"codebook size ({q.groups} x {q.entries})" if q.groups > 1
+                                        else f"codebook size ({q.entries})")}
+
     def dev_metrics(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Greedy WER (%) on the dev set (``dev_wer_max_utts`` per language): ``dev_wer`` = the
         mean over languages (as the paper averages), ``dev_wer_<lang>`` per language, scored as

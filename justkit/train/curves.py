@@ -6,6 +6,7 @@ import io
 import logging
 import math
 from pathlib import Path
+from typing import Mapping, Optional
 
 from justkit.fileio import atomic_open, atomic_write_text
 from justkit.losses.terms import TERMS
@@ -26,8 +27,10 @@ class TrainCurves:
     ``split`` is ``train`` (averages over a log interval) or ``dev`` (a dev-set evaluation).
     """
 
-    def __init__(self, csv_path: str | Path, plot_dir: str | Path, tensorboard_dir: str | Path | None = None):
+    def __init__(self, csv_path: str | Path, plot_dir: str | Path, tensorboard_dir: str | Path | None = None,
+                 references: Optional[Mapping[str, tuple[float, str]]] = None):
         self.csv_path = Path(csv_path)
+        self.references = dict(references or {})  # column -> (value, label): a dashed line on its plot
         self.plot_dir = Path(plot_dir)
         self.rows: list[dict] = []
         self.tb_dir = Path(tensorboard_dir) if tensorboard_dir else None
@@ -123,6 +126,10 @@ class TrainCurves:
             vals = [r[term] for r in self.rows if _finite(r.get(term))]
             if not any_line or not any(vals):  # absent, or a term this mode never computes (all 0)
                 continue
+            if term in self.references:
+                value, label = self.references[term]
+                ax.axhline(value, color="k", ls="--", lw=0.8, label=label)
+                ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], value * 1.05))
             ax.set_xlabel("step")
             ax.set_ylabel(term)
             ax.set_title(term)
@@ -137,8 +144,8 @@ class TrainCurves:
         return written + [p for p in extra if p]
 
     def plot_overview(self) -> Path | None:
-        """``overview.png``: the loss and each term (log scale, train lines, dev points), the dev WER,
-        the learning rate and the gradient shares, in one figure."""
+        """``overview.png``: the loss and each term (log scale; train and dev in two panels), the dev
+        WER, the learning rate, the gradient shares and the gradient alignment, in one figure."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -147,21 +154,24 @@ class TrainCurves:
             return None
         fig = Figure(figsize=(15, 7), dpi=100)
         FigureCanvasAgg(fig)
-        axes = [fig.add_subplot(2, 3, i) for i in range(1, 6)]
+        axes = [fig.add_subplot(2, 3, i) for i in range(1, 7)]
 
         def series(col, split):
             return [(r["step"], r[col]) for r in self.rows if r.get("split") == split and _finite(r.get(col))]
 
-        ax = axes[0]
-        for col in ("loss", *TERMS):  # every registered loss term (justkit.losses.terms)
-            for split, style in (("train", "-"), ("dev", "o--")):
+        # the losses: train (lines) and dev (points) in panels of their own, one colour per term
+        colours = {col: f"C{i}" for i, col in enumerate(("loss", *TERMS))}
+        for ax, split, style, title in ((axes[0], "train", "-", "train losses (log scale)"),
+                                        (axes[5], "dev", "o-", "dev losses (log scale)")):
+            for col in ("loss", *TERMS):  # every registered loss term (justkit.losses.terms)
                 pts = [(x, y) for x, y in series(col, split) if y > 0]
                 if pts:
                     xs, ys = zip(*pts)
-                    ax.plot(xs, ys, style, markersize=3, label=f"{col} ({split})", lw=2 if col == "loss" else 1)
-        ax.set_yscale("log")
-        ax.set_title("losses (log scale)")
-        ax.legend(fontsize=7, ncol=2)
+                    ax.plot(xs, ys, style, color=colours[col], markersize=3, label=col, lw=2 if col == "loss" else 1)
+            if ax.lines:
+                ax.set_yscale("log")
+                ax.legend(fontsize=7, ncol=2)
+            ax.set_title(title)
         ax = axes[1]
         pts = series("dev_wer", "dev")
         if pts:
@@ -194,6 +204,9 @@ class TrainCurves:
         ax.set_title("cos(term's encoder gradient, dev RNN-T gradient)")
         if ax.lines[1:]:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not measured\n(train.grad_alignment_interval: 0)", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
         for ax in axes:
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("step")

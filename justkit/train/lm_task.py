@@ -135,6 +135,9 @@ class LMTask:
             raise CheckpointError(f"{path}: weights do not fit this LM ({e})") from None
         logger.info("initialised the LM from %s (step %s)", path, state.get("step", "?"))
 
+    def plot_references(self) -> Dict[str, tuple]:
+        return {}
+
     @torch.no_grad()
     def dev_metrics(self, model, device: torch.device) -> Dict[str, float]:
         """``dev_ppl`` and ``dev_ppl_<lang>``: exp(NLL per token) over the dev sentences (rank 0)."""

@@ -46,7 +46,8 @@ class Trainer:
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.curves = TrainCurves(self.exp_dir / "train.csv", self.exp_dir / "plots",
-                                  self.exp_dir / "tensorboard" if self.cfg.tensorboard and self.dist.is_main else None)
+                                  self.exp_dir / "tensorboard" if self.cfg.tensorboard and self.dist.is_main else None,
+                                  references=task.plot_references())
         if self.cfg.num_threads > 0:
             torch.set_num_threads(self.cfg.num_threads)
 
@@ -326,7 +327,7 @@ class Trainer:
         if self.dist.is_main and res:
             terms = " ".join(f"{k} {v:.4g}" for k, v in res.items() if k not in ("num_frames", "loss", "dev_wer"))
             wer = f"greedy WER {res['dev_wer']:.2f}%" if "dev_wer" in res else "no WER"
-            logger.info("dev at step %d (epoch %d) | loss %.4g | %s | %.1f s | %s", self.step,
+            logger.info("dev at step %d (%d epochs done) | loss %.4g | %s | %.1f s | %s", self.step,
                         self.train_loader.epoch, res.get("loss", float("nan")), wer, time.time() - t0, terms)
             self.curves.add({"split": "dev", "step": self.step, "epoch": self.train_loader.epoch, **res})
             self.curves.write_csv()

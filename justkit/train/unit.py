@@ -76,6 +76,11 @@ class TrainTask(Protocol):
         """Rank 0's extra dev figures after the dev-loss pass (greedy WER per language, perplexity, ...)."""
         ...
 
+    def plot_references(self) -> dict[str, tuple[float, str]]:
+        """Horizontal reference lines for the plots of logged columns: ``{column: (value, label)}``
+        (e.g. the codebook size on ``codebook_perplexity``); {} for none."""
+        ...
+
     def init_from(self, model: nn.Module, path: str) -> None:
         """Initialise a fresh run's model from checkpoint ``path`` (``train.init``)."""
         ...

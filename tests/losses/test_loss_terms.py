@@ -182,6 +182,9 @@ def test_the_trainer_trains_any_model_of_the_contract(tmp_path, make_packed):
         def dev_metrics(self, model, device):
             return {"dev_toy": 1.0}
 
+        def plot_references(self):
+            return {}
+
     packed = make_packed(tmp_path / "data", n=12)
     cfg = {"model": {**TINY["model"], "vocab_size": 12}, "data": {"max_frames": 300, "buckets": 2},
            "train": {"max_steps": 4, "log_interval": 1, "plots": False, "tensorboard": False, "num_threads": 1,

@@ -397,6 +397,26 @@ def test_csv_plots_and_config_errors(data, tmp_path):
         make_trainer(bad, tmp_path / "e3", data, None, None)
 
 
+def test_plots_mark_the_codebook_size_and_dev_passes_say_epochs_done(data, tmp_path, caplog):
+    """codebook_perplexity.png gets the codebook size (groups x entries) as a reference line, a
+    supervised model none; a dev pass logs the epochs done, and the dev loader's pass logs no epoch."""
+    cfg = tiny_config("just", max_steps=3, plots=True, log_interval=1)
+    trainer = make_trainer(cfg, tmp_path / "exp", data, data, None)
+    q = trainer.task.experiment.model.quantizer
+    assert trainer.curves.references == {"codebook_perplexity": (float(q.groups * q.entries), trainer.curves.references[
+        "codebook_perplexity"][1])} and str(q.entries) in trainer.curves.references["codebook_perplexity"][1]
+    with caplog.at_level(logging.INFO):
+        trainer.train()
+    assert (tmp_path / "exp" / "plots" / "codebook_perplexity.png").stat().st_size > 0
+    assert (tmp_path / "exp" / "plots" / "overview.png").stat().st_size > 0
+    dev_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dev at step")]
+    assert dev_lines and all("epochs done" in m for m in dev_lines), dev_lines
+    sampler = [r.getMessage() for r in caplog.records if r.name == "justkit.data.sampler" and r.levelno >= logging.INFO]
+    assert sampler and all(m.startswith("epoch ") for m in sampler) and len(sampler) == 1, sampler
+    assert ASRTask(trainer.task.experiment.to_dict() | {"model": {**trainer.task.config["model"],
+                                                                  "mode": "supervised"}}).plot_references() == {}
+
+
 @pytest.mark.parametrize("override,message", [
     (["--model.mode", "foo"], "model.mode must be one of"),
     (["--model.d_modle", "8"], "model: unknown key(s) ['d_modle']"),
