@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from justkit.corpora.prepare_mls import PrepareConfig, prepare
-from justkit.datadir.tables import DataDir, read_table
+from justkit.datadir.tables import read_table
 from justkit.corpora.download import DownloadError, download_file, extract_tar
 from justkit.corpora.mls import (
     MLS_LANGUAGES,
@@ -473,7 +473,7 @@ def test_segments_problems_and_transcript_problems(tmp_path):
         (k(neg_seg), f"{sg}:{list(seg).index(neg_seg) + 1}"): "segment end 1.0 <= start 2.0",
         (k(dup), f"{tr}:{n + 1}"): f"id duplicated (first on line {ids.index(dup) + 1}); later line dropped",
         ("pl_12x_3_000001", f"{tr}:{n + 2}"): "id is not <speaker>_<book>_<utt>",
-        (k(ids[5]), f"{tr}:{n + 3}"): f"id duplicated (first on line 6); later line dropped",
+        (k(ids[5]), f"{tr}:{n + 3}"): "id duplicated (first on line 6); later line dropped",
     }
     text = read_table(data / "dev_pl" / "text")
     assert counts["dev_pl"] == len(text) == n - 3 and k(dup) in text
