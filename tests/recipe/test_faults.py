@@ -208,16 +208,25 @@ def test_jobs_end_with_their_runner(tmp_path, sig):
     assert not alive, f"jobs outlived a runner killed by {sig.name}"
 
 
-def test_a_second_training_of_the_same_experiment_is_refused(tmp_path, capfd):
+def test_a_second_training_of_the_same_experiment_is_refused(tmp_path, capfd, make_packed, tiny_words):
+    """A valid second training of an experiment another one holds is refused naming the holder
+    (the config is resolved first: a bad one is its own error, and writes nothing)."""
     from justkit.bin.train import main
     from justkit.fileio import lock_dir
+    from justkit.text.tokenizer import TokenizerConfig, train_tokenizer
 
+    items = [(f"t{i}", w) for i, w in enumerate(tiny_words)] + [("t99", " ".join(tiny_words))]
+    tok = train_tokenizer({"en": items}, tmp_path / "token",
+                          TokenizerConfig(vocab_size=14, hard_vocab_limit=False, lang_alpha=1.0))
+    packed = make_packed(tmp_path / "data", tokenizer=tok)
     exp = tmp_path / "exp"
     held = lock_dir(exp, "test")  # noqa: F841 (another "training" holds it)
     (tmp_path / "c.yaml").write_text("include: [" + str(ROOT / "egs/TEMPLATE/conf/model/tiny.yaml") + "]\ntrain: {max_steps: 1}\n")
-    rc = main(["--config", str(tmp_path / "c.yaml"), "--exp", str(exp), "--train_data", "x.jsonl", "--tokenizer", "x"])
+    rc = main(["--config", str(tmp_path / "c.yaml"), "--exp", str(exp), "--train_data", str(packed),
+               "--tokenizer", str(tmp_path / "token" / "spm.model")])
     err = capfd.readouterr().err
-    assert rc == 2 and "already running (pid" in err
+    assert rc == 2 and "already running (pid" in err, err
+    assert not (exp / "config.yaml").exists()
 
 
 def test_logs_are_rotated_not_truncated(tmp_path):
