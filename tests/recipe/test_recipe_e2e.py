@@ -159,7 +159,8 @@ def test_run_sh_stages_1_to_8(tmp_path):
     assert got == read_table(exp / "decode_greedy_test_en/hyp.txt", allow_empty_value=True)
     assert "RTF" in r.stderr
     ctm = [line.split() for line in (tmp_path / "hyp.ctm").read_text().splitlines()]
-    assert ctm and all(len(c) == 6 and float(c[2]) >= 0 and float(c[3]) > 0 for c in ctm)
+    assert all(len(c) == 6 and float(c[2]) >= 0 and float(c[3]) > 0 for c in ctm)
+    assert bool(ctm) == any(got.values()), (ctm, got)  # lines exactly when there are words (24 updates: maybe none)
     words: dict = {}
     for c in ctm:   # a word CTM: the words of each hypothesis, in order
         words.setdefault(c[0], []).append(c[4])
