@@ -137,8 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from justkit.models.onnx import OnnxTransducer
 
         s2t = OnnxTransducer.from_dir(a.model_dir, threads=a.num_threads, max_segment_s=a.max_segment_seconds,
-                                      batch_size=a.batch_size)
-        s2t.timing = "auto" if a.ctm else "off"
+                                      batch_size=a.batch_size, timing="auto" if a.ctm else "off")
     else:
         if a.num_threads:
             import torch

@@ -79,6 +79,8 @@ class Transcriber:
                  max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8, timing: str = "auto") -> None:
         if max_segment_s < 0 or batch_size < 1:
             raise ValueError(f"max_segment_s must be >= 0 and batch_size >= 1, got {max_segment_s}, {batch_size}")
+        if timing not in (*TIMINGS, "off"):
+            raise ValueError(f"timing must be one of {(*TIMINGS, 'off')}, got {timing!r}")
         self.tokenizer = tokenizer
         self.fbank = fbank
         self.cmvn = cmvn
@@ -222,8 +224,6 @@ class Speech2Text(Transcriber):
                  max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8, timing: str = "auto") -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if timing not in (*TIMINGS, "off"):
-            raise ValueError(f"timing must be one of {(*TIMINGS, 'off')}, got {timing!r}")
         if timing == "ctc" and getattr(model, "ctc_head", None) is None:
             raise AlignError("timing 'ctc' needs a model trained with the CTC head (loss.w_ctc > 0); "
                              "use 'transducer' or 'auto'")

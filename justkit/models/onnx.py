@@ -149,7 +149,7 @@ class OnnxTransducer(Transcriber):
     def __init__(self, onnx_dir: str | Path, threads: int = 1, tokenizer: Optional[Tokenizer] = None,
                  fbank: Optional[FbankConfig] = None, cmvn: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  max_segment_s: float = MAX_SEGMENT_S, batch_size: int = 8,
-                 max_symbols_per_frame: int = 3) -> None:
+                 max_symbols_per_frame: int = 3, timing: str = "auto") -> None:
         import onnxruntime as ort  # lazy: an optional extra, needed only to run the exported files
 
         d = Path(onnx_dir)
@@ -158,6 +158,9 @@ class OnnxTransducer(Transcriber):
             raise ModelDirError(f"{d}: lacks {missing} (export with python -m justkit.bin.pack_model --onnx)")
         if max_symbols_per_frame < 1:
             raise ValueError(f"max_symbols_per_frame must be >= 1, got {max_symbols_per_frame}")
+        if timing not in ("auto", "off"):
+            raise ValueError(f"timing {timing!r}: the ONNX export cannot align; 'auto' times pieces by the "
+                             "frames the search emitted them on, 'off' gives none")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads   # 0: ONNX Runtime's default (one per core)
         opts.inter_op_num_threads = 1
@@ -171,11 +174,11 @@ class OnnxTransducer(Transcriber):
         self.max_symbols_per_frame = int(max_symbols_per_frame)
         # exports before min_frames was recorded: two 3x3 stride-2 convolutions need 7 frames
         super().__init__(tokenizer, fbank, cmvn, int(self.meta.get("subsampling", 4)),
-                         int(self.meta.get("min_frames", 7)), max_segment_s, batch_size)
+                         int(self.meta.get("min_frames", 7)), max_segment_s, batch_size, timing)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, threads: int = 1, max_segment_s: float = MAX_SEGMENT_S,
-                 batch_size: int = 8, max_symbols_per_frame: int = 3) -> "OnnxTransducer":
+                 batch_size: int = 8, max_symbols_per_frame: int = 3, timing: str = "auto") -> "OnnxTransducer":
         """The ONNX export in ``model_dir/onnx`` (a packed model dir, ``pack_model --onnx``) with the
         dir's front end (``fbank.yaml``, ``cmvn.ark``) and tokenizer (``spm.model``), checked
         against the export (vocabulary, feature dim, the front end recorded at export)."""
@@ -186,7 +189,7 @@ class OnnxTransducer(Transcriber):
         tok = Tokenizer(files.tokenizer)
         fbank = FbankConfig.from_dict(files.fbank)
         cmvn = resolve_cmvn(files.cmvn) if files.cmvn else None
-        self = cls(onnx_dir, threads, tok, fbank, cmvn, max_segment_s, batch_size, max_symbols_per_frame)
+        self = cls(onnx_dir, threads, tok, fbank, cmvn, max_segment_s, batch_size, max_symbols_per_frame, timing)
         pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
         if pieces != self.tokens:
             raise ModelDirError(f"{onnx_dir / 'tokens.txt'}: {len(self.tokens)} pieces that are not those of "

@@ -232,6 +232,9 @@ def test_onnx_front_door_gives_speech2text_text(experiment, packed_onnx, speech_
         h = greedy_search(s2t.model, enc, enc_lens, s2t.greedy)[0]
         assert r.times[0] == round(h.frames[0] * ort_s2t.frame_seconds, 3) and r.times == sorted(r.times)
         assert all(0 < sp.confidence <= 1 for sp in r.spans)
+    with pytest.raises(ValueError, match="cannot align"):
+        OnnxTransducer.from_dir(packed_onnx, timing="ctc")
+    assert OnnxTransducer.from_dir(packed_onnx, timing="off").transcribe(batch[:1])[0].words == []
     assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-3)
     assert sum(bool(r.text) for r in want) >= 3, "the model emits little: the comparison would be weak"
     from justkit.frontend.resample import resample
