@@ -102,6 +102,25 @@ def make_packed():
     return _make_packed
 
 
+def _recipe_dir(r: Path) -> Path:
+    """``r`` laid out as a recipe's stages 2-3 expect: ``utils`` -> the repository's, the mini
+    recipe's ``conf/fbank.yaml``; the audio and data dirs are the caller's."""
+    import shutil
+
+    r.mkdir(parents=True, exist_ok=True)
+    (r / "utils").symlink_to(ROOT / "utils")
+    (r / "conf").mkdir()
+    shutil.copy(ROOT / "egs/mls/conf/fbank.yaml", r / "conf/fbank.yaml")
+    (r / "corpus").mkdir()
+    return r
+
+
+@pytest.fixture(scope="session")
+def recipe_dir():
+    """``(path) -> path``: a recipe-like dir (utils link, conf/fbank.yaml, an empty corpus/)."""
+    return _recipe_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_words():
     """The words ``make_packed``'s transcripts are drawn from."""

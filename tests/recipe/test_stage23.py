@@ -56,14 +56,10 @@ def write_dir(d: Path, wav: dict, text: dict):
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
+def recipe(tmp_path_factory, recipe_dir):
     """A recipe-like dir (utils -> repo utils, conf/fbank.yaml) with data/test of 48 kHz opus."""
-    r = tmp_path_factory.mktemp("recipe")
-    (r / "utils").symlink_to(ROOT / "utils")
-    (r / "conf").mkdir()
-    shutil.copy(ROOT / "egs/mls/conf/fbank.yaml", r / "conf/fbank.yaml")
+    r = recipe_dir(tmp_path_factory.mktemp("recipe"))
     audio = r / "corpus"
-    audio.mkdir()
     wav, text = {}, {}
     for i, u in enumerate(GOOD + [SHORT]):
         n = 600 if u == SHORT else int(48000 * (0.5 + 0.1 * i)) + i  # lengths not divisible by 3 too

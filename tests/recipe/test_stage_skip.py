@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,13 +26,9 @@ def tone(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
+def recipe(tmp_path_factory, recipe_dir):
     """A recipe-like dir: utils -> the repo's, conf/fbank.yaml, data/test with six 48 kHz FLACs."""
-    r = tmp_path_factory.mktemp("skip")
-    (r / "utils").symlink_to(ROOT / "utils")
-    (r / "conf").mkdir()
-    shutil.copy(ROOT / "egs/mls/conf/fbank.yaml", r / "conf/fbank.yaml")
-    (r / "corpus").mkdir()
+    r = recipe_dir(tmp_path_factory.mktemp("skip"))
     d = r / "data/test"
     d.mkdir(parents=True)
     for i, u in enumerate(UTTS):
