@@ -215,7 +215,7 @@ def compare_to_stored(exp_dir: str | Path, new: Experiment) -> Optional[ConfigDi
         stored = Experiment.load(path).to_dict()
     except (ConfigError, OSError, ValueError) as e:
         return ConfigDiff([], [f"{path} cannot be read as an experiment config ({e})"])
-    old, cur = _plain(stored), _plain(new.to_dict())
+    old, cur = stored, new.to_dict()
     keyed = compare_configs(old, cur)
     changes, conflicts = keyed.changes, list(keyed.conflicts)
     try:
