@@ -143,12 +143,14 @@ class Transcriber:
             out.append((h, piece_spans(pieces, ali, self.frame_seconds, offset, limit), "search"))
         return out
 
-    def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = ()) -> List[Transcript]:
-        """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together)."""
+    def transcribe(self, batch: Sequence[Tuple[object, int]], names: Sequence[str] = (),
+                   timed: bool = True) -> List[Transcript]:
+        """``[(waveform, sample_rate), ...]`` -> one Transcript each (decoded together); ``timed``:
+        with word times (the backend's ``timing``; False: text and pieces only, no alignment)."""
         if not batch:
             return []
         feats = [self.features(w, sr, names[i] if i < len(names) else "") for i, (w, sr) in enumerate(batch)]
-        return self.transcribe_features(feats, names)
+        return self.transcribe_features(feats, names, timed)
 
     def segments(self, feats: np.ndarray) -> List[Tuple[int, int]]:
         """``[(start, end), ...]`` frames: the whole utterance when it is at most ``max_segment_s``
@@ -173,12 +175,15 @@ class Transcriber:
         out.append((start, n))
         return out
 
-    def transcribe_features(self, feats: Sequence[np.ndarray], names: Sequence[str] = ()) -> List[Transcript]:
+    def transcribe_features(self, feats: Sequence[np.ndarray], names: Sequence[str] = (),
+                            timed: bool = True) -> List[Transcript]:
         """Features (as :meth:`features` gives them) -> one Transcript each. Long utterances are
         decoded in pieces (:meth:`segments`) and stitched; at most ``batch_size`` pieces are
         searched at once. An utterance shorter than the model's subsampling needs gets an
-        empty Transcript and a warning naming it."""
+        empty Transcript and a warning naming it. ``timed`` False (or ``timing`` off): no word times
+        and no alignment work."""
         self._need_frontend()
+        timed = timed and self.timing != "off"
         names = [names[i] if i < len(names) and names[i] else f"#{i}" for i in range(len(feats))]
         hop = self.fbank.frame_shift_ms / 1000
         pieces = []  # (utterance index, start frame, features)
@@ -191,9 +196,13 @@ class Transcriber:
         found: List[List[Tuple[Hypothesis, List[Span], str]]] = [[] for _ in feats]
         for b in range(0, len(pieces), self.batch_size):
             group = pieces[b : b + self.batch_size]
-            timed = self.timed_search([g[2] for g in group], [names[g[0]] for g in group],
-                                      [g[1] * hop for g in group], [(g[1] + g[2].shape[0]) * hop for g in group])
-            for (i, _, _), result in zip(group, timed):
+            feats_, names_ = [g[2] for g in group], [names[g[0]] for g in group]
+            if timed:
+                results = self.timed_search(feats_, names_, [g[1] * hop for g in group],
+                                            [(g[1] + g[2].shape[0]) * hop for g in group])
+            else:
+                results = [(h, [], "") for h in self.search(feats_, names_)]
+            for (i, _, _), result in zip(group, results):
                 found[i].append(result)
         out = []
         for parts in found:
@@ -205,14 +214,14 @@ class Transcriber:
                 score += h.score
                 if source and source not in sources:
                     sources.append(source)
-            words = words_of(spans, self.tokenizer.decode_pieces) if self.timing != "off" else []
+            words = words_of(spans, self.tokenizer.decode_pieces) if timed else []
             out.append(Transcript(self.tokenizer.decode(tokens) if tokens else "", pieces_,
                                   [round(s.start, 3) for s in spans], score, words, spans, "+".join(sources)))
         return out
 
     def __call__(self, waveform, sample_rate: int) -> str:
         """The text of one utterance (1-D float samples in [-1, 1] at ``sample_rate``)."""
-        return self.transcribe([(waveform, sample_rate)])[0].text
+        return self.transcribe([(waveform, sample_rate)], timed=False)[0].text
 
 
 class Speech2Text(Transcriber):
