@@ -115,7 +115,7 @@ def to_lhotse(data_dir: str | Path, out: ManifestPaths) -> Dict[str, int]:
 
     d = DataDir(Path(data_dir))
     if not d.has("wav.scp"):
-        raise DataDirError(f"{d.path}/wav.scp: file not found (lhotse recordings need the audio)")
+        raise DataDirError(f"{d.path}/wav.scp: missing or not a regular file (lhotse recordings need the audio)")
     wav = d.read("wav.scp")
     recordings = []
     for rec, src in wav.items():
